@@ -1,0 +1,70 @@
+"""safeseek_tl: safety circuits in language models, on TransformerLens hook points.
+
+The flow: load a model, run any attribution method to get :class:`Scores`, select a
+:class:`Circuit`, ablate it and measure the behaviour, plot and compare.
+"""
+
+from safeseek_tl.ablation import ABLATION_MODES, AblationMode, ReferenceActivations, ablated, ablation_hooks
+from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.data import (
+    AlignmentRecord,
+    BackdoorRecord,
+    BenignRecord,
+    DataError,
+    TokenizedPairs,
+    TokenizedPrompts,
+    load_records,
+    tokenize_pairs,
+    tokenize_prompts,
+)
+from safeseek_tl.generation import generate
+from safeseek_tl.masks import MASK_KINDS, MaskKind, MaskLogits, mask_hooks, masked
+from safeseek_tl.metrics import (
+    REFUSAL_KEYWORDS,
+    RefusalJudge,
+    completion_cross_entropy,
+    last_position_kl,
+    refusal_score,
+    refusal_token_ids,
+)
+from safeseek_tl.models import LoadedModel, ModelNotAvailableError, load_model
+from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABLATION_MODES",
+    "MASK_KINDS",
+    "REFUSAL_KEYWORDS",
+    "AblationMode",
+    "AlignmentRecord",
+    "BackdoorRecord",
+    "BenignRecord",
+    "ChatFormatter",
+    "Circuit",
+    "DataError",
+    "LoadedModel",
+    "MaskKind",
+    "MaskLogits",
+    "ModelNotAvailableError",
+    "ModelShape",
+    "ReferenceActivations",
+    "RefusalJudge",
+    "Scores",
+    "ShapeMismatchError",
+    "TokenizedPairs",
+    "TokenizedPrompts",
+    "ablated",
+    "ablation_hooks",
+    "completion_cross_entropy",
+    "generate",
+    "last_position_kl",
+    "load_model",
+    "load_records",
+    "mask_hooks",
+    "masked",
+    "refusal_score",
+    "refusal_token_ids",
+    "tokenize_pairs",
+    "tokenize_prompts",
+]

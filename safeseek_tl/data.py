@@ -1,0 +1,334 @@
+"""Safety datasets: typed records, file loaders (JSON, JSONL, CSV) and tokenization into batches.
+
+Three kinds of records, with the official SafeSeek field names:
+
+- backdoor: ``input``, ``output``, ``backdoor_input``, ``backdoor_output``;
+- alignment: ``prompt``, ``refuse``, ``accept`` (a JSON file may hold them in a top-level
+  ``results`` list, as the official code's files do);
+- benign: ``prompt``, ``response``, or Alpaca's ``instruction``, ``input``, ``output``.
+
+A bad file raises :class:`DataError` naming the file, the line and the field. Extra fields are
+ignored, so files can carry ids or categories.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from safeseek_tl.chat import ChatFormatter
+
+DataKind = Literal["backdoor", "alignment", "benign"]
+DATA_KINDS: tuple[DataKind, ...] = ("backdoor", "alignment", "benign")
+IGNORE_INDEX = -100
+
+
+class DataError(ValueError):
+    """A data file or record is malformed; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class BackdoorRecord:
+    """A clean prompt and answer, and the same prompt with the trigger and the backdoor answer."""
+
+    input: str
+    output: str
+    backdoor_input: str
+    backdoor_output: str
+
+
+@dataclass(frozen=True)
+class AlignmentRecord:
+    """A harmful prompt with a refusal and a compliant answer."""
+
+    prompt: str
+    refuse: str
+    accept: str
+
+
+@dataclass(frozen=True)
+class BenignRecord:
+    """A benign prompt with a helpful answer (utility data)."""
+
+    prompt: str
+    response: str
+
+
+Record = Union[BackdoorRecord, AlignmentRecord, BenignRecord]
+RECORD_TYPES: dict[DataKind, type] = {"backdoor": BackdoorRecord, "alignment": AlignmentRecord, "benign": BenignRecord}
+
+
+def _required_fields(kind: DataKind) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(RECORD_TYPES[kind]))
+
+
+def detect_kind(item: Any) -> DataKind | None:
+    """The kind whose fields ``item`` has (Alpaca items count as benign), or ``None``."""
+    if not isinstance(item, dict):
+        return None
+    if "backdoor_input" in item:
+        return "backdoor"
+    if "refuse" in item or "accept" in item:
+        return "alignment"
+    if "response" in item or "instruction" in item:
+        return "benign"
+    return None
+
+
+def _record_from(item: Any, kind: DataKind, where: str) -> Record:
+    if not isinstance(item, dict):
+        raise DataError(f"{where}: expected an object with fields {list(_required_fields(kind))}, got {type(item).__name__}")
+    if kind == "benign" and "instruction" in item and "prompt" not in item:
+        item = _alpaca_to_benign(item, where)
+    values = {}
+    for name in _required_fields(kind):
+        if name not in item:
+            raise DataError(f"{where}: missing field '{name}' (a {kind} record needs {list(_required_fields(kind))})")
+        value = item[name]
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise DataError(f"{where}: field '{name}' is empty")
+        values[name] = value
+    return RECORD_TYPES[kind](**values)
+
+
+def _alpaca_to_benign(item: dict[str, Any], where: str) -> dict[str, Any]:
+    extra = item.get("input", "")
+    if not isinstance(extra, str):
+        raise DataError(f"{where}: field 'input' must be a string, got {type(extra).__name__}")
+    prompt = item["instruction"] + (f"\n\n{extra}" if isinstance(item["instruction"], str) and extra.strip() else "")
+    return {"prompt": prompt, "response": item.get("output")} if "output" in item else {"prompt": prompt}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file ({err.strerror})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (bad byte at offset {err.start})") from None
+
+
+def _json_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """(line, item) for each element of a JSON array, or of the ``results`` list of an object."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg}, column {err.colno})") from None
+    if isinstance(data, dict) and "results" in data:
+        data = data["results"]
+        key_at = text.find('"results"')
+        start = text.find("[", key_at)
+    else:
+        start = text.find("[")
+    if not isinstance(data, list):
+        raise DataError(f"{path}:1: expected a JSON list of records (or an object with a 'results' list)")
+    # Walk the array again with raw_decode to learn the line on which each item starts.
+    decoder, pos = json.JSONDecoder(), start + 1
+    for item in data:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        line = text.count("\n", 0, pos) + 1
+        _, pos = decoder.raw_decode(text, pos)
+        yield line, item
+
+
+def _jsonl_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{line_no}: invalid JSON ({err.msg}, column {err.colno})") from None
+
+
+def _csv_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise DataError(f"{path}:1: the CSV file has no header row")
+    for row in reader:
+        if None in row:  # more cells than header columns
+            raise DataError(f"{path}:{reader.line_num}: the row has more cells than the header has columns")
+        yield reader.line_num, {key: value for key, value in row.items() if value is not None}
+
+
+_READERS = {".json": _json_items, ".jsonl": _jsonl_items, ".csv": _csv_items}
+
+
+def load_records(path: str | Path, kind: DataKind | None = None) -> list[Record]:
+    """Load a dataset file (.json, .jsonl or .csv) as typed records.
+
+    ``kind`` is detected from the first record's fields when not given. Every record must be of
+    the same kind. Raises :class:`DataError` naming the file, line and field of the first problem.
+    """
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .json, .jsonl or .csv")
+    if kind is not None and kind not in DATA_KINDS:
+        raise DataError(f"{path}: unknown data kind {kind!r}; use one of {DATA_KINDS}")
+    records: list[Record] = []
+    for line, item in reader(path, _read_text(path)):
+        where = f"{path}:{line}"
+        if kind is None:
+            kind = detect_kind(item)
+            if kind is None:
+                keys = sorted(item) if isinstance(item, dict) else type(item).__name__
+                raise DataError(
+                    f"{where}: cannot tell the kind of data from fields {keys}; expected backdoor "
+                    f"{list(_required_fields('backdoor'))}, alignment {list(_required_fields('alignment'))} "
+                    f"or benign {list(_required_fields('benign'))}"
+                )
+        records.append(_record_from(item, kind, where))
+    if not records:
+        raise DataError(f"{path}: the file holds no records")
+    return records
+
+
+def split_records(records: Sequence[Record], n_val: int, source: str = "dataset") -> tuple[list[Record], list[Record]]:
+    """Split into (train, validation) by position: the last ``n_val`` records validate."""
+    if n_val < 0 or len(records) - n_val < 1:
+        raise DataError(f"{source}: {len(records)} records cannot give {n_val} validation records and at least one for training")
+    return list(records[: len(records) - n_val]), list(records[len(records) - n_val :])
+
+
+@dataclass
+class TokenizedPairs:
+    """Right-padded (prompt, completion) sequences with a loss mask over completion tokens only."""
+
+    input_ids: Int[Tensor, "n pos"]
+    attention_mask: Int[Tensor, "n pos"]
+    labels: Int[Tensor, "n pos"]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def loss_mask(self) -> Bool[Tensor, "n pos"]:
+        """True at the positions whose *next* token is a completion token (shifted labels)."""
+        return self.labels[:, 1:] != IGNORE_INDEX
+
+    def select(self, index: Tensor | slice | list[int]) -> TokenizedPairs:
+        return TokenizedPairs(self.input_ids[index], self.attention_mask[index], self.labels[index])
+
+    @staticmethod
+    def concat(parts: Sequence[TokenizedPairs], pad_id: int) -> TokenizedPairs:
+        """Stack several batches (of possibly different lengths) into one, right-padding."""
+        width = max(part.input_ids.shape[1] for part in parts)
+
+        def pad(t: Tensor, value: int) -> Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+        return TokenizedPairs(
+            torch.cat([pad(p.input_ids, pad_id) for p in parts]),
+            torch.cat([pad(p.attention_mask, 0) for p in parts]),
+            torch.cat([pad(p.labels, IGNORE_INDEX) for p in parts]),
+        )
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def tokenize_pairs(
+    chat: ChatFormatter,
+    pairs: Sequence[tuple[str, str]],
+    max_length: int = 128,
+    source: str = "dataset",
+) -> TokenizedPairs:
+    """Tokenize (prompt, completion) pairs through the chat template.
+
+    Labels are the input ids on completion tokens and ``-100`` elsewhere (prompt and padding).
+    A sequence longer than ``max_length`` keeps its whole prompt and loses the end of its
+    completion, with a warning; a prompt that alone does not fit is a :class:`DataError`.
+    """
+    if not pairs:
+        raise DataError(f"{source}: no (prompt, completion) pairs to tokenize")
+    rows, truncated = [], 0
+    for number, (prompt, completion) in enumerate(pairs, start=1):
+        prompt_ids, completion_ids = chat.pair_ids(prompt, completion)
+        if len(prompt_ids) >= max_length:
+            raise DataError(
+                f"{source}: record {number}: the prompt is {len(prompt_ids)} tokens, which leaves no room for a "
+                f"completion within max_length={max_length}; shorten it or raise max_length"
+            )
+        if len(prompt_ids) + len(completion_ids) > max_length:
+            truncated += 1
+            completion_ids = completion_ids[: max_length - len(prompt_ids)]
+        rows.append((prompt_ids, completion_ids))
+    if truncated:
+        warnings.warn(f"{source}: {truncated} of {len(pairs)} completions were cut to fit max_length={max_length}", stacklevel=2)
+    width = max(len(p) + len(c) for p, c in rows)
+    pad_id = _pad_id(chat.tokenizer)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (prompt_ids, completion_ids) in enumerate(rows):
+        ids = prompt_ids + completion_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, len(prompt_ids) : len(ids)] = torch.tensor(completion_ids)
+    return TokenizedPairs(input_ids, attention_mask, labels)
+
+
+@dataclass
+class TokenizedPrompts:
+    """Left-padded prompts (so the last position is every row's last prompt token)."""
+
+    input_ids: Int[Tensor, "n pos"]
+    attention_mask: Int[Tensor, "n pos"]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: Tensor | slice | list[int]) -> TokenizedPrompts:
+        return TokenizedPrompts(self.input_ids[index], self.attention_mask[index])
+
+
+def tokenize_prompts(chat: ChatFormatter, prompts: Sequence[str], max_length: int | None = None) -> TokenizedPrompts:
+    """Tokenize prompts through the chat template, left-padded. Over-long prompts keep their end."""
+    if not prompts:
+        raise DataError("no prompts to tokenize")
+    rows = [chat.prompt_ids(prompt) for prompt in prompts]
+    if max_length is not None and any(len(r) > max_length for r in rows):
+        warnings.warn(f"prompts longer than max_length={max_length} tokens keep only their last tokens", stacklevel=2)
+        rows = [r[-max_length:] for r in rows]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), _pad_id(chat.tokenizer), dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[i, width - len(ids) :] = 1
+    return TokenizedPrompts(input_ids, attention_mask)
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Consecutive slices covering ``range(n)`` in batches of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def trim_padding(input_ids: Tensor, attention_mask: Tensor, right: bool = True) -> tuple[Tensor, Tensor]:
+    """Drop columns that are padding in every row (a batch cut from a wider tokenized set)."""
+    used = attention_mask.bool().any(0).nonzero()
+    lo, hi = (0, int(used.max()) + 1) if right else (int(used.min()), attention_mask.shape[1])
+    return input_ids[:, lo:hi], attention_mask[:, lo:hi]

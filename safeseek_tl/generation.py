@@ -1,0 +1,49 @@
+"""Batched greedy generation through the bridge, so that any active hooks (masks, ablations) apply."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.data import batch_slices, tokenize_prompts
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    chat: ChatFormatter,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions of ``prompts`` (chat-templated, left-padded), decoded without special tokens.
+
+    Runs Hugging Face ``generate`` on the bridge's wrapped model with a KV cache; the bridge's hook
+    points sit inside that model, so hooks installed with ``model.hooks``, :func:`~safeseek_tl.masks.masked`
+    or :func:`~safeseek_tl.ablation.ablated` act on every generated token. A per-row mask must have
+    as many rows as ``batch_size`` (the last batch may be smaller: pass ``batch_size=len(prompts)``).
+    """
+    tokenizer = chat.tokenizer
+    tokens = tokenize_prompts(chat, prompts)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    outputs: list[str] = []
+    for part in tqdm(batch_slices(len(prompts), batch_size), desc="generating", disable=not progress, leave=False):
+        input_ids = tokens.input_ids[part].to(device)
+        attention_mask = tokens.attention_mask[part].to(device)
+        generated = model.original_model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new_tokens = generated[:, input_ids.shape[1] :]
+        outputs.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return outputs

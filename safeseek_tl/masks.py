@@ -1,0 +1,162 @@
+"""Differentiable unit masks and the hooks that apply them.
+
+A mask multiplies each head's output (``hook_z``, before W_O) and each neuron's activation
+(``hook_post``) by a value in [0, 1]. Masks may be shared by the whole batch (``[n_layers, units]``)
+or differ per batch row (``[batch, n_layers, units]``), so that several mask paths (the "main"
+and "circuit" paths of SafeSeek, say) run in one forward and backward pass.
+
+Mask logits are always float32, whatever the model dtype: the official SafeSeek code keeps them in
+bfloat16, where an lr of 1e-2 barely moves a logit near 1.0 (METHODS.md section 5 item 6).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from safeseek_tl.hooks import UNIT_KINDS, UnitKind, head_hook, neuron_hook
+from safeseek_tl.units import ModelShape
+
+MaskKind = Literal["sigmoid", "hard_sigmoid", "hard_concrete"]
+MASK_KINDS: tuple[MaskKind, ...] = ("sigmoid", "hard_sigmoid", "hard_concrete")
+
+# Hard-concrete stretch interval and temperature (Louizos et al. 2018, the usual values).
+_HC_GAMMA, _HC_ZETA, _HC_BETA = -0.1, 1.1, 2.0 / 3.0
+
+HookList = list[tuple[str, Callable[..., Tensor]]]
+
+
+def _scale_heads(mask: Tensor) -> Callable[..., Tensor]:
+    """Hook multiplying hook_z [batch, pos, head, d_head] by ``mask`` ([head] or [batch, head])."""
+
+    def hook(z: Tensor, hook: Any) -> Tensor:
+        m = mask.to(z.dtype)
+        return z * (m[:, None] if m.dim() == 1 else m[:, None, :, None])
+
+    return hook
+
+
+def _scale_neurons(mask: Tensor) -> Callable[..., Tensor]:
+    """Hook multiplying hook_post [batch, pos, d_mlp] by ``mask`` ([d_mlp] or [batch, d_mlp])."""
+
+    def hook(post: Tensor, hook: Any) -> Tensor:
+        m = mask.to(post.dtype)
+        return post * (m if m.dim() == 1 else m[:, None, :])
+
+    return hook
+
+
+def mask_hooks(
+    heads: Float[Tensor, "*rows n_layers n_heads"] | None = None,
+    neurons: Float[Tensor, "*rows n_layers d_mlp"] | None = None,
+) -> HookList:
+    """Forward hooks that multiply every head output / neuron activation by its mask value.
+
+    Each mask is ``[n_layers, units]`` (shared by all rows) or ``[batch, n_layers, units]``
+    (one mask per batch row). Gradients flow back into the mask tensors.
+    """
+    hooks: HookList = []
+    for values, name_of, make in ((heads, head_hook, _scale_heads), (neurons, neuron_hook, _scale_neurons)):
+        if values is None:
+            continue
+        if values.dim() not in (2, 3):
+            raise ValueError(f"a mask must be [n_layers, units] or [batch, n_layers, units], got shape {tuple(values.shape)}")
+        for layer in range(values.shape[-2]):
+            hooks.append((name_of(layer), make(values[..., layer, :])))
+    return hooks
+
+
+@contextmanager
+def masked(
+    model: Any,
+    heads: Float[Tensor, "*rows n_layers n_heads"] | None = None,
+    neurons: Float[Tensor, "*rows n_layers d_mlp"] | None = None,
+) -> Iterator[Any]:
+    """Run ``model`` with unit masks applied; the hooks are removed on exit, also on errors.
+
+    >>> with masked(model, heads=head_mask):  # doctest: +SKIP
+    ...     logits = model(tokens)
+    """
+    with model.hooks(fwd_hooks=mask_hooks(heads, neurons)):
+        yield model
+
+
+class MaskLogits(nn.Module):
+    """Learnable float32 mask logits for the heads and/or neurons of one model.
+
+    ``kind`` picks how logits become mask values:
+
+    - ``"sigmoid"``: the soft value sigmoid(a / T);
+    - ``"hard_sigmoid"`` (SafeSeek's): a straight-through estimator, exactly 0 or 1 forward,
+      the gradient of sigmoid(a / T) backward;
+    - ``"hard_concrete"``: Louizos et al.'s stretched, clipped concrete gate, stochastic in
+      training and deterministic at evaluation.
+
+    A unit is "kept" when its deterministic mask value is above 0.5, i.e. when a > 0 for
+    the sigmoid kinds (the official read-off rule).
+    """
+
+    def __init__(
+        self,
+        shape: ModelShape,
+        kinds: tuple[UnitKind, ...] = UNIT_KINDS,
+        init: float | Mapping[str, float] = 1.0,
+        kind: MaskKind = "hard_sigmoid",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if kind not in MASK_KINDS:
+            raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
+        if not kinds or any(k not in UNIT_KINDS for k in kinds):
+            raise ValueError(f"kinds must be a non-empty subset of {UNIT_KINDS}, got {kinds!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.shape, self.kinds, self.kind, self.temperature = shape, tuple(kinds), kind, temperature
+        for unit_kind in UNIT_KINDS:
+            value = init if isinstance(init, (int, float)) else init.get(unit_kind, 1.0)
+            param = nn.Parameter(torch.full(shape.size(unit_kind), float(value), dtype=torch.float32)) if unit_kind in self.kinds else None
+            self.register_parameter(unit_kind, param)
+
+    def logits(self, unit_kind: UnitKind) -> Tensor | None:
+        return getattr(self, unit_kind)
+
+    def keep_probability(self) -> dict[UnitKind, Tensor]:
+        """The soft "unit is on" probability of each unit, used by sparsity terms and as scores."""
+        out = {}
+        for unit_kind in self.kinds:
+            a = self.logits(unit_kind)
+            if self.kind == "hard_concrete":
+                out[unit_kind] = torch.sigmoid(a - _HC_BETA * math.log(-_HC_GAMMA / _HC_ZETA))
+            else:
+                out[unit_kind] = torch.sigmoid(a / self.temperature)
+        return out
+
+    def values(self, stochastic: bool = False, generator: torch.Generator | None = None) -> dict[UnitKind, Tensor]:
+        """Mask values for a forward pass (hard-concrete samples noise when ``stochastic``)."""
+        out = {}
+        for unit_kind in self.kinds:
+            a = self.logits(unit_kind)
+            if self.kind == "sigmoid":
+                out[unit_kind] = torch.sigmoid(a / self.temperature)
+            elif self.kind == "hard_sigmoid":
+                soft = torch.sigmoid(a / self.temperature)
+                out[unit_kind] = (soft > 0.5).to(soft.dtype) - soft.detach() + soft
+            else:
+                if stochastic:
+                    u = torch.rand(a.shape, generator=generator, device=a.device).clamp(1e-6, 1 - 1e-6)
+                    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + a) / _HC_BETA)
+                else:
+                    s = torch.sigmoid(a)
+                out[unit_kind] = (s * (_HC_ZETA - _HC_GAMMA) + _HC_GAMMA).clamp(0.0, 1.0)
+        return out
+
+    def kept(self) -> dict[UnitKind, Tensor]:
+        """Deterministic read-off: which units the mask keeps (value > 0.5)."""
+        with torch.no_grad():
+            return {unit_kind: value > 0.5 for unit_kind, value in self.values(stochastic=False).items()}

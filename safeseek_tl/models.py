@@ -1,0 +1,136 @@
+"""Load a model as a frozen, eval-mode TransformerLens ``TransformerBridge``: one entry point.
+
+``load_model`` accepts
+
+- ``organism:<name>``: a model organism bundled with the library (see :mod:`safeseek_tl.organisms`);
+- a local Hugging Face folder (``config.json``, weights, tokenizer files);
+- a ``.gguf`` file (read by transformers; a float copy is cached so the next load is fast);
+- a hub name, only when it is already in the local Hugging Face cache: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.units import ModelShape
+
+ORGANISM_PREFIX = "organism:"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The model cannot be loaded without a network download."""
+
+
+@dataclass
+class LoadedModel:
+    """A bridge with frozen weights, its tokenizer and chat formatter, and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    chat: ChatFormatter
+    name: str
+    source: str
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape.of(self.model, self.name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached (``$SAFESEEK_CACHE`` or ``~/.cache/safeseek_tl``)."""
+    return Path(os.environ.get("SAFESEEK_CACHE", Path.home() / ".cache" / "safeseek_tl"))
+
+
+def _boot(folder: Path, name: str, device: str, dtype: torch.dtype, hf_model: Any = None, **bridge_kwargs: Any) -> tuple[Any, Any]:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if hf_model is None:
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    if "device_map" not in bridge_kwargs and "n_devices" not in bridge_kwargs:
+        bridge_kwargs["device"] = device
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, dtype=dtype, **bridge_kwargs)
+    bridge.eval()
+    bridge.requires_grad_(False)
+    bridge.cfg.model_name = name
+    return bridge, tokenizer
+
+
+def _gguf_to_folder(gguf_file: Path) -> Path:
+    """Convert a GGUF checkpoint to a plain float32 Hugging Face folder once, and cache it."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    stat = gguf_file.stat()
+    key = hashlib.sha256(f"{gguf_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = cache_dir() / "gguf" / f"{gguf_file.stem}-{key}"
+    if (folder / "config.json").exists():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    # save_pretrained refuses GGUF-loaded models: rebuild a plain model from the config and weights.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.to_dict()), dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    tmp = folder.with_name(folder.name + ".partial")
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
+def _cached_hub_folder(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # huggingface_hub raises several error types for "not cached"
+        raise ModelNotAvailableError(
+            f"model {name!r} is not a local folder, a .gguf file, a bundled organism or a model in the local "
+            "Hugging Face cache, and nothing is downloaded at run time. Download it on a machine with "
+            "network access (`huggingface-cli download NAME --local-dir DIR`) and pass DIR, or use one of "
+            "the bundled organisms (`safeseek models`)."
+        ) from None
+
+
+def load_model(spec: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32, **bridge_kwargs: Any) -> LoadedModel:
+    """Load a model for analysis: an eval-mode bridge with frozen weights, tokenizer and chat formatter.
+
+    Args:
+        spec: ``organism:<name>``, a local Hugging Face folder, a ``.gguf`` file or a cached hub name.
+        device: torch device for the weights.
+        dtype: weight dtype (masks stay float32 whatever this is).
+        bridge_kwargs: passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map="auto"``
+            or ``n_devices=2`` to shard a model over several GPUs).
+    """
+    text = str(spec)
+    if text.startswith(ORGANISM_PREFIX):
+        from safeseek_tl.organisms import load_organism
+
+        return load_organism(text[len(ORGANISM_PREFIX) :], device=device, dtype=dtype, **bridge_kwargs)
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist")
+        folder, name = _gguf_to_folder(path), path.stem
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is a folder without config.json, so not a Hugging Face model folder")
+        folder, name = path, path.name
+    else:
+        folder, name = _cached_hub_folder(text), text
+    model, tokenizer = _boot(folder, name, device, dtype, **bridge_kwargs)
+    return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, str(folder))
