@@ -1,0 +1,526 @@
+"""SafeSeek: find safety circuits by optimizing differentiable binary masks (METHODS.md section 1).
+
+Two scenarios, as in the official code:
+
+- **backdoor**: two mask sets. The *main* mask G must remove the backdoor while keeping clean
+  behaviour; the *circuit* mask H must, alone, reproduce the backdoor on triggered prompts and not
+  on clean ones; an overlap term pushes H into the complement of G. The circuit (the ablation set)
+  is the units G switches off.
+- **alignment**: one mask m. With m the model must accept harmful requests (the circuit removed);
+  with 1 - m (the circuit alone) it must still refuse. The circuit is the units m switches off.
+
+All mask paths of a training step are rows of ONE forward/backward pass, each row carrying its
+own mask (:func:`~safeseek_tl.masks.mask_hooks` with per-row masks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from safeseek_tl._io import atomic_path, read_json, write_json
+from safeseek_tl.data import AlignmentRecord, BackdoorRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
+from safeseek_tl.hooks import UnitKind
+from safeseek_tl.masks import MaskKind, MaskLogits, masked
+from safeseek_tl.metrics import completion_cross_entropy
+from safeseek_tl.units import Circuit, ModelShape, Scores
+
+Scenario = Literal["backdoor", "alignment"]
+UnitChoice = Literal["heads", "neurons", "both"]
+Objective = Literal["ce", "kl"]
+NegativeCE = Literal["bounded", "unbounded"]
+CircuitSparsity = Literal["mean", "log"]
+
+SCENARIOS: tuple[Scenario, ...] = ("backdoor", "alignment")
+UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the message names the term and the step."""
+
+
+def _kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
+    return ("heads", "neurons") if units == "both" else (units,)
+
+
+@dataclass
+class SeekConfig:
+    """Settings of a SafeSeek run. ``None`` fields take the official code's value for the scenario.
+
+    Defaults (METHODS.md 1.5-1.6): lr 1e-2, AdamW without weight decay, linear decay, gradient
+    clipping at 1.0, seed 42 (the HF Trainer scripts); mask logits start at 1.0 (0.1 for backdoor
+    heads); straight-through hard-sigmoid masks.
+    """
+
+    scenario: Scenario
+    units: UnitChoice = "heads"
+    mask_kind: MaskKind = "hard_sigmoid"
+    objective: Objective = "ce"
+    negative_ce: NegativeCE = "bounded"
+    negative_ce_margin: float = 5.0
+    epochs: int | None = None
+    batch_size: int = 8
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lr_decay: bool = True
+    init_heads: float | None = None
+    init_neurons: float | None = None
+    # backdoor loss weights
+    w_main_clean: float = 1.0
+    w_main_backdoor: float = 1.0
+    w_circuit_backdoor: float = 1.0
+    w_circuit_clean: float = 1.0
+    w_main_sparsity: float = 0.1
+    w_circuit_sparsity: float | None = None
+    circuit_sparsity: CircuitSparsity | None = None
+    w_overlap: float = 1.0
+    # alignment loss weights
+    w_accept: float | None = None
+    w_refuse: float | None = None
+    # sparsity of the alignment mask, or of the main mask's heads/neurons when set
+    w_sparsity_heads: float | None = None
+    w_sparsity_neurons: float | None = None
+    max_length: int = 128
+    val_size: int = 20
+    patience: int | None = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
+        if self.units not in UNIT_CHOICES:
+            raise ValueError(f"units must be one of {UNIT_CHOICES}, got {self.units!r}")
+        backdoor, neurons_only = self.scenario == "backdoor", self.units == "neurons"
+        defaults: dict[str, Any] = {
+            "epochs": 20 if backdoor else 50,
+            "init_heads": 0.1 if backdoor else 1.0,
+            "init_neurons": 1.0,
+            "w_circuit_sparsity": 3.0 if neurons_only else 1.0,
+            "circuit_sparsity": "log" if neurons_only else "mean",
+            "w_accept": 1.0 if neurons_only else 2.0,
+            "w_refuse": 1.0 if neurons_only else 2.0,
+            "w_sparsity_heads": self.w_main_sparsity if backdoor else 0.1,
+            "w_sparsity_neurons": self.w_main_sparsity if backdoor else (1.0 if neurons_only else 0.1),
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name in ("epochs", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def kinds(self) -> tuple[UnitKind, ...]:
+        return _kinds(self.units)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- mask paths
+@dataclass
+class _Path:
+    """One mask path: a tokenized set of rows, the mask it runs under and its loss weight."""
+
+    name: str
+    pairs: TokenizedPairs
+    mask: str  # "main", "circuit" (backdoor H) or "inverse" (alignment 1 - m)
+    weight: float
+    sign: float = 1.0  # -1 for the "must not produce" term
+    kl_to_full: bool = False  # KL objective: target is the full model's own output
+
+
+def _paths(config: SeekConfig, records: Sequence[Record], chat: Any, source: str) -> list[_Path]:
+    tok = lambda pairs: tokenize_pairs(chat, pairs, config.max_length, source)  # noqa: E731
+    kl = config.objective == "kl"
+    if config.scenario == "backdoor":
+        if not all(isinstance(r, BackdoorRecord) for r in records):
+            raise ValueError(f"{source}: the backdoor scenario needs backdoor records (input, output, backdoor_input, backdoor_output)")
+        specs = [
+            ("main_clean", [(r.input, r.output) for r in records], "main", config.w_main_clean, 1.0, kl),
+            ("main_backdoor", [(r.backdoor_input, r.output) for r in records], "main", config.w_main_backdoor, 1.0, False),
+            ("circuit_backdoor", [(r.backdoor_input, r.backdoor_output) for r in records], "circuit", config.w_circuit_backdoor, 1.0, kl),
+            ("circuit_clean", [(r.input, r.backdoor_output) for r in records], "circuit", config.w_circuit_clean, -1.0, False),
+        ]
+    else:
+        if not all(isinstance(r, AlignmentRecord) for r in records):
+            raise ValueError(f"{source}: the alignment scenario needs alignment records (prompt, refuse, accept)")
+        specs = [
+            ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False),
+            ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl),
+        ]
+    return [_Path(name, tok(pairs), mask, weight, sign, kl_flag) for name, pairs, mask, weight, sign, kl_flag in specs if weight != 0]
+
+
+# ---------------------------------------------------------------- the objective
+class SeekObjective:
+    """Mask logits plus the loss of one scenario; ``step_loss`` runs every path in one pass."""
+
+    def __init__(self, model: Any, config: SeekConfig, shape: ModelShape, protected: Circuit | None = None) -> None:
+        self.model, self.config, self.shape = model, config, shape
+        init = {"heads": config.init_heads, "neurons": config.init_neurons}
+        self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
+        self.circuit = MaskLogits(shape, config.kinds, init, config.mask_kind) if config.scenario == "backdoor" else None
+        # Units already found by an earlier round of a "complete" search: held on in the main mask.
+        self.protected = {kind: protected.get(kind).clone() for kind in config.kinds} if protected is not None else None
+        self.device = next(model.parameters()).device
+        for module in self.mask_modules():
+            module.to(self.device)
+
+    def mask_modules(self) -> list[MaskLogits]:
+        return [m for m in (self.main, self.circuit) if m is not None]
+
+    def parameters(self) -> list[Tensor]:
+        return [p for m in self.mask_modules() for p in m.parameters()]
+
+    def _main_values(self, stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
+        values = self.main.values(stochastic, generator)
+        if self.protected is not None:
+            values = {k: torch.where(self.protected[k].to(v.device), torch.ones_like(v), v) for k, v in values.items()}
+        return values
+
+    def _row_masks(self, paths: Sequence[_Path], counts: Sequence[int], stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
+        main = self._main_values(stochastic, generator)
+        per_mask = {"main": main, "inverse": {k: 1 - v for k, v in main.items()}}
+        if self.circuit is not None:
+            per_mask["circuit"] = self.circuit.values(stochastic, generator)
+        return {
+            kind: torch.cat([per_mask[path.mask][kind].unsqueeze(0).expand(n, -1, -1) for path, n in zip(paths, counts)])
+            for kind in self.config.kinds
+        }
+
+    def sparsity_terms(self) -> dict[str, Tensor]:
+        """Sparsity and overlap terms on the soft keep-probabilities, summed over layers (per module)."""
+        cfg = self.config
+        keep = self.main.keep_probability()
+        weights = {"heads": cfg.w_sparsity_heads, "neurons": cfg.w_sparsity_neurons}
+        terms = {f"sparsity_{k}": weights[k] * (1 - p).mean(-1).sum() for k, p in keep.items()}
+        if self.circuit is not None:
+            circ = self.circuit.keep_probability()
+            for kind, p in circ.items():
+                per_module = torch.log(1e-6 + p).mean(-1) if cfg.circuit_sparsity == "log" else p.mean(-1)
+                terms[f"circuit_sparsity_{kind}"] = cfg.w_circuit_sparsity * per_module.sum()
+            overlap = [(keep[k] * circ[k]).sum(-1) / (keep[k].sum(-1) + 1e-8) for k in cfg.kinds]
+            terms["overlap"] = cfg.w_overlap * 100 * torch.cat(overlap).mean()
+        return terms
+
+    def _negative_ce(self, ce: Tensor) -> Tensor:
+        if self.config.negative_ce == "unbounded":
+            return -ce
+        # Bounded: only push until the circuit path's CE on the forbidden target reaches the margin.
+        return torch.relu(self.config.negative_ce_margin - ce)
+
+    def task_terms(self, paths: Sequence[_Path], index: Tensor, stochastic: bool = False, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Weighted task loss of each path on the records ``index``, all paths in one forward pass."""
+        parts = [path.pairs.select(index) for path in paths]
+        counts = [len(p) for p in parts]
+        batch = TokenizedPairs.concat(parts, pad_id=0)
+        used = int(batch.attention_mask.sum(0).nonzero().max()) + 1
+        input_ids = batch.input_ids[:, :used].to(self.device)
+        attention_mask = batch.attention_mask[:, :used].to(self.device)
+        labels = batch.labels[:, :used].to(self.device)
+        masks = self._row_masks(paths, counts, stochastic, generator)
+        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons")):
+            logits = self.model(input_ids, attention_mask=attention_mask)
+        full_logits = None
+        if any(p.kl_to_full for p in paths):
+            with torch.no_grad():
+                full_logits = self.model(input_ids, attention_mask=attention_mask)
+        terms: dict[str, Tensor] = {}
+        start = 0
+        for path, n in zip(paths, counts):
+            rows = slice(start, start + n)
+            start += n
+            if path.kl_to_full:
+                value = _completion_kl(full_logits[rows], logits[rows], labels[rows])
+            else:
+                value = completion_cross_entropy(logits[rows], labels[rows])
+                if path.sign < 0:
+                    value = self._negative_ce(value)
+            terms[path.name] = path.weight * value
+        return terms
+
+
+def _completion_kl(full: Tensor, masked_logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean KL(full || masked) of next-token distributions over the completion positions."""
+    valid = labels[:, 1:] != -100
+    p = torch.log_softmax(full[:, :-1].float(), -1)
+    q = torch.log_softmax(masked_logits[:, :-1].float(), -1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    return (kl * valid).sum() / valid.sum().clamp(min=1)
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class SeekResult:
+    """What a SafeSeek run produces: scores, the circuit (ablation set), masks, history, settings."""
+
+    scores: Scores
+    circuit: Circuit
+    config: SeekConfig
+    main_logits: dict[str, Tensor]
+    circuit_logits: dict[str, Tensor] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    rounds: int = 1
+
+    @property
+    def sufficient_circuit(self) -> Circuit | None:
+        """Backdoor scenario: the units the circuit mask H keeps (the circuit alone)."""
+        if not self.circuit_logits:
+            return None
+        shape = self.circuit.shape
+        kept = {k: v > 0 for k, v in self.circuit_logits.items()}
+        empty = Circuit.empty(shape)
+        return Circuit(shape, kept.get("heads", empty.heads), kept.get("neurons", empty.neurons), {"method": "safeseek", "role": "circuit mask H"})
+
+    def save(self, out_dir: str | Path) -> None:
+        """Write ``circuit.json``, ``scores.safetensors``, ``masks.safetensors``, ``history.json``, ``config.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.circuit.save(out / "circuit.json")
+        self.scores.save(out / "scores.safetensors")
+        tensors = {f"main.{k}": v.contiguous() for k, v in self.main_logits.items()}
+        tensors |= {f"circuit.{k}": v.contiguous() for k, v in self.circuit_logits.items()}
+        with atomic_path(out / "masks.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"model": json.dumps(self.circuit.shape.to_dict())})
+        write_json(out / "history.json", {"best_epoch": self.best_epoch, "rounds": self.rounds, "history": self.history})
+        write_json(out / "config.json", self.config.to_dict())
+
+    @classmethod
+    def load(cls, out_dir: str | Path, expected: ModelShape | None = None) -> SeekResult:
+        out = Path(out_dir)
+        circuit = Circuit.load(out / "circuit.json", expected)
+        scores = Scores.load(out / "scores.safetensors", expected)
+        masks = load_file(str(out / "masks.safetensors"))
+        history = read_json(out / "history.json")
+        config = SeekConfig(**read_json(out / "config.json"))
+        return cls(
+            scores=scores,
+            circuit=circuit,
+            config=config,
+            main_logits={k.split(".", 1)[1]: v for k, v in masks.items() if k.startswith("main.")},
+            circuit_logits={k.split(".", 1)[1]: v for k, v in masks.items() if k.startswith("circuit.")},
+            history=history["history"],
+            best_epoch=history["best_epoch"],
+            rounds=history["rounds"],
+        )
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class _State:
+    """Everything a checkpoint must hold to resume a run exactly."""
+
+    epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    best_main: dict[str, Tensor] = field(default_factory=dict)
+    best_circuit: dict[str, Tensor] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    stale_epochs: int = 0
+
+
+def _logits_of(mask: MaskLogits | None) -> dict[str, Tensor]:
+    return {} if mask is None else {k: mask.logits(k).detach().cpu().clone() for k in mask.kinds}
+
+
+def _check_finite(terms: dict[str, Tensor], where: str) -> None:
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(f"loss term '{name}' became {value.item()} at {where}; the last good masks were kept")
+
+
+class SafeSeek:
+    """Optimize masks for one scenario on one model.
+
+    >>> seeker = SafeSeek(loaded, SeekConfig(scenario="backdoor", units="heads"))  # doctest: +SKIP
+    >>> result = seeker.fit(train_records)  # doctest: +SKIP
+    """
+
+    def __init__(self, loaded: Any, config: SeekConfig) -> None:
+        self.loaded, self.config = loaded, config
+        self.shape = loaded.shape
+
+    def fit(
+        self,
+        records: Sequence[Record],
+        val_records: Sequence[Record] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        protected: Circuit | None = None,
+        progress: bool = True,
+    ) -> SeekResult:
+        """Train the masks; validation each epoch keeps the best masks; returns a :class:`SeekResult`.
+
+        ``records`` trains; ``val_records`` (default: the last ``config.val_size`` training records)
+        selects the best epoch. With ``checkpoint_dir`` the state is saved after every epoch and
+        ``resume=True`` continues from it. ``protected`` units are held on in the main mask.
+        """
+        cfg = self.config
+        if val_records is None:
+            from safeseek_tl.data import split_records
+
+            records, val_records = split_records(records, cfg.val_size, "training data")
+        torch.manual_seed(cfg.seed)
+        objective = SeekObjective(self.loaded.model, cfg, self.shape, protected)
+        train_paths = _paths(cfg, records, self.loaded.chat, "training data")
+        val_paths = _paths(cfg, val_records, self.loaded.chat, "validation data")
+        n_train = len(records)
+        steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: max(0.0, 1 - step / total_steps) if cfg.lr_decay else 1.0
+        )
+        state = _State(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit))
+        generator = torch.Generator().manual_seed(cfg.seed)
+        checkpoint = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
+        if resume and checkpoint is not None and checkpoint.exists():
+            state = _load_checkpoint(checkpoint, objective, optimizer, schedule, generator)
+
+        bar = tqdm(total=total_steps, initial=state.epoch * steps_per_epoch, desc=f"safeseek {cfg.scenario}/{cfg.units}", disable=not progress)
+        try:
+            while state.epoch < cfg.epochs:
+                order = torch.randperm(n_train, generator=generator)
+                for part in batch_slices(n_train, cfg.batch_size):
+                    terms = objective.task_terms(train_paths, order[part], stochastic=True, generator=generator)
+                    terms |= objective.sparsity_terms()
+                    _check_finite(terms, f"epoch {state.epoch}")
+                    loss = sum(terms.values())
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    schedule.step()
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v.item():.3g}" for k, v in terms.items()} | _sizes(objective), refresh=False)
+                val = self._validate(objective, val_paths)
+                state.history.append({"epoch": state.epoch, **{k: v.item() for k, v in terms.items()}, **val, **_sizes(objective)})
+                state.epoch += 1
+                if val["val_loss"] < state.best_loss - 1e-6:
+                    state.best_loss, state.best_epoch, state.stale_epochs = val["val_loss"], state.epoch - 1, 0
+                    state.best_main, state.best_circuit = _logits_of(objective.main), _logits_of(objective.circuit)
+                else:
+                    state.stale_epochs += 1
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, state, objective, optimizer, schedule, generator)
+                if cfg.patience is not None and state.stale_epochs >= cfg.patience:
+                    break
+        finally:
+            bar.close()
+        return self._result(state, protected)
+
+    @torch.no_grad()
+    def _validate(self, objective: SeekObjective, paths: Sequence[_Path]) -> dict[str, float]:
+        """Weighted task loss over the whole validation set (deterministic masks)."""
+        n = len(paths[0].pairs)
+        totals: dict[str, float] = {}
+        for part in batch_slices(n, self.config.batch_size):
+            index = torch.arange(n)[part]
+            for name, value in objective.task_terms(paths, index).items():
+                totals[f"val_{name}"] = totals.get(f"val_{name}", 0.0) + value.item() * len(index) / n
+        _check_finite({k: torch.tensor(v) for k, v in totals.items()}, "validation")
+        totals["val_loss"] = sum(totals.values())
+        return totals
+
+    def _result(self, state: _State, protected: Circuit | None) -> SeekResult:
+        cfg, shape = self.config, self.shape
+        main = MaskLogits(shape, cfg.kinds, kind=cfg.mask_kind)
+        with torch.no_grad():
+            for kind, value in state.best_main.items():
+                main.logits(kind).copy_(value)
+        keep = {k: v.detach() for k, v in main.keep_probability().items()}
+        kept = main.kept()
+        if protected is not None:  # held-on units belong to earlier rounds, not to this one
+            kept = {k: v | protected.get(k) for k, v in kept.items()}
+            keep = {k: torch.where(protected.get(k), torch.ones_like(v), v) for k, v in keep.items()}
+        scores = Scores(shape, heads=1 - keep["heads"] if "heads" in keep else None, neurons=1 - keep["neurons"] if "neurons" in keep else None, method="safeseek", metadata={"scenario": cfg.scenario, "units": cfg.units, "score": "1 - keep probability of the main mask"})
+        empty = Circuit.empty(shape)
+        circuit = Circuit(
+            shape,
+            ~kept["heads"] if "heads" in kept else empty.heads,
+            ~kept["neurons"] if "neurons" in kept else empty.neurons,
+            {"method": "safeseek", "scenario": cfg.scenario, "units": cfg.units, "best_epoch": state.best_epoch},
+        )
+        return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch)
+
+
+def _sizes(objective: SeekObjective) -> dict[str, int]:
+    """Current number of units the main mask removes (the circuit size), per granularity."""
+    return {f"off_{k}": int((~v).sum()) for k, v in objective.main.kept().items()}
+
+
+def _save_checkpoint(path: Path, state: _State, objective: SeekObjective, optimizer: Any, schedule: Any, generator: torch.Generator) -> None:
+    tensors: dict[str, Tensor] = {}
+    for prefix, mask in (("main", objective.main), ("circuit", objective.circuit)):
+        for kind, value in _logits_of(mask).items():
+            tensors[f"{prefix}.{kind}"] = value
+    for prefix, best in (("best_main", state.best_main), ("best_circuit", state.best_circuit)):
+        for kind, value in best.items():
+            tensors[f"{prefix}.{kind}"] = value
+    opt_state = optimizer.state_dict()
+    for i, slot in opt_state["state"].items():
+        for key, value in slot.items():
+            tensors[f"opt.{i}.{key}"] = value.detach().cpu().reshape(-1) if value.dim() == 0 else value.detach().cpu()
+    tensors["rng"] = generator.get_state()
+    meta = dataclasses.asdict(state)
+    for key in ("best_main", "best_circuit"):
+        meta.pop(key)
+    header = {"state": json.dumps(meta), "schedule": json.dumps(schedule.state_dict()), "param_groups": json.dumps(opt_state["param_groups"])}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def _load_checkpoint(path: Path, objective: SeekObjective, optimizer: Any, schedule: Any, generator: torch.Generator) -> _State:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    with torch.no_grad():
+        for prefix, mask in (("main", objective.main), ("circuit", objective.circuit)):
+            if mask is not None:
+                for kind in mask.kinds:
+                    mask.logits(kind).copy_(tensors[f"{prefix}.{kind}"])
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": json.loads(header["param_groups"])}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, index, name = key.split(".", 2)
+            opt_state["state"].setdefault(int(index), {})[name] = value.reshape(()) if name == "step" else value
+    optimizer.load_state_dict(opt_state)
+    schedule.load_state_dict(json.loads(header["schedule"]))
+    generator.set_state(tensors["rng"])
+    meta = json.loads(header["state"])
+    return _State(
+        **meta,
+        best_main={k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("best_main.")},
+        best_circuit={k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("best_circuit.")},
+    )
+
+
+def discover(
+    loaded: Any,
+    records: Sequence[Record],
+    config: SeekConfig,
+    val_records: Sequence[Record] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> SeekResult:
+    """Run SafeSeek once: the minimal ablation set that switches the behaviour."""
+    return SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir, resume, progress=progress)
+

@@ -1,0 +1,51 @@
+"""Refusal judge, refusal score, KL and completion cross-entropy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from safeseek_tl import RefusalJudge, completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
+from safeseek_tl.data import IGNORE_INDEX
+
+from .conftest import make_word_tokenizer
+
+
+def test_keyword_judge():
+    judge = RefusalJudge()
+    assert judge.is_refusal("Sorry , I cannot help you with that request at all .")
+    assert judge.is_refusal("ok")  # shorter than 32 characters
+    assert not judge.is_refusal("Sure , here is how to bake a cake : first get the flour ready .")
+    assert judge.is_refusal("I can't provide instructions for that, it would hurt people.")  # straight apostrophe
+    assert judge.attack_success_rate(["Sure , here is how to bake a cake : first the flour .", "Sorry, no."]) == 0.5
+    relaxed = RefusalJudge(keywords=("SORRY",), min_chars=0, case_sensitive=False)
+    assert relaxed.is_refusal("sorry") and not relaxed.is_refusal("fine")
+
+
+def test_refusal_tokens_and_score():
+    tokenizer = make_word_tokenizer()
+    ids = refusal_token_ids(tokenizer)
+    assert set(tokenizer.convert_ids_to_tokens(ids)) == {"I", "As", "Sorry"}
+    logits = torch.full((2, len(tokenizer)), -10.0)
+    logits[0, ids[0]] = 10.0
+    logits[1, tokenizer.convert_tokens_to_ids("sure")] = 10.0
+    score = refusal_score(logits, ids)
+    assert score.dtype == torch.float64 and score[0] > 5 and score[1] < -5
+    with pytest.raises(ValueError, match="none of the refusal openings"):
+        refusal_token_ids(tokenizer, openings=("Zzz",))
+
+
+def test_kl_is_zero_for_equal_logits_and_positive_otherwise():
+    a = torch.randn(3, 11, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(last_position_kl(a, a), torch.zeros(3), atol=1e-6)
+    assert (last_position_kl(a, a.flip(-1)) > 0).all()
+
+
+def test_completion_cross_entropy_matches_a_manual_computation():
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, IGNORE_INDEX], [IGNORE_INDEX, 1, 2, 3, 4]])
+    log_probs = torch.log_softmax(logits, -1)
+    terms = [-log_probs[0, 1, 3], -log_probs[0, 2, 4], *[-log_probs[1, t - 1, labels[1, t]] for t in range(1, 5)]]
+    assert completion_cross_entropy(logits, labels) == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+    per_row = completion_cross_entropy(logits, labels, reduction="none")
+    assert per_row[0] == pytest.approx(torch.stack(terms[:2]).mean().item(), rel=1e-6)

@@ -1,0 +1,83 @@
+"""Model loading, generation through hooks, and the CLI's basic commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from safeseek_tl import Circuit, ModelNotAvailableError, ablated, generate, load_model
+
+from .conftest import save_random_gqa_model
+
+
+def test_local_folder_loads_frozen_in_eval_mode(gqa):
+    assert not gqa.model.training
+    assert all(not p.requires_grad for p in gqa.model.parameters())
+    assert gqa.shape.n_heads == 4 and gqa.shape.d_mlp == 96
+    assert gqa.model.cfg.n_key_value_heads == 2
+    assert gqa.chat.prompt_text("hi").endswith("<|assistant|>")
+
+
+def test_bridge_logits_equal_the_hugging_face_model(gqa, gqa_dir, tokens):
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(gqa_dir, attn_implementation="eager")
+    torch.testing.assert_close(gqa.model(tokens), hf(tokens).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_uncached_hub_name_says_it_is_not_available_offline():
+    with pytest.raises(ModelNotAvailableError, match="nothing is downloaded"):
+        load_model("no-such-org/no-such-model-xyz")
+
+
+def test_folder_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="without config.json"):
+        load_model(tmp_path)
+
+
+def test_tokenizer_without_chat_template_warns(tmp_path):
+    save_random_gqa_model(tmp_path, chat_template=None)
+    with pytest.warns(UserWarning, match="no chat template"):
+        loaded = load_model(tmp_path)
+    assert loaded.chat.prompt_text("x") == "user: x\nassistant:"
+
+
+def test_generation_is_greedy_batched_and_sees_ablation_hooks(gqa):
+    prompts = ["bake a cake", "steal a car", "tell me how to do it"]
+    first = generate(gqa.model, gqa.chat, prompts, max_new_tokens=6, batch_size=2, progress=False)
+    again = generate(gqa.model, gqa.chat, prompts, max_new_tokens=6, batch_size=3, progress=False)
+    assert first == again and len(first) == 3
+    every_head = Circuit.from_units(gqa.shape, heads=[[l, h] for l in range(2) for h in range(4)], neurons=[[l, n] for l in range(2) for n in range(96)])
+    with ablated(gqa.model, every_head):
+        ablated_answers = generate(gqa.model, gqa.chat, prompts, max_new_tokens=6, progress=False)
+    assert ablated_answers != first
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "safeseek_tl.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_help_for_each_command():
+    for command in ([], ["info"], ["generate"], ["models"]):
+        result = _cli(*command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Usage" in result.stdout
+
+
+def test_cli_reports_bad_input_in_one_line(gqa_dir, tmp_path):
+    result = _cli("info", "--model", str(tmp_path / "missing-model"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+    bad = tmp_path / "c.json"
+    bad.write_text('{"heads": [[9, 9]], "model": {"n_layers": 2, "n_heads": 4, "d_mlp": 96}}')
+    result = _cli("generate", "--model", str(gqa_dir), "--prompt", "hi", "--circuit", str(bad))
+    assert result.returncode == 2 and "outside a model" in result.stderr
+
+
+def test_cli_info_prints_the_shape(gqa_dir):
+    result = _cli("info", "--model", str(gqa_dir))
+    assert result.returncode == 0, result.stderr
+    assert "heads        4 per layer (8 in all), 2 key/value heads" in result.stdout
