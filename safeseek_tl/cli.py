@@ -88,6 +88,82 @@ def generate(
         typer.echo(f"> {text}\n{answer}\n[{'refusal' if judge.is_refusal(answer) else 'answer'}]\n")
 
 
+def _parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` strings to SeekConfig overrides (numbers parsed, ``none`` -> None)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        lowered = raw.strip().lower()
+        if lowered in ("none", "null"):
+            out[key] = None
+        elif lowered in ("true", "false"):
+            out[key] = lowered == "true"
+        else:
+            try:
+                out[key] = int(raw) if raw.strip().lstrip("-").isdigit() else float(raw)
+            except ValueError:
+                out[key] = raw
+    return out
+
+
+def _terminate_as_interrupt() -> None:
+    """Make SIGTERM behave like Ctrl-C so that long runs stop at a checkpoint they can resume from."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def discover(
+    model: ModelOption,
+    data: Annotated[Path, typer.Option(help="Training records (.json/.jsonl/.csv): backdoor or alignment fields.")],
+    scenario: Annotated[str, typer.Option(help="backdoor or alignment.")],
+    out: Annotated[Path, typer.Option(help="Output folder (circuit.json, scores/masks safetensors, history).")],
+    units: Annotated[str, typer.Option(help="heads, neurons or both.")] = "heads",
+    val_data: Annotated[Optional[Path], typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
+    complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the official script's).")] = None,
+    batch_size: int = 8,
+    lr: float = 1e-2,
+    mask_kind: Annotated[str, typer.Option(help="hard_sigmoid (default), sigmoid or hard_concrete.")] = "hard_sigmoid",
+    objective: Annotated[str, typer.Option(help="ce (the official code's) or kl (the paper figure's).")] = "ce",
+    val_size: int = 20,
+    seed: int = 42,
+    overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig field, e.g. --set w_overlap=0.5; repeatable.")] = [],  # noqa: B006
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Find the circuit of a backdoor or of safety alignment with SafeSeek masks."""
+    from safeseek_tl.data import load_records
+    from safeseek_tl.report_text import print_discovery_summary
+    from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete
+
+    config = SeekConfig(
+        scenario=scenario, units=units, epochs=epochs, batch_size=batch_size, lr=lr, mask_kind=mask_kind,
+        objective=objective, val_size=val_size, seed=seed, **_parse_overrides(overrides),
+    )  # fmt: skip
+    records = load_records(data, scenario)
+    val_records = load_records(val_data, scenario) if val_data else None
+    loaded = _load(model, device)
+    _terminate_as_interrupt()
+    try:
+        if complete:
+            result = discover_complete(loaded, records, config, val_records)
+        else:
+            result = SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir=out / "checkpoint", resume=resume)
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted: the last finished epoch is saved in {out / 'checkpoint'}; rerun with --resume", err=True)
+        raise
+    result.save(out)
+    check_records = val_records or records[-config.val_size :]
+    print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records), out)
+
+
 def main() -> None:
     """Entry point: run the app and turn known input errors into one clear line and exit code 2."""
     from safeseek_tl.data import DataError

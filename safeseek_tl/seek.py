@@ -16,6 +16,7 @@ own mask (:func:`~safeseek_tl.masks.mask_hooks` with per-row masks).
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 import json
 import math
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from safeseek_tl._io import atomic_path, read_json, write_json
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskKind, MaskLogits, masked
-from safeseek_tl.metrics import completion_cross_entropy
+from safeseek_tl.ablation import ablated
+from safeseek_tl.metrics import completion_cross_entropy, completion_exact_match
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
 Scenario = Literal["backdoor", "alignment"]
@@ -524,3 +526,87 @@ def discover(
     """Run SafeSeek once: the minimal ablation set that switches the behaviour."""
     return SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir, resume, progress=progress)
 
+
+
+@torch.no_grad()
+def _exact_match_rate(loaded: Any, pairs: TokenizedPairs, circuit: Circuit | None, batch_size: int = 32) -> float:
+    """Share of rows whose target completion greedy decoding reproduces, with ``circuit`` ablated."""
+    hits = 0
+    for part in batch_slices(len(pairs), batch_size):
+        batch = pairs.select(part)
+        context = ablated(loaded.model, circuit) if circuit is not None else nullcontext()
+        with context:
+            logits = loaded.model(batch.input_ids.to(loaded.device), attention_mask=batch.attention_mask.to(loaded.device))
+        hits += int(completion_exact_match(logits, batch.labels.to(loaded.device)).sum())
+    return hits / len(pairs)
+
+
+def behaviour_switch(loaded: Any, config: SeekConfig, circuit: Circuit, records: Sequence[Record]) -> dict[str, float]:
+    """Teacher-forced check of a circuit: does ablating it switch the behaviour and keep clean outputs?
+
+    ``switched``: share of prompts (triggered ones for a backdoor, harmful ones for alignment)
+    whose *switched* target (clean answer / compliant answer) the ablated model reproduces
+    exactly; ``clean`` and ``clean_full``: share of clean backdoor prompts whose clean answer
+    the ablated / full model reproduces (backdoor scenario only).
+    """
+    paths = {p.name: p.pairs for p in _paths(config, records, loaded.chat, "validation data")}
+    if config.scenario == "backdoor":
+        return {
+            "switched": _exact_match_rate(loaded, paths["main_backdoor"], circuit),
+            "clean": _exact_match_rate(loaded, paths["main_clean"], circuit),
+            "clean_full": _exact_match_rate(loaded, paths["main_clean"], None),
+        }
+    return {"switched": _exact_match_rate(loaded, paths["accept"], circuit)}
+
+
+def discover_complete(
+    loaded: Any,
+    records: Sequence[Record],
+    config: SeekConfig,
+    val_records: Sequence[Record] | None = None,
+    max_rounds: int = 5,
+    min_switched: float = 0.8,
+    max_clean_drop: float = 0.1,
+    progress: bool = True,
+) -> SeekResult:
+    """Surface backup parts: repeat the search with the units found so far held on.
+
+    A minimal ablation set can leave out a part that backs another up (when either suffices,
+    cutting one is enough). Each round holds every unit found so far in place (it may not be
+    ablated) and searches again; a round counts when ablating its new units alone still switches
+    the behaviour (``behaviour_switch``: switched >= ``min_switched``, clean outputs drop by at
+    most ``max_clean_drop``). The union of the counted rounds is the complete circuit.
+    """
+    from safeseek_tl.data import split_records
+
+    if val_records is None:
+        records, val_records = split_records(records, config.val_size, "training data")
+    shape = loaded.shape
+    union = Circuit.empty(shape)
+    rounds: list[SeekResult] = []
+    for round_index in range(max_rounds):
+        result = SafeSeek(loaded, config).fit(records, val_records, protected=union if rounds else None, progress=progress)
+        new = result.circuit - union
+        if len(new) == 0:
+            break
+        check = behaviour_switch(loaded, config, new, val_records)
+        clean_drop = check.get("clean_full", 0.0) - check.get("clean", 0.0)
+        if check["switched"] < min_switched or clean_drop > max_clean_drop:
+            break
+        union = union | new
+        for entry in result.history:
+            entry["round"] = round_index
+        rounds.append(result)
+    if not rounds:
+        return result
+    first = rounds[0]
+    scores = Scores(
+        shape,
+        heads=torch.stack([r.scores.heads for r in rounds]).amax(0) if first.scores.heads is not None else None,
+        neurons=torch.stack([r.scores.neurons for r in rounds]).amax(0) if first.scores.neurons is not None else None,
+        method="safeseek",
+        metadata={**first.scores.metadata, "complete": True, "rounds": len(rounds)},
+    )
+    union.metadata = {**first.circuit.metadata, "complete": True, "rounds": len(rounds)}
+    history = [entry for r in rounds for entry in r.history]
+    return SeekResult(scores, union, config, first.main_logits, first.circuit_logits, history, first.best_epoch, len(rounds))

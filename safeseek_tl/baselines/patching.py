@@ -1,0 +1,225 @@
+"""Activation patching and attribution patching of heads and neurons between paired prompts.
+
+Each pair is a *clean* prompt (the behaviour is present) and a *corrupted* prompt (it is not). A
+unit's activation patching score is ``metric(corrupted run with that unit's clean activation) -
+metric(corrupted run)``, averaged over pairs; attribution patching estimates the same number from one
+gradient (Nanda's "attribution patching"). A unit is a head (``hook_z``, all positions, all of
+d_head) or a neuron (``hook_post``, all positions).
+
+Alignment of positions: the clean and corrupted prompts of all pairs are left-padded together to one
+width, so positions align *from the end* (the last tokens, i.e. the chat template's generation
+prompt, line up; with pairs of equal token length every position lines up). Where only one prompt of
+a pair has a token, the patch still copies that position; padding positions are masked as keys, so
+they affect nothing but themselves.
+
+Several units are patched in one forward pass: the corrupted batch is repeated once per unit and
+each row patches its own unit (:func:`row_unit_hooks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
+from safeseek_tl.hooks import UnitKind, unit_hook
+from safeseek_tl.masks import HookList
+from safeseek_tl.metrics import refusal_score, refusal_token_ids
+from safeseek_tl.models import LoadedModel
+from safeseek_tl.units import Scores
+
+UnitChoice = Literal["heads", "neurons", "both"]
+UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
+Metric = Callable[[Float[Tensor, "batch d_vocab"]], Float[Tensor, "batch"]]
+"""A behaviour metric of the last-position logits, one value per row; differentiable."""
+
+
+def unit_kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
+    """The unit kinds that ``units`` names."""
+    if units not in UNIT_CHOICES:
+        raise ValueError(f"units must be one of {UNIT_CHOICES}, got {units!r}")
+    return ("heads", "neurons") if units == "both" else (units,)
+
+
+def refusal_metric(loaded: LoadedModel) -> Metric:
+    """The default metric: Arditi et al.'s refusal log-odds with this tokenizer's refusal openings."""
+    ids = refusal_token_ids(loaded.tokenizer)
+    return lambda last_logits: refusal_score(last_logits, ids)
+
+
+def row_unit_hooks(
+    hook_name: Callable[[int], str],
+    selection: Bool[Tensor, "rows n_layers units"],
+    replacement: Callable[[Tensor, int], Tensor],
+) -> HookList:
+    """Per-row unit replacement: in row ``r``, the units ``selection[r, layer]`` take the values of
+    ``replacement(act, layer)`` (a tensor broadcastable to ``act``); all other units are unchanged.
+
+    ``act`` is ``[rows, pos, units]`` or ``[rows, pos, units, d_head]``. Layers with nothing selected
+    get no hook. This is how Ships ablates one head per row and patching patches one unit per row.
+    """
+    hooks: HookList = []
+    for layer in range(selection.shape[1]):
+        chosen = selection[:, layer]
+        if not chosen.any():
+            continue
+
+        def hook(act: Tensor, hook: Any, chosen: Tensor = chosen, layer: int = layer) -> Tensor:
+            sel = chosen.to(act.device).view(chosen.shape[0], 1, chosen.shape[1], *([1] * (act.dim() - 3)))
+            return torch.where(sel, replacement(act, layer), act)
+
+        hooks.append((hook_name(layer), hook))
+    return hooks
+
+
+def _pair_batches(
+    loaded: LoadedModel, clean_prompts: Sequence[str], corrupted_prompts: Sequence[str], batch_size: int
+) -> list[tuple[Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"]]]:
+    """(clean ids, clean mask, corrupted ids, corrupted mask) per batch, all left-padded to one width."""
+    if len(clean_prompts) != len(corrupted_prompts):
+        raise ValueError(f"patching needs pairs: {len(clean_prompts)} clean prompts but {len(corrupted_prompts)} corrupted ones")
+    if not clean_prompts:
+        raise ValueError("patching needs at least one (clean, corrupted) prompt pair")
+    n = len(clean_prompts)
+    tokens = tokenize_prompts(loaded.chat, list(clean_prompts) + list(corrupted_prompts))
+    batches = []
+    for part in batch_slices(n, batch_size):
+        rows = torch.cat([torch.arange(n)[part], torch.arange(n)[part] + n])
+        ids, mask = trim_padding(tokens.input_ids[rows], tokens.attention_mask[rows], right=False)
+        ids, mask = ids.to(loaded.device), mask.to(loaded.device)
+        b = len(rows) // 2
+        batches.append((ids[:b], mask[:b], ids[b:], mask[b:]))
+    return batches
+
+
+def _result(loaded: LoadedModel, totals: dict[UnitKind, Tensor], n_pairs: int, method: str, **metadata: Any) -> Scores:
+    return Scores(
+        shape=loaded.shape,
+        heads=totals["heads"] / n_pairs if "heads" in totals else None,
+        neurons=totals["neurons"] / n_pairs if "neurons" in totals else None,
+        method=method,
+        metadata={"n_pairs": n_pairs, "position_alignment": "left-padded, aligned from the end", **metadata},
+    )
+
+
+@torch.no_grad()
+def activation_patching(
+    loaded: LoadedModel,
+    clean_prompts: Sequence[str],
+    corrupted_prompts: Sequence[str],
+    *,
+    metric: Metric | None = None,
+    units: UnitChoice = "heads",
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Scores:
+    """Exact activation patching: patch each unit's clean activation (all positions) into the
+    corrupted run; score = mean over pairs of ``metric(patched) - metric(corrupted)``.
+
+    ``batch_size`` is the number of rows per forward pass (pairs x units patched at once). Costs
+    one forward row per unit and pair, so prefer :func:`attribution_patching` for all the neurons
+    of a large model. ``metadata`` holds the mean metric on the clean and corrupted prompts.
+    """
+    metric = refusal_metric(loaded) if metric is None else metric
+    kinds = unit_kinds(units)
+    shape = loaded.shape
+    model = loaded.model
+    all_units = [(kind, layer, index) for kind in kinds for layer in range(shape.n_layers) for index in range(shape.size(kind)[1])]
+    totals = {kind: torch.zeros(shape.size(kind), dtype=torch.float64) for kind in kinds}
+    names = {unit_hook(kind, layer) for kind in kinds for layer in range(shape.n_layers)}
+    batches = _pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size)
+    n_passes = sum(-(-len(all_units) // max(1, batch_size // len(b[0]))) for b in batches)
+    bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
+    clean_sum = corrupted_sum = 0.0
+    for clean_ids, clean_mask, corr_ids, corr_mask in batches:
+        b = len(clean_ids)
+        clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names)
+        baseline = metric(model(corr_ids, attention_mask=corr_mask)[:, -1]).double().cpu()
+        clean_sum += float(metric(clean_logits[:, -1]).double().sum())
+        corrupted_sum += float(baseline.sum())
+        per_pass = max(1, batch_size // b)
+        for start in range(0, len(all_units), per_pass):
+            group = all_units[start : start + per_pass]
+            k = len(group)
+            hooks: HookList = []
+            for kind in kinds:
+                selection = torch.zeros(k * b, *shape.size(kind), dtype=torch.bool)
+                for j, (unit_kind, layer, index) in enumerate(group):
+                    if unit_kind == kind:
+                        selection[j * b : (j + 1) * b, layer, index] = True
+                hooks += row_unit_hooks(
+                    lambda layer, kind=kind: unit_hook(kind, layer),
+                    selection,
+                    lambda act, layer, kind=kind, k=k: cache[unit_hook(kind, layer)].repeat(k, *([1] * (act.dim() - 1))),
+                )
+            with model.hooks(fwd_hooks=hooks):
+                logits = model(corr_ids.repeat(k, 1), attention_mask=corr_mask.repeat(k, 1))[:, -1]
+            effect = (metric(logits).double().cpu() - baseline.repeat(k)).view(k, b).sum(1)
+            for j, (kind, layer, index) in enumerate(group):
+                totals[kind][layer, index] += effect[j]
+            bar.update()
+    bar.close()
+    n = len(clean_prompts)
+    return _result(loaded, totals, n, "act-patch", units=units, metric_clean=clean_sum / n, metric_corrupted=corrupted_sum / n)
+
+
+def attribution_patching(
+    loaded: LoadedModel,
+    clean_prompts: Sequence[str],
+    corrupted_prompts: Sequence[str],
+    *,
+    metric: Metric | None = None,
+    units: UnitChoice = "heads",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Scores:
+    """Attribution patching: a first-order (linear) approximation of :func:`activation_patching`.
+
+    One forward on the clean prompts and one forward and backward on the corrupted ones give, per
+    unit, ``sum over positions (and d_head) of d metric / d act * (clean act - corrupted act)``,
+    averaged over pairs. It equals activation patching exactly only where the metric is linear in
+    the unit's activation; elsewhere (through later attention, MLPs and norms) it is an estimate.
+    """
+    metric = refusal_metric(loaded) if metric is None else metric
+    kinds = unit_kinds(units)
+    shape = loaded.shape
+    model = loaded.model
+    totals = {kind: torch.zeros(shape.size(kind), dtype=torch.float64) for kind in kinds}
+    keys = [(kind, layer) for kind in kinds for layer in range(shape.n_layers)]
+    names = {unit_hook(kind, layer) for kind, layer in keys}
+    clean_sum = corrupted_sum = 0.0
+    for clean_ids, clean_mask, corr_ids, corr_mask in tqdm(
+        _pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size), desc="attribution patching", disable=not progress, leave=False
+    ):
+        with torch.no_grad():
+            clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names)
+            clean_sum += float(metric(clean_logits[:, -1]).double().sum())
+        corrupted: dict[tuple[UnitKind, int], Tensor] = {}
+        deltas: dict[tuple[UnitKind, int], Tensor] = {}
+
+        def attach(key: tuple[UnitKind, int]) -> Callable[..., Tensor]:
+            # act + a zero leaf: the leaf's gradient is d metric / d act, and the graph stays
+            # connected, so earlier units still get their gradient through later layers.
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                corrupted[key] = act.detach()
+                deltas[key] = torch.zeros_like(act, requires_grad=True)
+                return act + deltas[key]
+
+            return hook
+
+        with torch.enable_grad(), model.hooks(fwd_hooks=[(unit_hook(kind, layer), attach((kind, layer))) for kind, layer in keys]):
+            values = metric(model(corr_ids, attention_mask=corr_mask)[:, -1])
+            grads = torch.autograd.grad(values.sum(), [deltas[key] for key in keys], allow_unused=True)
+        corrupted_sum += float(values.detach().double().sum())
+        for (kind, layer), grad in zip(keys, grads):
+            if grad is None:  # the unit cannot reach the metric
+                continue
+            attribution = grad * (cache[unit_hook(kind, layer)] - corrupted[(kind, layer)])
+            totals[kind][layer] += attribution.sum((0, 1, 3) if kind == "heads" else (0, 1)).double().cpu()
+    n = len(clean_prompts)
+    return _result(loaded, totals, n, "attr-patch", units=units, metric_clean=clean_sum / n, metric_corrupted=corrupted_sum / n)

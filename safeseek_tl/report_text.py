@@ -1,0 +1,31 @@
+"""Plain-text (terminal) summaries of results, shared by the CLI commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_discovery_summary(loaded: Any, result: Any, switch: dict[str, float], out: Path) -> None:
+    """Circuit size and the teacher-forced behaviour check of a SafeSeek run."""
+    circuit = result.circuit
+    table = Table(title=f"SafeSeek {result.config.scenario} circuit of {loaded.name}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("heads in circuit", f"{circuit.n_heads} ({100 * circuit.fraction('heads'):.2f}% of heads)")
+    table.add_row("neurons in circuit", f"{circuit.n_neurons} ({100 * circuit.fraction('neurons'):.2f}% of neurons)")
+    table.add_row("search rounds", str(result.rounds))
+    table.add_row("best epoch", str(result.best_epoch))
+    labels = {
+        "switched": "switched target reproduced, circuit ablated",
+        "clean": "clean answer reproduced, circuit ablated",
+        "clean_full": "clean answer reproduced, full model",
+    }
+    for key, value in switch.items():
+        table.add_row(labels.get(key, key), f"{100 * value:.1f}%")
+    console = Console()
+    console.print(table)
+    console.print(f"written to {out}/ (circuit.json, scores.safetensors, masks.safetensors, history.json, config.json)")
