@@ -164,6 +164,145 @@ def discover(
     print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records), out)
 
 
+def _behaviour_data(records: list, benign_file: Optional[Path]):
+    from safeseek_tl.data import load_records
+    from safeseek_tl.evaluate import BehaviourData
+
+    benign = load_records(benign_file, "benign") if benign_file else []
+    return BehaviourData.from_records(records, benign)
+
+
+@app.command()
+def evaluate(
+    model: ModelOption,
+    data: Annotated[Path, typer.Option(help="Backdoor or alignment records to measure on.")],
+    circuit: Annotated[Path, typer.Option(help="circuit.json to ablate.")],
+    out: Annotated[Path, typer.Option(help="Output folder for metrics.json.")],
+    benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response) for utility.")] = None,
+    mode: Annotated[str, typer.Option(help="Ablation: zero, mean or resample (mean/resample use the benign or data prompts).")] = "zero",
+    max_new_tokens: int = 32,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Behaviour of the full model, with the circuit ablated, and with only the circuit kept."""
+    from safeseek_tl._io import write_json
+    from safeseek_tl.ablation import ReferenceActivations
+    from safeseek_tl.data import load_records, tokenize_prompts, batch_slices
+    from safeseek_tl.evaluate import evaluate as run_evaluate
+    from safeseek_tl.report_text import print_behaviour_table
+    from safeseek_tl.units import Circuit
+
+    records = load_records(data)
+    behaviour = _behaviour_data(records, benign)
+    loaded = _load(model, device)
+    selected = Circuit.load(circuit, expected=loaded.shape)
+    reference = None
+    if mode != "zero":
+        prompts = [r.prompt for r in behaviour.benign] or behaviour.harmful
+        tokens = tokenize_prompts(loaded.chat, prompts)
+        batches = ((tokens.input_ids[p], tokens.attention_mask[p]) for p in batch_slices(len(prompts), 16))
+        reference = ReferenceActivations.collect(loaded.model, batches)
+    results = run_evaluate(loaded, selected, behaviour, mode=mode, reference=reference, max_new_tokens=max_new_tokens)
+    write_json(out / "metrics.json", {"model": loaded.name, "circuit": str(circuit), "mode": mode, "results": results})
+    print_behaviour_table(results, f"{loaded.name}: circuit of {selected.n_heads} heads, {selected.n_neurons} neurons ({mode} ablation)")
+
+
+def _default_top_k(shape) -> dict[str, int]:
+    """The default budget of ``attribute``: 3% of heads and 1% of neurons, at least one of each."""
+    return {"heads": max(1, round(0.03 * shape.n_layers * shape.n_heads)), "neurons": max(1, round(0.01 * shape.n_layers * shape.d_mlp))}
+
+
+@app.command()
+def attribute(
+    method: Annotated[str, typer.Option(help="ships, sahara, contrast, act-patch, attr-patch or probe.")],
+    model: ModelOption,
+    data: Annotated[Path, typer.Option(help="Backdoor or alignment records.")],
+    scenario: Annotated[str, typer.Option(help="backdoor (triggered vs clean prompts) or alignment (harmful vs benign).")],
+    out: Annotated[Path, typer.Option(help="Output folder: scores.safetensors and circuit.json.")],
+    base_model: Annotated[Optional[str], typer.Option(help="contrast: the model without the behaviour (M1).")] = None,
+    benign: Annotated[Optional[Path], typer.Option(help="Benign records: the contrast prompts of the alignment scenario.")] = None,
+    top_k_heads: Annotated[Optional[int], typer.Option(help="Heads in circuit.json (default 3% of heads).")] = None,
+    top_k_neurons: Annotated[Optional[int], typer.Option(help="Neurons in circuit.json (default 1% of neurons).")] = None,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Score units with a heuristic baseline; write the scores and the top-k circuit."""
+    from safeseek_tl.baselines import run_baseline
+    from safeseek_tl.data import load_records
+    from safeseek_tl.units import Circuit
+
+    records = load_records(data, scenario)
+    benign_records = load_records(benign, "benign") if benign else None
+    loaded = _load(model, device)
+    base = _load(base_model, device) if base_model else None
+    scores = run_baseline(method, loaded, records, scenario, base_model=base, benign=benign_records)
+    defaults = _default_top_k(loaded.shape)
+    budget = {}
+    if scores.heads is not None:
+        budget["heads"] = top_k_heads if top_k_heads is not None else defaults["heads"]
+    if scores.neurons is not None:
+        budget["neurons"] = top_k_neurons if top_k_neurons is not None else defaults["neurons"]
+    circuit = Circuit.top_k(scores, **budget)
+    circuit.metadata.update({"scenario": scenario, "model": loaded.name})
+    scores.save(out / "scores.safetensors")
+    circuit.save(out / "circuit.json")
+    typer.echo(f"{method}: {circuit!r}; written to {out}/ (scores.safetensors, circuit.json)")
+
+
+@app.command()
+def compare(
+    model: ModelOption,
+    data: Annotated[Path, typer.Option(help="Backdoor or alignment training records (the methods' input).")],
+    scenario: Annotated[str, typer.Option(help="backdoor or alignment.")],
+    out: Annotated[Path, typer.Option(help="Output folder: comparison.csv/json, overlap.csv/json.")],
+    methods: Annotated[str, typer.Option(help="Comma-separated: safeseek,ships,sahara,contrast,act-patch,attr-patch,probe.")] = "safeseek,ships,attr-patch",
+    budgets: Annotated[str, typer.Option(help="Comma-separated unit counts, the same for every method.")] = "1,2,4",
+    units: Annotated[str, typer.Option(help="heads or neurons: the granularity budgets count.")] = "heads",
+    eval_data: Annotated[Optional[Path], typer.Option(help="Records to measure behaviour on (default: --data).")] = None,
+    benign: Annotated[Optional[Path], typer.Option(help="Benign records: utility, and alignment contrast prompts.")] = None,
+    base_model: Annotated[Optional[str], typer.Option(help="contrast: the model without the behaviour.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="SafeSeek epochs (default: the official script's).")] = None,
+    max_new_tokens: int = 32,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Compare methods at matched budgets: behaviour change, utility change, time, precision/recall."""
+    from safeseek_tl.compare import compare as run_compare, method_runners
+    from safeseek_tl.data import load_records
+    from safeseek_tl.seek import SeekConfig
+
+    if units not in ("heads", "neurons"):
+        raise ValueError(f"--units must be heads or neurons, got {units!r}")
+    try:
+        budget_list = [int(b) for b in budgets.split(",")]
+    except ValueError:
+        raise ValueError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
+    records = load_records(data, scenario)
+    eval_records = load_records(eval_data, scenario) if eval_data else records
+    benign_records = load_records(benign, "benign") if benign else []
+    loaded = _load(model, device)
+    base = _load(base_model, device) if base_model else None
+    truth = _organism_truth(model, loaded)
+    runners = method_runners(
+        loaded, [m.strip() for m in methods.split(",") if m.strip()], records, scenario, benign_records, base,
+        SeekConfig(scenario=scenario, units=units, epochs=epochs), units,
+    )  # fmt: skip
+    from safeseek_tl.evaluate import BehaviourData
+
+    result = run_compare(loaded, runners, budget_list, scenario, BehaviourData.from_records(eval_records, benign_records), units, truth, max_new_tokens=max_new_tokens)
+    result.save(out)
+    typer.echo(result.table.to_string(index=False))
+    typer.echo(f"written to {out}/comparison.csv")
+
+
+def _organism_truth(model: str, loaded):
+    """The planted ground truth when ``model`` is a bundled organism that has one, else None."""
+    from safeseek_tl.models import ORGANISM_PREFIX
+    from safeseek_tl.organisms import ground_truth
+
+    if not model.startswith(ORGANISM_PREFIX):
+        return None
+    truth = ground_truth(model[len(ORGANISM_PREFIX) :], loaded)
+    return truth if len(truth) else None
+
+
 def main() -> None:
     """Entry point: run the app and turn known input errors into one clear line and exit code 2."""
     from safeseek_tl.data import DataError

@@ -29,3 +29,16 @@ def print_discovery_summary(loaded: Any, result: Any, switch: dict[str, float], 
     console = Console()
     console.print(table)
     console.print(f"written to {out}/ (circuit.json, scores.safetensors, masks.safetensors, history.json, config.json)")
+
+
+def print_behaviour_table(results: dict[str, dict[str, float]], title: str) -> None:
+    """Conditions (full, ablated, circuit only) as columns, metrics as rows."""
+    table = Table(title=title)
+    table.add_column("metric")
+    conditions = list(results)
+    for condition in conditions:
+        table.add_column(condition, justify="right")
+    metrics = sorted({key for values in results.values() for key in values})
+    for metric in metrics:
+        table.add_row(metric, *(f"{results[c][metric]:.3f}" if metric in results[c] else "" for c in conditions))
+    Console().print(table)

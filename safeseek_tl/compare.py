@@ -1,0 +1,142 @@
+"""Compare attribution methods at matched sparsity: SafeSeek against every heuristic baseline.
+
+For each method the scores are computed once (timed); for each budget k every method gives up its
+top-k units of the chosen granularity, which are ablated and the behaviour measured with the same
+judge and data. The result is a tidy DataFrame (a row per method and budget) plus the pairwise
+Jaccard overlap of the methods' circuits at each budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from safeseek_tl._io import atomic_path, write_json
+from safeseek_tl.ablation import ablated
+from safeseek_tl.data import BenignRecord, Record
+from safeseek_tl.evaluate import BehaviourData, measure
+from safeseek_tl.hooks import UnitKind
+from safeseek_tl.metrics import RefusalJudge
+from safeseek_tl.units import Circuit, Scores
+
+SAFESEEK = "safeseek"
+
+
+def behaviour_key(scenario: str) -> str:
+    """The metric whose change a comparison reports: triggered ASR (backdoor) or harmful ASR."""
+    return "asr_triggered" if scenario == "backdoor" else "asr_harmful"
+
+
+@dataclass
+class Comparison:
+    """A comparison's table and the Jaccard overlap matrices (one per budget)."""
+
+    table: pd.DataFrame
+    overlap: dict[int, pd.DataFrame]
+    baseline: dict[str, float]
+
+    def save(self, out_dir: str | Path) -> None:
+        """``comparison.csv``, ``comparison.json``, ``overlap.csv`` (largest budget) and ``overlap.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "comparison.csv") as tmp:
+            self.table.to_csv(tmp, index=False)
+        write_json(out / "comparison.json", {"baseline": self.baseline, "rows": self.table.to_dict(orient="records")})
+        if self.overlap:
+            largest = max(self.overlap)
+            with atomic_path(out / "overlap.csv") as tmp:
+                self.overlap[largest].to_csv(tmp)
+            write_json(out / "overlap.json", {str(k): v.to_dict() for k, v in self.overlap.items()})
+
+
+ScoreFn = Callable[[], Scores]
+
+
+def compare(
+    loaded: Any,
+    methods: dict[str, ScoreFn],
+    budgets: Sequence[int],
+    scenario: str,
+    eval_data: BehaviourData,
+    units: UnitKind = "heads",
+    truth: Circuit | None = None,
+    judge: RefusalJudge | None = None,
+    max_new_tokens: int = 32,
+) -> Comparison:
+    """Run each method (a zero-argument function returning Scores), ablate its top-k units, measure.
+
+    ``behaviour_change`` is the change of ``behaviour_key(scenario)`` (in points of a fraction):
+    negative when ablation removes a backdoor, positive when it makes an aligned model comply.
+    ``utility_change`` is the relative change of the benign completion cross-entropy.
+    """
+    if not methods:
+        raise ValueError("compare needs at least one method")
+    if not budgets or any(k < 1 for k in budgets):
+        raise ValueError(f"budgets must be positive unit counts, got {list(budgets)}")
+    key = behaviour_key(scenario)
+    baseline = measure(loaded, eval_data, judge, max_new_tokens)
+    if key not in baseline:
+        raise ValueError(f"the evaluation data has no prompts to measure {key} for the {scenario} scenario")
+    rows, circuits = [], {}
+    for name, run in methods.items():
+        start = time.perf_counter()
+        scores = run()
+        wall = time.perf_counter() - start
+        if scores.get(units) is None:
+            raise ValueError(f"method {name!r} gives no {units} scores; compare it on another granularity")
+        for k in budgets:
+            circuit = Circuit.top_k(scores, **{units: k})
+            circuits[(name, k)] = circuit
+            with ablated(loaded.model, circuit):
+                after = measure(loaded, eval_data, judge, max_new_tokens)
+            precision, recall = circuit.precision_recall(truth, kinds=(units,)) if truth is not None else (math.nan, math.nan)
+            utility_change = (
+                (after["utility_loss"] - baseline["utility_loss"]) / baseline["utility_loss"] if "utility_loss" in baseline else math.nan
+            )
+            rows.append({
+                "method": name, "budget": k, "n_heads": circuit.n_heads, "n_neurons": circuit.n_neurons,
+                "n_units": len(circuit), "behaviour_change": after[key] - baseline[key], key: after[key],
+                "utility_change": utility_change, "wall_time_s": wall, "precision": precision, "recall": recall,
+            })  # fmt: skip
+    names = list(methods)
+    overlap = {
+        k: pd.DataFrame([[circuits[(a, k)].jaccard(circuits[(b, k)], kinds=(units,)) for b in names] for a in names], index=names, columns=names)
+        for k in budgets
+    }
+    return Comparison(pd.DataFrame(rows), overlap, baseline)
+
+
+def method_runners(
+    loaded: Any,
+    names: Sequence[str],
+    records: Sequence[Record],
+    scenario: str,
+    benign: Sequence[BenignRecord] = (),
+    base_model: Any = None,
+    seek_config: Any = None,
+    units: UnitKind = "heads",
+    progress: bool = False,
+) -> dict[str, ScoreFn]:
+    """Zero-argument score functions for ``names`` (``safeseek`` and the baseline registry's names)."""
+    from safeseek_tl.baselines import BASELINES, run_baseline
+    from safeseek_tl.seek import SafeSeek, SeekConfig
+
+    runners: dict[str, ScoreFn] = {}
+    for name in names:
+        if name == SAFESEEK:
+            config = seek_config or SeekConfig(scenario=scenario)
+            runners[name] = lambda config=config: SafeSeek(loaded, config).fit(records, progress=progress).scores
+        elif name in BASELINES:
+            options = {"units": units} if name in ("act-patch", "attr-patch") else {}
+            runners[name] = lambda name=name, options=options: run_baseline(
+                name, loaded, records, scenario, base_model=base_model, benign=list(benign), **options
+            )
+        else:
+            raise ValueError(f"unknown method {name!r}; use {SAFESEEK} or one of {sorted(BASELINES)}")
+    return runners
