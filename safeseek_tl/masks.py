@@ -32,22 +32,21 @@ _HC_GAMMA, _HC_ZETA, _HC_BETA = -0.1, 1.1, 2.0 / 3.0
 HookList = list[tuple[str, Callable[..., Tensor]]]
 
 
-def _scale_heads(mask: Tensor) -> Callable[..., Tensor]:
-    """Hook multiplying hook_z [batch, pos, head, d_head] by ``mask`` ([head] or [batch, head])."""
+def _gate(mask: Tensor, fill: Tensor | None, unit_dims: int) -> Callable[..., Tensor]:
+    """Hook computing ``fill + m * (act - fill)`` (``act * m`` without a fill).
 
-    def hook(z: Tensor, hook: Any) -> Tensor:
-        m = mask.to(z.dtype)
-        return z * (m[:, None] if m.dim() == 1 else m[:, None, :, None])
+    ``act`` is [batch, pos, units] (neurons) or [batch, pos, units, d_head] (heads); ``mask`` is
+    [units] or [batch, units]; ``fill`` has the shape of one position's units ([units(, d_head)]).
+    """
+    trailing = (None,) * (unit_dims - 1)
 
-    return hook
-
-
-def _scale_neurons(mask: Tensor) -> Callable[..., Tensor]:
-    """Hook multiplying hook_post [batch, pos, d_mlp] by ``mask`` ([d_mlp] or [batch, d_mlp])."""
-
-    def hook(post: Tensor, hook: Any) -> Tensor:
-        m = mask.to(post.dtype)
-        return post * (m if m.dim() == 1 else m[:, None, :])
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        m = mask.to(act.dtype)
+        m = m[(..., *trailing)] if m.dim() == 1 else m[(slice(None), None, ..., *trailing)]
+        if fill is None:
+            return act * m
+        base = fill.to(device=act.device, dtype=act.dtype)
+        return base + m * (act - base)
 
     return hook
 
@@ -55,20 +54,24 @@ def _scale_neurons(mask: Tensor) -> Callable[..., Tensor]:
 def mask_hooks(
     heads: Float[Tensor, "*rows n_layers n_heads"] | None = None,
     neurons: Float[Tensor, "*rows n_layers d_mlp"] | None = None,
+    fill: Mapping[str, Tensor] | None = None,
 ) -> HookList:
-    """Forward hooks that multiply every head output / neuron activation by its mask value.
+    """Forward hooks that gate every head output / neuron activation by its mask value.
 
     Each mask is ``[n_layers, units]`` (shared by all rows) or ``[batch, n_layers, units]``
-    (one mask per batch row). Gradients flow back into the mask tensors.
+    (one mask per batch row). A masked-off unit becomes 0, or ``fill[kind][layer]`` when given
+    (e.g. the unit's mean activation, for mean ablation inside the optimization): the hook
+    computes ``fill + m * (act - fill)``. Gradients flow back into the mask tensors.
     """
     hooks: HookList = []
-    for values, name_of, make in ((heads, head_hook, _scale_heads), (neurons, neuron_hook, _scale_neurons)):
+    for kind, values, name_of, unit_dims in (("heads", heads, head_hook, 2), ("neurons", neurons, neuron_hook, 1)):
         if values is None:
             continue
         if values.dim() not in (2, 3):
             raise ValueError(f"a mask must be [n_layers, units] or [batch, n_layers, units], got shape {tuple(values.shape)}")
+        layer_fill = fill.get(kind) if fill is not None else None
         for layer in range(values.shape[-2]):
-            hooks.append((name_of(layer), make(values[..., layer, :])))
+            hooks.append((name_of(layer), _gate(values[..., layer, :], None if layer_fill is None else layer_fill[layer], unit_dims)))
     return hooks
 
 
@@ -77,13 +80,14 @@ def masked(
     model: Any,
     heads: Float[Tensor, "*rows n_layers n_heads"] | None = None,
     neurons: Float[Tensor, "*rows n_layers d_mlp"] | None = None,
+    fill: Mapping[str, Tensor] | None = None,
 ) -> Iterator[Any]:
     """Run ``model`` with unit masks applied; the hooks are removed on exit, also on errors.
 
     >>> with masked(model, heads=head_mask):  # doctest: +SKIP
     ...     logits = model(tokens)
     """
-    with model.hooks(fwd_hooks=mask_hooks(heads, neurons)):
+    with model.hooks(fwd_hooks=mask_hooks(heads, neurons, fill)):
         yield model
 
 

@@ -33,7 +33,7 @@ from safeseek_tl._io import atomic_path, read_json, write_json
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskKind, MaskLogits, masked
-from safeseek_tl.ablation import ablated
+from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.metrics import completion_cross_entropy, completion_exact_match
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
@@ -42,6 +42,7 @@ UnitChoice = Literal["heads", "neurons", "both"]
 Objective = Literal["ce", "kl"]
 NegativeCE = Literal["bounded", "unbounded"]
 CircuitSparsity = Literal["mean", "log"]
+MaskFill = Literal["zero", "mean"]
 
 SCENARIOS: tuple[Scenario, ...] = ("backdoor", "alignment")
 UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
@@ -93,6 +94,8 @@ class SeekConfig:
     # sparsity of the alignment mask, or of the main mask's heads/neurons when set
     w_sparsity_heads: float | None = None
     w_sparsity_neurons: float | None = None
+    # what a masked-off unit becomes during the search: 0 (the code's) or its mean activation
+    ablation: MaskFill = "zero"
     max_length: int = 128
     val_size: int = 20
     patience: int | None = 5
@@ -123,6 +126,8 @@ class SeekConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.ablation not in ("zero", "mean"):
+            raise ValueError(f"ablation must be 'zero' or 'mean', got {self.ablation!r}")
 
     @property
     def kinds(self) -> tuple[UnitKind, ...]:
@@ -171,8 +176,15 @@ def _paths(config: SeekConfig, records: Sequence[Record], chat: Any, source: str
 class SeekObjective:
     """Mask logits plus the loss of one scenario; ``step_loss`` runs every path in one pass."""
 
-    def __init__(self, model: Any, config: SeekConfig, shape: ModelShape, protected: Circuit | None = None) -> None:
-        self.model, self.config, self.shape = model, config, shape
+    def __init__(
+        self,
+        model: Any,
+        config: SeekConfig,
+        shape: ModelShape,
+        protected: Circuit | None = None,
+        fill: dict[str, Tensor] | None = None,
+    ) -> None:
+        self.model, self.config, self.shape, self.fill = model, config, shape, fill
         init = {"heads": config.init_heads, "neurons": config.init_neurons}
         self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
         self.circuit = MaskLogits(shape, config.kinds, init, config.mask_kind) if config.scenario == "backdoor" else None
@@ -235,7 +247,7 @@ class SeekObjective:
         attention_mask = batch.attention_mask[:, :used].to(self.device)
         labels = batch.labels[:, :used].to(self.device)
         masks = self._row_masks(paths, counts, stochastic, generator)
-        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons")):
+        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.fill):
             logits = self.model(input_ids, attention_mask=attention_mask)
         full_logits = None
         if any(p.kl_to_full for p in paths):
@@ -378,9 +390,10 @@ class SafeSeek:
 
             records, val_records = split_records(records, cfg.val_size, "training data")
         torch.manual_seed(cfg.seed)
-        objective = SeekObjective(self.loaded.model, cfg, self.shape, protected)
         train_paths = _paths(cfg, records, self.loaded.chat, "training data")
         val_paths = _paths(cfg, val_records, self.loaded.chat, "validation data")
+        fill = _mean_fill(self.loaded.model, train_paths, cfg.batch_size) if cfg.ablation == "mean" else None
+        objective = SeekObjective(self.loaded.model, cfg, self.shape, protected, fill)
         n_train = len(records)
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
@@ -459,6 +472,18 @@ class SafeSeek:
             {"method": "safeseek", "scenario": cfg.scenario, "units": cfg.units, "best_epoch": state.best_epoch},
         )
         return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch)
+
+
+def _mean_fill(model: Any, paths: Sequence[_Path], batch_size: int) -> dict[str, Tensor]:
+    """Mean activation of every unit over all tokens of the training sequences of every path."""
+    batches = (
+        (path.pairs.input_ids[part], path.pairs.attention_mask[part])
+        for path in paths
+        for part in batch_slices(len(path.pairs), batch_size)
+    )
+    means = ReferenceActivations.collect(model, batches, pool_size=0).means
+    device = next(model.parameters()).device
+    return {kind: value.to(device) for kind, value in means.items()}
 
 
 def _sizes(objective: SeekObjective) -> dict[str, int]:

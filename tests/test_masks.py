@@ -174,3 +174,15 @@ def test_ablating_a_circuit_of_another_model_is_refused(gqa):
     with pytest.raises(ValueError, match="n_layers, n_heads, d_mlp"):
         with ablated(gqa.model, other):
             pass
+
+
+def test_mask_with_a_mean_fill_equals_mean_ablation(gqa, tokens):
+    model = gqa.model
+    reference = ReferenceActivations.collect(model, [(tokens, torch.ones_like(tokens))], pool_size=0)
+    circuit = Circuit.from_units(gqa.shape, heads=[[1, 0]], neurons=[[0, 4], [1, 1]])
+    keep = {kind: (~circuit.get(kind)).float() for kind in ("heads", "neurons")}
+    with ablated(model, circuit, mode="mean", reference=reference):
+        expected = model(tokens)
+    with masked(model, heads=keep["heads"], neurons=keep["neurons"], fill=reference.means):
+        got = model(tokens)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,200 @@
+"""A self-contained HTML report of a saved run, readable offline in any browser.
+
+``write_report`` reads what a run folder holds (SafeSeek's ``circuit.json``, ``scores.safetensors``,
+``history.json``, ``config.json``; a baseline's scores and circuit alone; a comparison's
+``comparison.csv`` and ``overlap.csv``; optional ``behaviour.json`` and ``examples.json``) and
+writes ONE HTML file: plotly's JavaScript is inlined once, nothing is fetched from the network, and
+every piece of text that comes from the run (prompts, generations, settings, method names, the
+title) is HTML-escaped.
+
+The circuitsvis views need the model, so they are not part of the report: make them with
+:func:`~safeseek_tl.plots.attention_view` / :func:`~safeseek_tl.plots.neuron_activation_view`
+and save them with :func:`~safeseek_tl.plots.save_circuitsvis`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from safeseek_tl import plots
+from safeseek_tl._io import atomic_path, read_json
+from safeseek_tl.units import Circuit, Scores
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #1a1a1a; line-height: 1.45; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }
+th, td { border: 1px solid #d0d0d0; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top;
+         white-space: pre-wrap; overflow-wrap: anywhere; max-width: 36rem; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.figure { margin: 1rem 0 2rem; } .note { color: #555; font-style: italic; }
+"""
+
+
+def _cell(value: Any) -> tuple[str, bool]:
+    """Escaped text of a table cell and whether it is a number."""
+    if hasattr(value, "item"):  # numpy / pandas scalars
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "", False
+    if isinstance(value, bool):
+        return str(value), False
+    if isinstance(value, float):
+        return f"{value:.4g}", True
+    if isinstance(value, int):
+        return str(value), True
+    if isinstance(value, (dict, list, tuple)):
+        return html.escape(json.dumps(value, default=str)), False
+    return html.escape(str(value)), False
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """An HTML table; every header and cell is escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = [_cell(v) for v in row]
+        body.append("<tr>" + "".join(f'<td class="num">{t}</td>' if num else f"<td>{t}</td>" for t, num in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _examples_table(examples: Any, source: str) -> str:
+    if not isinstance(examples, list) or not all(isinstance(e, Mapping) for e in examples):
+        raise ValueError(f"{source}: examples must be a list of objects with 'prompt', 'full' and 'ablated'")
+    rows = ([str(e.get(key, "")) for key in ("prompt", "full", "ablated")] for e in examples)
+    return _table(["prompt", "full model", "circuit ablated"], rows)
+
+
+class _Figures:
+    """Embeds figures in order; only the first carries plotly.js."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, fig: go.Figure) -> str:
+        config = {"displaylogo": False, "responsive": True}
+        div = fig.to_html(full_html=False, include_plotlyjs=self.count == 0, config=config)
+        self.count += 1
+        return f'<div class="figure">{div}</div>'
+
+
+def _summary(scores: Scores | None, circuit: Circuit | None, history: Mapping[str, Any] | None) -> str:
+    shape = circuit.shape if circuit is not None else scores.shape
+    method = scores.method if scores is not None else ""
+    if not method and circuit is not None:
+        method = str(circuit.metadata.get("method", ""))
+    rows: list[tuple[str, Any]] = [
+        ("method", method or "unknown"),
+        ("model", shape.model_name or "unknown"),
+        ("layers / heads per layer / neurons per layer", f"{shape.n_layers} / {shape.n_heads} / {shape.d_mlp}"),
+    ]
+    if circuit is not None:
+        rows += [
+            ("heads in circuit", f"{circuit.n_heads} ({100 * circuit.fraction('heads'):.2f}% of heads)"),
+            ("neurons in circuit", f"{circuit.n_neurons} ({100 * circuit.fraction('neurons'):.2f}% of neurons)"),
+        ]
+    if history is not None:
+        rows += [("best epoch", history.get("best_epoch")), ("search rounds", history.get("rounds"))]
+    return _table(["quantity", "value"], rows)
+
+
+def _behaviour_table(behaviour: Any, source: str) -> str:
+    if not isinstance(behaviour, Mapping) or not all(isinstance(v, Mapping) for v in behaviour.values()):
+        raise ValueError(f"{source}: behaviour must be an object {{condition: {{metric: value}}}}")
+    metrics = list(dict.fromkeys(m for values in behaviour.values() for m in values))
+    rows = ([condition, *(values.get(m) for m in metrics)] for condition, values in behaviour.items())
+    return _table(["condition", *metrics], rows)
+
+
+def write_report(
+    run_dir: str | Path,
+    out_file: str | Path,
+    *,
+    title: str | None = None,
+    examples: Sequence[Mapping[str, str]] | None = None,
+) -> Path:
+    """Write a self-contained offline HTML report of the run saved in ``run_dir``; return its path.
+
+    ``examples`` (a list of ``{"prompt", "full", "ablated"}``) overrides the folder's ``examples.json``.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} does not exist")
+    files = {name: run / name for name in ("scores.safetensors", "circuit.json", "history.json", "config.json",
+                                           "behaviour.json", "examples.json", "comparison.csv", "overlap.csv")}
+    present = {name: path for name, path in files.items() if path.is_file()}
+    scores = Scores.load(present["scores.safetensors"]) if "scores.safetensors" in present else None
+    circuit = Circuit.load(present["circuit.json"]) if "circuit.json" in present else None
+    if scores is None and circuit is None and "comparison.csv" not in present:
+        raise ValueError(f"{run}: no scores.safetensors, circuit.json or comparison.csv: not a saved run folder")
+    if scores is not None and circuit is not None:
+        scores.shape.check_compatible(circuit.shape, f"{run / 'circuit.json'}")
+    history = read_json(present["history.json"]) if "history.json" in present else None
+    examples_source = "examples"
+    if examples is None and "examples.json" in present:
+        examples, examples_source = read_json(present["examples.json"]), str(present["examples.json"])
+
+    figure = _Figures()
+    sections: list[tuple[str, str]] = []
+    if scores is not None or circuit is not None:
+        sections.append(("Summary", _summary(scores, circuit, history)))
+    if "behaviour.json" in present:
+        sections.append(("Behaviour", _behaviour_table(read_json(present["behaviour.json"]), str(present["behaviour.json"]))))
+
+    parts: list[str] = []
+    if scores is not None and scores.heads is not None:
+        parts.append(figure(plots.head_map(scores)))
+    if circuit is not None and circuit.n_heads > 0:
+        parts.append(figure(plots.head_map(circuit)))
+    if scores is not None and scores.neurons is not None:
+        parts.append(figure(plots.neuron_view(scores)))
+    if circuit is not None and len(circuit) > 0:
+        parts.append(figure(plots.circuit_graph(circuit, scores)))
+    elif circuit is not None:
+        parts.append('<p class="note">The circuit is empty: no unit was selected.</p>')
+    if parts:
+        sections.append(("Units", "".join(parts)))
+
+    if history is not None and history.get("history"):
+        sections.append(("Training", figure(plots.training_curves(history["history"], best_epoch=history.get("best_epoch")))))
+
+    if "comparison.csv" in present:
+        table = pd.read_csv(present["comparison.csv"])
+        parts = [_table(list(table.columns), table.itertuples(index=False))]
+        if not table.empty:
+            parts += [figure(plots.comparison_curves(table, y=column)) for column in ("behaviour_change", "utility_change")
+                      if column in table.columns and table[column].notna().any()]
+            if any(c in table.columns and table[c].notna().any() for c in ("precision", "recall")):
+                parts.append(figure(plots.precision_recall_plot(table)))
+        sections.append(("Method comparison", "".join(parts)))
+    if "overlap.csv" in present:
+        sections.append(("Circuit overlap", figure(plots.overlap_matrix(pd.read_csv(present["overlap.csv"], index_col=0)))))
+
+    if examples is not None:
+        sections.append(("Example generations", _examples_table(examples, examples_source)))
+    if "config.json" in present:
+        config = read_json(present["config.json"])
+        rows = config.items() if isinstance(config, Mapping) else [("config", config)]
+        sections.append(("Settings", _table(["setting", "value"], rows)))
+
+    heading = title if title is not None else f"safeseek report: {run.resolve().name}"
+    body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections)
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(heading)}</title><style>{STYLE}</style></head>\n"
+        f"<body><h1>{html.escape(heading)}</h1>"
+        f'<p class="note">Run folder: {html.escape(str(run))}</p>{body}</body></html>\n'
+    )
+    with atomic_path(out_file) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return Path(out_file)
