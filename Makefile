@@ -14,10 +14,7 @@ test-all: setup
 	.venv/bin/python -m pytest -q -m "slow or not slow"
 
 demo: setup
-	.venv/bin/safeseek discover --model organism:tiny-backdoor \
-		--data safeseek_tl/organisms/bundled/data/backdoor_train.jsonl \
-		--val-data safeseek_tl/organisms/bundled/data/backdoor_val.jsonl \
-		--scenario backdoor --units both --out runs/demo-backdoor
+	.venv/bin/safeseek demo --out runs/demo
 
 organisms: setup
 	.venv/bin/python -m safeseek_tl.organisms.build

@@ -303,6 +303,30 @@ def _organism_truth(model: str, loaded):
     return truth if len(truth) else None
 
 
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo")) -> None:
+    """The main job on the bundled tiny organisms: discover, evaluate, compare, report."""
+    from safeseek_tl.demo import run_demo
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    index = run_demo(out, log=typer.echo)
+    typer.echo(f"report: {index.resolve()}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Option(help="A folder written by discover, attribute or compare.")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")],
+    title: Annotated[Optional[str], typer.Option(help="Page title.")] = None,
+) -> None:
+    """Write a self-contained, offline HTML report of a saved run."""
+    from safeseek_tl.report import write_report
+
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder {run} does not exist")
+    typer.echo(f"report: {write_report(run, out, title=title)}")
+
+
 def main() -> None:
     """Entry point: run the app and turn known input errors into one clear line and exit code 2."""
     from safeseek_tl.data import DataError

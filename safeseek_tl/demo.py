@@ -1,0 +1,74 @@
+"""The demo (``safeseek demo``): the library's main job on the bundled tiny organisms.
+
+1. SafeSeek finds the planted backdoor circuit of ``tiny-backdoor`` (heads and neurons) and the
+   alignment circuit of ``tiny-aligned``; each is evaluated (full, ablated, circuit only) on the
+   held-out test split, with example generations.
+2. The heuristic baselines are compared with SafeSeek on ``tiny-backdoor`` at matched head budgets,
+   scored against the planted ground truth.
+3. One offline HTML report per run, and an index page linking them.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any
+
+from safeseek_tl._io import atomic_path, write_json
+from safeseek_tl.ablation import ablated
+from safeseek_tl.compare import compare, method_runners
+from safeseek_tl.evaluate import BehaviourData, evaluate
+from safeseek_tl.generation import generate
+from safeseek_tl.models import load_model
+from safeseek_tl.organisms import ground_truth, load_data
+from safeseek_tl.report import write_report
+from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult
+
+N_TRAIN, N_EVAL, N_EXAMPLES = 100, 40, 4
+
+
+def _examples(loaded: Any, result: SeekResult, prompts: list[str]) -> list[dict[str, str]]:
+    full = generate(loaded.model, loaded.chat, prompts, progress=False)
+    with ablated(loaded.model, result.circuit):
+        cut = generate(loaded.model, loaded.chat, prompts, progress=False)
+    return [{"prompt": p, "full": f, "ablated": a} for p, f, a in zip(prompts, full, cut)]
+
+
+def _discover_run(out: Path, organism: str, scenario: str, log: Any) -> tuple[Any, SeekResult]:
+    loaded = load_model(f"organism:{organism}")
+    train, val, test = (load_data(scenario, split) for split in ("train", "val", "test"))
+    benign = load_data("benign", "test")[:N_EVAL]
+    start = time.perf_counter()
+    result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both")).fit(train[:N_TRAIN], val[:20])
+    log(f"{organism}: SafeSeek {scenario} circuit {result.circuit!r} in {time.perf_counter() - start:.0f} s")
+    result.save(out)
+    behaviour = evaluate(loaded, result.circuit, BehaviourData.from_records(test[:N_EVAL], benign))
+    write_json(out / "behaviour.json", behaviour)
+    data = BehaviourData.from_records(test[:N_EXAMPLES])
+    write_json(out / "examples.json", _examples(loaded, result, data.triggered or data.harmful))
+    write_report(out, out / "report.html", title=f"SafeSeek {scenario} circuit of {organism}")
+    return loaded, result
+
+
+def run_demo(out_dir: str | Path = "runs/demo", budgets: tuple[int, ...] = (1, 2, 4), log: Any = print) -> Path:
+    """Run the whole demo and return the path of the index page."""
+    out = Path(out_dir)
+    backdoor_model, backdoor = _discover_run(out / "backdoor", "tiny-backdoor", "backdoor", log)
+    _discover_run(out / "alignment", "tiny-aligned", "alignment", log)
+
+    train = load_data("backdoor", "train")[:N_TRAIN]
+    runners = method_runners(backdoor_model, ["ships", "attr-patch", "act-patch", "sahara"], train, "backdoor")
+    runners = {"safeseek": lambda: backdoor.scores, **runners}  # already trained above
+    data = BehaviourData.from_records(load_data("backdoor", "test")[:N_EVAL], load_data("benign", "test")[:N_EVAL])
+    comparison = compare(backdoor_model, runners, budgets, "backdoor", data, "heads", ground_truth("tiny-backdoor", backdoor_model))
+    comparison.save(out / "compare")
+    write_report(out / "compare", out / "compare" / "report.html", title="Methods compared on tiny-backdoor (heads)")
+    log(comparison.table.to_string(index=False))
+
+    links = {"backdoor/report.html": "Backdoor circuit of tiny-backdoor", "alignment/report.html": "Alignment circuit of tiny-aligned", "compare/report.html": "SafeSeek vs heuristic baselines"}
+    items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>' for href, text in links.items())
+    index = out / "index.html"
+    with atomic_path(index) as tmp:
+        tmp.write_text(f"<!doctype html><meta charset='utf-8'><title>safeseek demo</title><h1>safeseek demo</h1><ul>{items}</ul>\n", encoding="utf-8")
+    return index
