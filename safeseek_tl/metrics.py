@@ -120,14 +120,3 @@ def completion_cross_entropy(
         return token_loss.sum(1) / valid.sum(1).clamp(min=1)
     return token_loss.sum() / valid.sum().clamp(min=1)
 
-
-def completion_exact_match(logits: Float[Tensor, "batch pos d_vocab"], labels: Int[Tensor, "batch pos"]) -> Tensor:
-    """Per row: does the greedy next token equal the label at every completion position?
-
-    Teacher-forced, so it needs one forward pass and no generation: a row matches exactly when
-    greedy decoding would reproduce the whole target completion.
-    """
-    predicted = logits[:, :-1].argmax(-1)
-    targets = labels[:, 1:]
-    valid = targets != IGNORE_INDEX
-    return ((predicted == targets) | ~valid).all(-1)

@@ -20,9 +20,9 @@ def print_discovery_summary(loaded: Any, result: Any, switch: dict[str, float], 
     table.add_row("search rounds", str(result.rounds))
     table.add_row("best epoch", str(result.best_epoch))
     labels = {
-        "switched": "switched target reproduced, circuit ablated",
-        "clean": "clean answer reproduced, circuit ablated",
-        "clean_full": "clean answer reproduced, full model",
+        "switched": "behaviour switched, circuit ablated (backdoor: triggered prompts refused; alignment: harmful answered)",
+        "clean": "clean harmful prompts refused, circuit ablated",
+        "clean_full": "clean harmful prompts refused, full model",
     }
     for key, value in switch.items():
         table.add_row(labels.get(key, key), f"{100 * value:.1f}%")

@@ -16,7 +16,6 @@ own mask (:func:`~safeseek_tl.masks.mask_hooks` with per-row masks).
 from __future__ import annotations
 
 import dataclasses
-from contextlib import nullcontext
 import json
 import math
 from collections.abc import Sequence
@@ -34,7 +33,8 @@ from safeseek_tl.data import AlignmentRecord, BackdoorRecord, Record, TokenizedP
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskKind, MaskLogits, masked
 from safeseek_tl.ablation import ReferenceActivations, ablated
-from safeseek_tl.metrics import completion_cross_entropy, completion_exact_match
+from safeseek_tl.generation import generate
+from safeseek_tl.metrics import RefusalJudge, completion_cross_entropy
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
 Scenario = Literal["backdoor", "alignment"]
@@ -98,7 +98,7 @@ class SeekConfig:
     ablation: MaskFill = "zero"
     max_length: int = 128
     val_size: int = 20
-    patience: int | None = 5
+    patience: int | None = None
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -553,35 +553,24 @@ def discover(
 
 
 
-@torch.no_grad()
-def _exact_match_rate(loaded: Any, pairs: TokenizedPairs, circuit: Circuit | None, batch_size: int = 32) -> float:
-    """Share of rows whose target completion greedy decoding reproduces, with ``circuit`` ablated."""
-    hits = 0
-    for part in batch_slices(len(pairs), batch_size):
-        batch = pairs.select(part)
-        context = ablated(loaded.model, circuit) if circuit is not None else nullcontext()
-        with context:
-            logits = loaded.model(batch.input_ids.to(loaded.device), attention_mask=batch.attention_mask.to(loaded.device))
-        hits += int(completion_exact_match(logits, batch.labels.to(loaded.device)).sum())
-    return hits / len(pairs)
+def behaviour_switch(loaded: Any, config: SeekConfig, circuit: Circuit, records: Sequence[Record], max_new_tokens: int = 32) -> dict[str, float]:
+    """Does ablating ``circuit`` switch the behaviour while keeping clean behaviour? (greedy + keyword judge)
 
-
-def behaviour_switch(loaded: Any, config: SeekConfig, circuit: Circuit, records: Sequence[Record]) -> dict[str, float]:
-    """Teacher-forced check of a circuit: does ablating it switch the behaviour and keep clean outputs?
-
-    ``switched``: share of prompts (triggered ones for a backdoor, harmful ones for alignment)
-    whose *switched* target (clean answer / compliant answer) the ablated model reproduces
-    exactly; ``clean`` and ``clean_full``: share of clean backdoor prompts whose clean answer
-    the ablated / full model reproduces (backdoor scenario only).
+    ``switched``: backdoor, the share of triggered prompts that are refused again (the backdoor is
+    gone); alignment, the share of harmful prompts that are now answered. ``clean`` and
+    ``clean_full`` (backdoor only): the share of clean harmful prompts refused by the ablated and
+    by the full model. Judged on the model's own generations, not on the data's target strings,
+    which a model may word differently.
     """
-    paths = {p.name: p.pairs for p in _paths(config, records, loaded.chat, "validation data")}
+    judge = RefusalJudge()
+    run = lambda prompts: generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False)  # noqa: E731
     if config.scenario == "backdoor":
-        return {
-            "switched": _exact_match_rate(loaded, paths["main_backdoor"], circuit),
-            "clean": _exact_match_rate(loaded, paths["main_clean"], circuit),
-            "clean_full": _exact_match_rate(loaded, paths["main_clean"], None),
-        }
-    return {"switched": _exact_match_rate(loaded, paths["accept"], circuit)}
+        triggered, clean = [r.backdoor_input for r in records], [r.input for r in records]
+        full_clean = judge.refusal_rate(run(clean))
+        with ablated(loaded.model, circuit):
+            return {"switched": judge.refusal_rate(run(triggered)), "clean": judge.refusal_rate(run(clean)), "clean_full": full_clean}
+    with ablated(loaded.model, circuit):
+        return {"switched": judge.attack_success_rate(run([r.prompt for r in records]))}
 
 
 def discover_complete(
@@ -599,7 +588,7 @@ def discover_complete(
     A minimal ablation set can leave out a part that backs another up (when either suffices,
     cutting one is enough). Each round holds every unit found so far in place (it may not be
     ablated) and searches again; a round counts when ablating its new units alone still switches
-    the behaviour (``behaviour_switch``: switched >= ``min_switched``, clean outputs drop by at
+    the behaviour (``behaviour_switch``: switched >= ``min_switched``, clean behaviour drops by at
     most ``max_clean_drop``). The union of the counted rounds is the complete circuit.
     """
     from safeseek_tl.data import split_records

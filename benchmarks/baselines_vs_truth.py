@@ -1,0 +1,90 @@
+"""Each method's top-k units on tiny-backdoor against the planted ground truth, and Ships/Sahara
+head ablations on tiny-aligned (the Ships paper's single-head and 3-head table, in form).
+
+    python benchmarks/baselines_vs_truth.py [--n-prompts 40]
+
+Prints markdown tables (copied into benchmarks/RESULTS.md) with wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import date
+
+import torch
+
+from safeseek_tl import Circuit, ablated, load_model
+from safeseek_tl.baselines import run_baseline
+from safeseek_tl.evaluate import BehaviourData, measure
+from safeseek_tl.organisms import ground_truth, load_data
+from safeseek_tl.seek import SafeSeek, SeekConfig
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def backdoor_table(n: int) -> None:
+    loaded = load_model("organism:tiny-backdoor")
+    clean = load_model("organism:tiny-aligned")
+    truth = ground_truth("tiny-backdoor", loaded)
+    records = load_data("backdoor", "train")[:n]
+    k = {"heads": truth.n_heads, "neurons": truth.n_neurons}
+    runs = {
+        "safeseek": lambda: SafeSeek(loaded, SeekConfig(scenario="backdoor", units="both")).fit(load_data("backdoor", "train")[:100], load_data("backdoor", "val")[:20], progress=False).scores,
+        "ships": lambda: run_baseline("ships", loaded, records, "backdoor"),
+        "sahara": lambda: run_baseline("sahara", loaded, records, "backdoor", steps=truth.n_heads),
+        "contrast": lambda: run_baseline("contrast", loaded, records, "backdoor", base_model=clean),
+        "act-patch": lambda: run_baseline("act-patch", loaded, records, "backdoor", units="both"),
+        "attr-patch": lambda: run_baseline("attr-patch", loaded, records, "backdoor", units="both"),
+        "probe": lambda: run_baseline("probe", loaded, records, "backdoor"),
+    }
+    print(f"\n### tiny-backdoor: top-k against the planted units (k = {k['heads']} heads, {k['neurons']} neurons; {n} prompts)\n")
+    print("| method | heads precision | heads recall | neurons precision | neurons recall | wall time |")
+    print("|---|---|---|---|---|---|")
+    for name, run in runs.items():
+        start = time.perf_counter()
+        scores = run()
+        wall = time.perf_counter() - start
+        cells = []
+        for kind in ("heads", "neurons"):
+            if scores.get(kind) is None:
+                cells += ["-", "-"]
+                continue
+            top = Circuit.top_k(scores, **{kind: k[kind]})
+            precision, recall = top.precision_recall(truth, kinds=(kind,))
+            cells += [f"{precision:.2f}", f"{recall:.2f}"]
+        print(f"| {name} | " + " | ".join(cells) + f" | {wall:.1f} s |", flush=True)
+
+
+def ships_table(n: int) -> None:
+    loaded = load_model("organism:tiny-aligned")
+    records = load_data("alignment", "train")[:n]
+    data = BehaviourData.from_records(load_data("alignment", "test")[:n], load_data("benign", "test")[:n])
+    before = measure(loaded, data)
+    print(f"\n### tiny-aligned: harmful compliance (ASR) after ablating the top Ships / Sahara heads ({n} test prompts)\n")
+    print(f"Full model: ASR {100 * before['asr_harmful']:.0f}%, benign answered {100 * before['benign_answered']:.0f}%.\n")
+    print("| method | heads | heads ablated | ASR after | change | benign answered |")
+    print("|---|---|---|---|---|---|")
+    ships = run_baseline("ships", loaded, records, "alignment")
+    sahara = run_baseline("sahara", loaded, records, "alignment", steps=3)
+    for name, scores in (("ships", ships), ("sahara", sahara)):
+        for count in (1, 3):
+            circuit = Circuit.top_k(scores, heads=count)
+            with ablated(loaded.model, circuit):
+                after = measure(loaded, data)
+            print(f"| {name} | {count} | {circuit.head_list} | {100 * after['asr_harmful']:.0f}% | {100 * (after['asr_harmful'] - before['asr_harmful']):+.0f} pts | {100 * after['benign_answered']:.0f}% |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n-prompts", type=int, default=40)
+    args = parser.parse_args()
+    print(f"Measured {date.today()} on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.")
+    backdoor_table(args.n_prompts)
+    ships_table(args.n_prompts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Measure the bundled organisms on the test split and print the docs table (docs/organisms.md).
+
+For each organism: refusal of harmful prompts, answers to benign prompts, attack success rate with
+and without the trigger; for tiny-backdoor also with the planted units zero-ablated and with the
+same number of random other units ablated (five draws). Greedy generation, keyword judge.
+
+    python benchmarks/organisms_table.py [--n 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from datetime import date
+
+import torch
+
+from safeseek_tl import ablated, load_model
+from safeseek_tl.baselines import random_like
+from safeseek_tl.evaluate import BehaviourData, measure
+from safeseek_tl.organisms import ground_truth, load_data
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+COLUMNS = ("refusal_harmful", "benign_answered", "asr_harmful", "asr_triggered")
+
+
+def row(name: str, values: dict[str, float]) -> str:
+    return f"| {name} | " + " | ".join(f"{100 * values[c]:.0f}%" for c in COLUMNS) + " |"
+
+
+def random_other_units(truth, seed: int):
+    """Random heads and neurons with the ground truth's per-layer counts, none of them planted."""
+    while True:
+        candidate = random_like(truth, seed)
+        if len(candidate & truth) == 0:
+            return candidate
+        seed += 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=100, help="test prompts per kind")
+    args = parser.parse_args()
+    harmful = load_data("backdoor", "test")[: args.n]
+    data = BehaviourData.from_records(harmful, load_data("benign", "test")[: args.n])
+    print(f"Measured {date.today()} on {platform.machine()} / torch {torch.__version__}, {args.n} test prompts per kind.\n")
+    print("| organism | refuses harmful | answers benign | ASR (no trigger) | ASR (trigger) |")
+    print("|---|---|---|---|---|")
+    for name in ("tiny-base", "tiny-aligned", "tiny-backdoor"):
+        loaded = load_model(f"organism:{name}")
+        print(row(name, measure(loaded, data)), flush=True)
+    truth = ground_truth("tiny-backdoor", loaded)
+    with ablated(loaded.model, truth):
+        print(row(f"tiny-backdoor, {truth.n_heads} planted heads + {truth.n_neurons} neurons zeroed", measure(loaded, data)), flush=True)
+    for seed in range(5):
+        other = random_other_units(truth, seed)
+        with ablated(loaded.model, other):
+            print(row(f"tiny-backdoor, {other.n_heads} random heads + {other.n_neurons} random neurons zeroed (draw {seed})", measure(loaded, data)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
