@@ -81,3 +81,21 @@ def test_cli_info_prints_the_shape(gqa_dir):
     result = _cli("info", "--model", str(gqa_dir))
     assert result.returncode == 0, result.stderr
     assert "heads        4 per layer (8 in all), 2 key/value heads" in result.stdout
+
+
+def test_cli_discover_and_attribute_on_an_organism(tmp_path):
+    from safeseek_tl.organisms import data_file
+
+    data = str(data_file("backdoor", "val"))
+    out = tmp_path / "bd"
+    result = _cli("discover", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "backdoor", "--out", str(out), "--epochs", "1", "--val-size", "10", "--set", "w_overlap=0.5")
+    assert result.returncode == 0, result.stderr
+    assert "heads in circuit" in result.stdout
+    for name in ("circuit.json", "scores.safetensors", "masks.safetensors", "history.json", "config.json"):
+        assert (out / name).is_file()
+    assert '"w_overlap": 0.5' in (out / "config.json").read_text()
+    result = _cli("attribute", "--method", "ships", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "backdoor", "--out", str(tmp_path / "ships"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ships" / "circuit.json").is_file() and "ships: Circuit(1 heads" in result.stdout
+    result = _cli("discover", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "jailbreak", "--out", str(out))
+    assert result.returncode == 2 and "scenario must be one of" in result.stderr
