@@ -1,0 +1,80 @@
+"""SafeSeek on the tiny organisms: circuit sizes, behaviour before/after ablation, ground truth.
+
+    python benchmarks/safeseek_organisms.py [--n-eval 40]
+
+Runs (default settings unless stated): the backdoor circuit of tiny-backdoor (heads + neurons),
+the complete search on it, and the alignment circuit of tiny-aligned (heads + neurons).
+Prints markdown rows for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import date
+
+import torch
+
+from safeseek_tl import load_model
+from safeseek_tl.evaluate import BehaviourData, evaluate
+from safeseek_tl.organisms import ground_truth, load_data
+from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float, truth=None) -> None:
+    behaviour = evaluate(loaded, result.circuit, data, conditions=("full", "ablated"))
+    full, cut = behaviour["full"], behaviour["ablated"]
+    c = result.circuit
+    pr = "-"
+    if truth is not None and len(truth):
+        precision, recall = c.precision_recall(truth)
+        heads_recall = c.precision_recall(truth, kinds=("heads",))[1]
+        neurons_recall = c.precision_recall(truth, kinds=("neurons",))[1]
+        pr = f"P {precision:.2f} / R {recall:.2f} (heads R {heads_recall:.2f}, neurons R {neurons_recall:.2f})"
+    utility = 100 * (cut["utility_loss"] - full["utility_loss"]) / full["utility_loss"]
+    print(
+        f"| {name} | {c.n_heads} ({100 * c.fraction('heads'):.1f}%) | {c.n_neurons} ({100 * c.fraction('neurons'):.2f}%) "
+        f"| {100 * full[key]:.0f}% → {100 * cut[key]:.0f}% | {100 * full['refusal_harmful']:.0f}% → {100 * cut['refusal_harmful']:.0f}% "
+        f"| {100 * full['benign_answered']:.0f}% → {100 * cut['benign_answered']:.0f}% "
+        f"| {full['utility_loss']:.4f} → {cut['utility_loss']:.4f} ({utility:+.0f}%) | {pr} | {wall:.0f} s |",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n-eval", type=int, default=40)
+    args = parser.parse_args()
+    print(f"Measured {date.today()} on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"{args.n_eval} test prompts per kind, greedy, keyword judge.\n")
+    print("| run | heads | neurons | behaviour (ASR) full → ablated | refusal of clean harmful | benign answered | utility CE (nats/token) | vs ground truth | wall |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    benign = load_data("benign", "test")[: args.n_eval]
+
+    loaded = load_model("organism:tiny-backdoor")
+    truth = ground_truth("tiny-backdoor", loaded)
+    data = BehaviourData.from_records(load_data("backdoor", "test")[: args.n_eval], benign)
+    train, val = load_data("backdoor", "train")[:100], load_data("backdoor", "val")[:20]
+    config = SeekConfig(scenario="backdoor", units="both")
+    start = time.perf_counter()
+    result = SafeSeek(loaded, config).fit(train, val, progress=False)
+    report("tiny-backdoor, backdoor, both", loaded, result, data, "asr_triggered", time.perf_counter() - start, truth)
+    start = time.perf_counter()
+    complete = discover_complete(loaded, train, config, val, progress=False)
+    report(f"tiny-backdoor, complete ({complete.rounds} rounds)", loaded, complete, data, "asr_triggered", time.perf_counter() - start, truth)
+
+    loaded = load_model("organism:tiny-aligned")
+    data = BehaviourData.from_records(load_data("alignment", "test")[: args.n_eval], benign)
+    train, val = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20]
+    for label, overrides in (("defaults", {}), ("ablation=mean, w_refuse=0.2", {"ablation": "mean", "w_refuse": 0.2})):
+        start = time.perf_counter()
+        result = SafeSeek(loaded, SeekConfig(scenario="alignment", units="both", **overrides)).fit(train, val, progress=False)
+        report(f"tiny-aligned, alignment, both, {label}", loaded, result, data, "asr_harmful", time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
