@@ -35,26 +35,27 @@ def _examples(loaded: Any, result: SeekResult, prompts: list[str]) -> list[dict[
     return [{"prompt": p, "full": f, "ablated": a} for p, f, a in zip(prompts, full, cut)]
 
 
-def _discover_run(out: Path, organism: str, scenario: str, log: Any) -> tuple[Any, SeekResult]:
+def _discover_run(out: Path, organism: str, scenario: str, log: Any) -> tuple[Any, SeekResult, float]:
     loaded = load_model(f"organism:{organism}")
     train, val, test = (load_data(scenario, split) for split in ("train", "val", "test"))
     benign = load_data("benign", "test")[:N_EVAL]
     start = time.perf_counter()
     result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both")).fit(train[:N_TRAIN], val[:20])
-    log(f"{organism}: SafeSeek {scenario} circuit {result.circuit!r} in {time.perf_counter() - start:.0f} s")
+    wall = time.perf_counter() - start
+    log(f"{organism}: SafeSeek {scenario} circuit {result.circuit!r} in {wall:.0f} s")
     result.save(out)
     behaviour = evaluate(loaded, result.circuit, BehaviourData.from_records(test[:N_EVAL], benign))
     write_json(out / "behaviour.json", behaviour)
     data = BehaviourData.from_records(test[:N_EXAMPLES])
     write_json(out / "examples.json", _examples(loaded, result, data.triggered or data.harmful))
     write_report(out, out / "report.html", title=f"SafeSeek {scenario} circuit of {organism}")
-    return loaded, result
+    return loaded, result, wall
 
 
 def run_demo(out_dir: str | Path = "runs/demo", budgets: tuple[int, ...] = (1, 2, 4), log: Any = print) -> Path:
     """Run the whole demo and return the path of the index page."""
     out = Path(out_dir)
-    backdoor_model, backdoor = _discover_run(out / "backdoor", "tiny-backdoor", "backdoor", log)
+    backdoor_model, backdoor, seek_wall = _discover_run(out / "backdoor", "tiny-backdoor", "backdoor", log)
     _discover_run(out / "alignment", "tiny-aligned", "alignment", log)
 
     train = load_data("backdoor", "train")[:N_TRAIN]
@@ -62,6 +63,7 @@ def run_demo(out_dir: str | Path = "runs/demo", budgets: tuple[int, ...] = (1, 2
     runners = {"safeseek": lambda: backdoor.scores, **runners}  # already trained above
     data = BehaviourData.from_records(load_data("backdoor", "test")[:N_EVAL], load_data("benign", "test")[:N_EVAL])
     comparison = compare(backdoor_model, runners, budgets, "backdoor", data, "heads", ground_truth("tiny-backdoor", backdoor_model))
+    comparison.table.loc[comparison.table.method == "safeseek", "wall_time_s"] = seek_wall  # trained in step 1
     comparison.save(out / "compare")
     write_report(out / "compare", out / "compare" / "report.html", title="Methods compared on tiny-backdoor (heads)")
     log(comparison.table.to_string(index=False))

@@ -422,7 +422,7 @@ class SafeSeek:
                     optimizer.step()
                     schedule.step()
                     bar.update(1)
-                    bar.set_postfix({k: f"{v.item():.3g}" for k, v in terms.items()} | _sizes(objective), refresh=False)
+                    bar.set_postfix({"loss": f"{loss.item():.3g}"} | _sizes(objective), refresh=False)
                 val = self._validate(objective, val_paths)
                 state.history.append({"epoch": state.epoch, **{k: v.item() for k, v in terms.items()}, **val, **_sizes(objective)})
                 state.epoch += 1
