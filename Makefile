@@ -1,17 +1,28 @@
 # One-command entry points (see README.md). Every target sets up .venv first.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup test test-all demo organisms
+.PHONY: setup test test-all notebooks docs demo organisms
 
 setup:
 	bash scripts/setup.sh
 
+# What CI runs (.ci/run): the documentation build, then the test suite and the tutorial notebooks.
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/mkdocs build --strict
+	.venv/bin/python -m pytest -q --nbmake --nbmake-timeout=600 tests notebooks
 
 test-all: setup
-	.venv/bin/python -m pytest -q -m "slow or not slow"
+	.venv/bin/python -m pytest -q -m "slow or not slow" --nbmake --nbmake-timeout=600 tests notebooks
+
+# Execute the notebooks (outputs are not written back: the stored notebooks stay without outputs).
+notebooks: setup
+	.venv/bin/python -m pytest -q --nbmake --nbmake-timeout=600 notebooks
+
+# The documentation site, into site/ (warnings are errors).
+docs: setup
+	.venv/bin/mkdocs build --strict
 
 demo: setup
 	.venv/bin/safeseek demo --out runs/demo

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install safeseek-tl with its test tools.
+# Create .venv (if missing) and install safeseek-tl with its test, notebook and documentation tools.
 # torch 2.13.0 is installed first: on these machines it comes as a CPU build from a local file,
 # while an unpinned torch would pull a multi-GB CUDA build.
 set -euo pipefail
@@ -12,5 +12,5 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[test,notebooks,docs]"
 echo "safeseek-tl installed in .venv"
