@@ -95,3 +95,13 @@ def test_wrong_records_for_the_scenario_are_refused(gqa):
         SafeSeek(gqa, _config()).fit(ALIGN, progress=False)
     with pytest.raises(ValueError, match="scenario must be one of"):
         SeekConfig(scenario="jailbreak")
+
+
+def test_negative_ce_term_is_bounded_by_default(gqa):
+    from safeseek_tl.seek import SeekObjective
+
+    bounded = SeekObjective(gqa.model, _config(), gqa.shape)
+    ce = torch.tensor([2.0, 7.0])
+    torch.testing.assert_close(bounded._negative_ce(ce), torch.tensor([3.0, 0.0]))  # relu(5 - CE)
+    unbounded = SeekObjective(gqa.model, _config(negative_ce="unbounded"), gqa.shape)
+    torch.testing.assert_close(unbounded._negative_ce(ce), -ce)
