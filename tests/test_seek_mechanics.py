@@ -43,6 +43,9 @@ def test_result_round_trip(gqa, tmp_path):
     torch.testing.assert_close(loaded.scores.heads, result.scores.heads)
     assert loaded.config == result.config and loaded.history == result.history
     assert set(loaded.circuit_logits) == {"heads", "neurons"}
+    alone = loaded.sufficient_circuit
+    assert (alone.heads == (loaded.circuit_logits["heads"] > 0)).all()
+    assert (alone.neurons == (loaded.circuit_logits["neurons"] > 0)).all()
 
 
 def test_same_seed_same_masks(gqa):
