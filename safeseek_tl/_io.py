@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -44,3 +46,27 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, Tensor], header: dict[str, str]) -> None:
+    """Write tensors and string metadata as a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+
+
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file (never a pickle); ``what`` names it in errors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path}: not a readable safetensors {what} ({err})") from None
+    return tensors, header

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from safeseek_tl._io import atomic_path, read_json, write_json
+from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskKind, MaskLogits, masked
@@ -307,10 +306,9 @@ class SeekResult:
         out.mkdir(parents=True, exist_ok=True)
         self.circuit.save(out / "circuit.json")
         self.scores.save(out / "scores.safetensors")
-        tensors = {f"main.{k}": v.contiguous() for k, v in self.main_logits.items()}
-        tensors |= {f"circuit.{k}": v.contiguous() for k, v in self.circuit_logits.items()}
-        with atomic_path(out / "masks.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"model": json.dumps(self.circuit.shape.to_dict())})
+        tensors = {f"main.{k}": v for k, v in self.main_logits.items()}
+        tensors |= {f"circuit.{k}": v for k, v in self.circuit_logits.items()}
+        write_safetensors(out / "masks.safetensors", tensors, {"model": json.dumps(self.circuit.shape.to_dict())})
         write_json(out / "history.json", {"best_epoch": self.best_epoch, "rounds": self.rounds, "history": self.history})
         write_json(out / "config.json", self.config.to_dict())
 
@@ -319,7 +317,7 @@ class SeekResult:
         out = Path(out_dir)
         circuit = Circuit.load(out / "circuit.json", expected)
         scores = Scores.load(out / "scores.safetensors", expected)
-        masks = load_file(str(out / "masks.safetensors"))
+        masks, _ = read_safetensors(out / "masks.safetensors", "mask file")
         history = read_json(out / "history.json")
         config = SeekConfig(**read_json(out / "config.json"))
         return cls(
@@ -508,16 +506,11 @@ def _save_checkpoint(path: Path, state: _State, objective: SeekObjective, optimi
     for key in ("best_main", "best_circuit"):
         meta.pop(key)
     header = {"state": json.dumps(meta), "schedule": json.dumps(schedule.state_dict()), "param_groups": json.dumps(opt_state["param_groups"])}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+    write_safetensors(path, tensors, header)
 
 
 def _load_checkpoint(path: Path, objective: SeekObjective, optimizer: Any, schedule: Any, generator: torch.Generator) -> _State:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata()
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    tensors, header = read_safetensors(path, "checkpoint")
     with torch.no_grad():
         for prefix, mask in (("main", objective.main), ("circuit", objective.circuit)):
             if mask is not None:

@@ -17,11 +17,9 @@ from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
-from safeseek_tl._io import atomic_path, read_json, write_json
+from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind
 
 
@@ -114,19 +112,12 @@ class Scores:
             "method": self.method,
             "metadata": json.dumps(self.metadata, default=str),
         }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=header)
+        write_safetensors(path, tensors, header)
 
     @classmethod
     def load(cls, path: str | Path, expected: ModelShape | None = None) -> Scores:
         """Load scores saved by :meth:`save`; with ``expected``, refuse scores of another model."""
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                header = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"{path}: not a readable safetensors scores file ({err})") from None
+        tensors, header = read_safetensors(path, "scores file")
         if "model" not in header:
             raise ValueError(f"{path}: missing field 'model' in the safetensors metadata")
         shape = ModelShape.from_dict(json.loads(header["model"]), source=str(path))
