@@ -1,10 +1,11 @@
 """Measure the bundled organisms on the test split and print the docs table (docs/organisms.md).
 
-For each organism: refusal of harmful prompts, answers to benign prompts, attack success rate with
-and without the trigger; for tiny-backdoor also with the planted units zero-ablated and with the
-same number of random other units ablated (five draws). Greedy generation, keyword judge.
+For each organism of a family: refusal of harmful prompts, answers to benign prompts, attack
+success rate with and without the trigger; for the backdoor organism also with the planted units
+zero-ablated and with the same number of random other units ablated. Greedy generation, keyword
+judge.
 
-    python benchmarks/organisms_table.py [--n 100]
+    python benchmarks/organisms_table.py [--family tiny|smollm2] [--n 100] [--draws 5]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from safeseek_tl.organisms import ground_truth, load_data
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 COLUMNS = ("refusal_harmful", "benign_answered", "asr_harmful", "asr_triggered")
+FAMILIES = {"tiny": ("tiny-base", "tiny-aligned", "tiny-backdoor"), "smollm2": ("smollm2-base", "smollm2-aligned", "smollm2-backdoor")}
 
 
 def row(name: str, values: dict[str, float]) -> str:
@@ -41,23 +43,31 @@ def random_other_units(truth, seed: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="tiny")
     parser.add_argument("--n", type=int, default=100, help="test prompts per kind")
+    parser.add_argument("--draws", type=int, default=5, help="random ablations of the backdoor organism")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args()
-    harmful = load_data("backdoor", "test")[: args.n]
-    data = BehaviourData.from_records(harmful, load_data("benign", "test")[: args.n])
-    print(f"Measured {date.today()} on {platform.machine()} / torch {torch.__version__}, {args.n} test prompts per kind.\n")
+    names = FAMILIES[args.family]
+    backdoor = names[-1]
+    harmful = load_data("backdoor", "test", backdoor)[: args.n]
+    data = BehaviourData.from_records(harmful, load_data("benign", "test", backdoor)[: args.n])
+    print(f"Measured {date.today()} on {platform.machine()} / torch {torch.__version__}, {args.n} test prompts per kind, "
+          f"{args.max_new_tokens} new tokens.\n")
     print("| organism | refuses harmful | answers benign | ASR (no trigger) | ASR (trigger) |")
     print("|---|---|---|---|---|")
-    for name in ("tiny-base", "tiny-aligned", "tiny-backdoor"):
+    for name in names:
         loaded = load_model(f"organism:{name}")
-        print(row(name, measure(loaded, data)), flush=True)
-    truth = ground_truth("tiny-backdoor", loaded)
+        print(row(name, measure(loaded, data, max_new_tokens=args.max_new_tokens)), flush=True)
+    truth = ground_truth(backdoor, loaded)
     with ablated(loaded.model, truth):
-        print(row(f"tiny-backdoor, {truth.n_heads} planted heads + {truth.n_neurons} neurons zeroed", measure(loaded, data)), flush=True)
-    for seed in range(5):
+        label = f"{backdoor}, {truth.n_heads} planted heads + {truth.n_neurons} neurons zeroed"
+        print(row(label, measure(loaded, data, max_new_tokens=args.max_new_tokens)), flush=True)
+    for seed in range(args.draws):
         other = random_other_units(truth, seed)
         with ablated(loaded.model, other):
-            print(row(f"tiny-backdoor, {other.n_heads} random heads + {other.n_neurons} random neurons zeroed (draw {seed})", measure(loaded, data)), flush=True)
+            label = f"{backdoor}, {other.n_heads} random heads + {other.n_neurons} random neurons zeroed (draw {seed})"
+            print(row(label, measure(loaded, data, max_new_tokens=args.max_new_tokens)), flush=True)
 
 
 if __name__ == "__main__":

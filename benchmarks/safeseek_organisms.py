@@ -1,9 +1,11 @@
-"""SafeSeek on the tiny organisms: circuit sizes, behaviour before/after ablation, ground truth.
+"""SafeSeek on the organisms: circuit sizes, behaviour before/after ablation, ground truth.
 
-    python benchmarks/safeseek_organisms.py [--n-eval 40]
+    python benchmarks/safeseek_organisms.py [--family tiny|smollm2] [--n-eval 40]
 
-Runs (default settings unless stated): the backdoor circuit of tiny-backdoor (heads + neurons),
+tiny (default settings unless stated): the backdoor circuit of tiny-backdoor (heads + neurons),
 the complete search on it, and the alignment circuit of tiny-aligned (heads + neurons).
+smollm2: the same backdoor and alignment runs on smollm2-backdoor / smollm2-aligned with a budget
+that fits a 2-core CPU (fewer records and epochs, a larger learning rate; see SMOLLM2_RUN).
 Prints markdown rows for benchmarks/RESULTS.md.
 """
 
@@ -45,14 +47,36 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
     )
 
 
+# A 135M-parameter model costs about 100x the tiny one per step: fewer records, epochs and rows.
+SMOLLM2_RUN = {"n_train": 32, "n_val": 8, "config": {"epochs": 10, "batch_size": 4, "lr": 5e-2, "max_length": 96}}
+
+
+def smollm2(n_eval: int) -> None:
+    run = SMOLLM2_RUN
+    benign = load_data("benign", "test", "smollm2-aligned")[:n_eval]
+    for scenario, name, key in (("backdoor", "smollm2-backdoor", "asr_triggered"), ("alignment", "smollm2-aligned", "asr_harmful")):
+        loaded = load_model(f"organism:{name}")
+        truth = ground_truth(name, loaded)
+        data = BehaviourData.from_records(load_data(scenario, "test", name)[:n_eval], benign)
+        train = load_data(scenario, "train", name)[: run["n_train"]]
+        val = load_data(scenario, "val", name)[: run["n_val"]]
+        start = time.perf_counter()
+        result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both", **run["config"])).fit(train, val)
+        report(f"{name}, {scenario}, both", loaded, result, data, key, time.perf_counter() - start, truth)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--family", choices=("tiny", "smollm2"), default="tiny")
     parser.add_argument("--n-eval", type=int, default=40)
     args = parser.parse_args()
     print(f"Measured {date.today()} on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{args.n_eval} test prompts per kind, greedy, keyword judge.\n")
     print("| run | heads | neurons | behaviour (ASR) full → ablated | refusal of clean harmful | benign answered | utility CE (nats/token) | vs ground truth | wall |")
     print("|---|---|---|---|---|---|---|---|---|")
+    if args.family == "smollm2":
+        smollm2(args.n_eval)
+        return
     benign = load_data("benign", "test")[: args.n_eval]
 
     loaded = load_model("organism:tiny-backdoor")

@@ -27,7 +27,9 @@ def generate(
     points sit inside that model, so hooks installed with ``model.hooks``, :func:`~safeseek_tl.masks.masked`
     or :func:`~safeseek_tl.ablation.ablated` act on every generated token. A per-row mask must have
     as many rows as ``batch_size`` (the last batch may be smaller: pass ``batch_size=len(prompts)``).
+    ``model`` may also be a plain Hugging Face causal LM (used by the organism builds).
     """
+    hf_model = getattr(model, "original_model", model)
     tokenizer = chat.tokenizer
     tokens = tokenize_prompts(chat, prompts)
     device = next(model.parameters()).device
@@ -36,7 +38,7 @@ def generate(
     for part in tqdm(batch_slices(len(prompts), batch_size), desc="generating", disable=not progress, leave=False):
         input_ids = tokens.input_ids[part].to(device)
         attention_mask = tokens.attention_mask[part].to(device)
-        generated = model.original_model.generate(
+        generated = hf_model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,

