@@ -28,6 +28,8 @@ from safeseek_tl.metrics import (
     refusal_token_ids,
 )
 from safeseek_tl.models import LoadedModel, ModelNotAvailableError, load_model
+from safeseek_tl.monitor import Monitor, PromptCheck, TamperReference
+from safeseek_tl.safeguard import CircuitReader, Safeguard
 from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
 
 __version__ = "0.1.0"
@@ -42,16 +44,21 @@ __all__ = [
     "BenignRecord",
     "ChatFormatter",
     "Circuit",
+    "CircuitReader",
     "DataError",
     "LoadedModel",
     "MaskKind",
     "MaskLogits",
     "ModelNotAvailableError",
     "ModelShape",
+    "Monitor",
+    "PromptCheck",
     "ReferenceActivations",
     "RefusalJudge",
+    "Safeguard",
     "Scores",
     "ShapeMismatchError",
+    "TamperReference",
     "TokenizedPairs",
     "TokenizedPrompts",
     "ablated",

@@ -327,6 +327,85 @@ def report(
     typer.echo(f"report: {write_report(run, out, title=title)}")
 
 
+guard_app = typer.Typer(help="Safeguards: predict unsafe answers from a circuit's activations at the last prompt token.", no_args_is_help=True)
+app.add_typer(guard_app, name="guard")
+
+GuardDataOption = Annotated[Path, typer.Option("--data", help="Backdoor (clean and triggered prompts), alignment (harmful) or benign records.")]
+GuardBenignOption = Annotated[Optional[Path], typer.Option("--benign", help="Benign records to add as safe prompts.")]
+
+
+def _guard_data(loaded, data: Path, benign: Optional[Path], max_new_tokens: int):
+    """Prompts of the records and their labels: unsafe = harmful and the model's own answer is not a refusal."""
+    from safeseek_tl.data import load_records
+    from safeseek_tl.safeguard import labelled_prompts, unsafe_labels
+
+    records = load_records(data) + (load_records(benign, "benign") if benign else [])
+    prompts, harmful = labelled_prompts(records)
+    return prompts, unsafe_labels(loaded, prompts, harmful, max_new_tokens=max_new_tokens)
+
+
+def _print_guard_metrics(title: str, metrics: dict) -> None:
+    typer.echo(title)
+    typer.echo(
+        f"  prompts {metrics['n']}, unsafe {100 * metrics['unsafe_rate']:.1f}%: accuracy {metrics['accuracy']:.3f} "
+        f"(majority class {metrics['majority_accuracy']:.3f}), AUROC {metrics['auroc']:.3f}"
+    )
+
+
+@guard_app.command("train")
+def guard_train(
+    model: ModelOption,
+    data: GuardDataOption,
+    circuit: Annotated[Path, typer.Option(help="circuit.json: the units whose activations the safeguard reads.")],
+    out: Annotated[Path, typer.Option(help="Output folder: circuit.json, safeguard.safetensors, safeguard.json.")],
+    benign: GuardBenignOption = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of the prompts held out to measure the safeguard.")] = 0.25,
+    c: Annotated[float, typer.Option("--c", help="Inverse L2 regularization strength of the logistic regression.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated to judge each harmful prompt's answer.")] = 32,
+    seed: int = 0,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Train a safeguard on the model's own (judged) answers; report held-out accuracy and AUROC."""
+    from safeseek_tl.safeguard import Safeguard, circuit_features, split_indices
+    from safeseek_tl.units import Circuit
+
+    loaded = _load(model, device)
+    selected = Circuit.load(circuit, expected=loaded.shape)
+    prompts, labels = _guard_data(loaded, data, benign, max_new_tokens)
+    features = circuit_features(loaded, selected, prompts)
+    train, held_out = split_indices(labels, test_fraction, seed)
+    guard = Safeguard.fit(features[train], labels[train], selected, int(loaded.model.cfg.d_head), C=c, model=loaded.name, data=str(data), seed=seed)
+    metrics = guard.evaluate(features[held_out], labels[held_out])
+    guard.metadata["held_out"] = metrics
+    guard.save(out)
+    _print_guard_metrics(f"{loaded.name}: safeguard on {selected!r}, held-out {len(held_out)} of {len(prompts)} prompts", metrics)
+    typer.echo(f"written to {out}/")
+
+
+@guard_app.command("evaluate")
+def guard_evaluate(
+    model: ModelOption,
+    data: GuardDataOption,
+    guard: Annotated[Path, typer.Option(help="A folder written by `safeseek guard train`.")],
+    benign: GuardBenignOption = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the metrics to this JSON file.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated to judge each harmful prompt's answer.")] = 32,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Measure a saved safeguard on other data (or another model of the same shape)."""
+    from safeseek_tl._io import write_json
+    from safeseek_tl.safeguard import Safeguard
+
+    loaded = _load(model, device)
+    safeguard = Safeguard.load(guard, expected=loaded.shape)
+    prompts, labels = _guard_data(loaded, data, benign, max_new_tokens)
+    metrics = safeguard.evaluate(safeguard.features(loaded, prompts), labels)
+    if out is not None:
+        write_json(out, {"model": loaded.name, "guard": str(guard), "data": str(data), "benign": str(benign) if benign else None, **metrics})
+    _print_guard_metrics(f"{loaded.name}: safeguard {guard} on {data}", metrics)
+
+
+
 def main() -> None:
     """Entry point: run the app and turn known input errors into one clear line and exit code 2."""
     from safeseek_tl.data import DataError

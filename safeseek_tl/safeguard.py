@@ -1,0 +1,464 @@
+"""Safeguard: predict, before generation, whether a model's answer will be unsafe, from a circuit.
+
+The Safety Neurons paper's safeguard (METHODS.md section 2.5) is a logistic regression on the
+activations of chosen units at the last prompt token. Here the units are any
+:class:`~safeseek_tl.units.Circuit`: a SafeSeek circuit, the top contrasting neurons, or a random
+control of the same size. A neuron contributes its ``hook_post`` value. A head contributes its whole
+``hook_z`` vector (``d_head`` values), not only its norm: a head writes ``z @ W_O``, so what it adds
+to the residual stream depends on the direction of ``z`` (which token it attended to), which the
+norm throws away.
+
+Labels come from the model itself: a prompt is *unsafe* when it is harmful and the model's own
+greedy answer is not a refusal (:class:`~safeseek_tl.metrics.RefusalJudge`); benign prompts are
+safe whatever the answer.
+
+:class:`CircuitReader` holds the read-only hooks that both the safeguard and the run-time
+:class:`~safeseek_tl.monitor.Monitor` use, so that the features a safeguard was trained on and the
+features it sees at run time come from the same code. A safeguard saves without pickles: its
+circuit as ``circuit.json``, weights and standardization in ``safeguard.safetensors``, settings
+in ``safeguard.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
+from safeseek_tl.data import (
+    AlignmentRecord,
+    BackdoorRecord,
+    BenignRecord,
+    Record,
+    batch_slices,
+    tokenize_prompts,
+    trim_padding,
+)
+from safeseek_tl.generation import generate
+from safeseek_tl.hooks import UNIT_KINDS, UnitKind, unit_hook
+from safeseek_tl.metrics import RefusalJudge
+from safeseek_tl.models import LoadedModel
+from safeseek_tl.units import Circuit, ModelShape, ShapeMismatchError
+
+LayerKey = tuple[UnitKind, int]
+FORMAT = "safeseek_tl.safeguard/1"
+
+
+def circuit_layers(circuit: Circuit) -> list[LayerKey]:
+    """The (kind, layer) hook points that hold units of ``circuit``, heads first, by layer."""
+    return [(kind, layer) for kind in UNIT_KINDS for layer in range(circuit.shape.n_layers) if circuit.get(kind)[layer].any()]
+
+
+def unit_labels(circuit: Circuit) -> list[str]:
+    """Names of the circuit's units (``L1H3``, ``L2N99``) in the order of :meth:`~safeseek_tl.safeguard.PromptReadout.magnitudes`."""
+    return [f"L{layer}H{index}" for layer, index in circuit.head_list] + [f"L{layer}N{index}" for layer, index in circuit.neuron_list]
+
+
+def feature_count(circuit: Circuit, d_head: int) -> int:
+    """Safeguard features of ``circuit``: one per neuron, ``d_head`` per head."""
+    return circuit.n_neurons + circuit.n_heads * d_head
+
+
+@dataclass
+class PromptReadout:
+    """What one or more prompt passes showed at the read layers, per prompt.
+
+    ``last[(kind, layer)]`` is the whole layer at each prompt's last token: [batch, units] for
+    neurons, [batch, n_heads, d_head] for heads. ``magnitude[(kind, layer)]`` is [batch, units], the
+    mean over the prompt's tokens (padding excluded) of ``|hook_post|`` (neurons) or ``||hook_z||``
+    (heads). Float32, on the CPU.
+    """
+
+    last: dict[LayerKey, Tensor]
+    magnitude: dict[LayerKey, Tensor]
+
+    def __len__(self) -> int:
+        return next(iter(self.last.values())).shape[0]
+
+    def _layer(self, table: dict[LayerKey, Tensor], key: LayerKey) -> Tensor:
+        if key not in table:
+            raise ValueError(f"{key[0]} of layer {key[1]} were not read; read with a CircuitReader that watches this circuit")
+        return table[key]
+
+    def features(self, circuit: Circuit) -> Float[Tensor, "batch n_features"]:
+        """Safeguard features: the circuit's neurons, and its heads' ``d_head`` vectors, at the last prompt token."""
+        parts = [self._layer(self.last, key)[:, circuit.get(key[0])[key[1]]].flatten(1) for key in circuit_layers(circuit)]
+        return torch.cat(parts, dim=1)
+
+    def magnitudes(self, circuit: Circuit) -> Float[Tensor, "batch n_units"]:
+        """Mean activation magnitude over the prompt of each unit of ``circuit``, in :func:`unit_labels` order."""
+        return torch.cat([self._layer(self.magnitude, key)[:, circuit.get(key[0])[key[1]]] for key in circuit_layers(circuit)], dim=1)
+
+    @staticmethod
+    def concat(parts: Sequence[PromptReadout]) -> PromptReadout:
+        """Stack the readouts of several batches in order."""
+        if not parts:
+            raise ValueError("no prompt passes were read")
+        keys = parts[0].last.keys()
+        return PromptReadout(
+            last={key: torch.cat([part.last[key] for part in parts]) for key in keys},
+            magnitude={key: torch.cat([part.magnitude[key] for part in parts]) for key in keys},
+        )
+
+
+class CircuitReader:
+    """Read-only hooks that read the layers of one or more circuits during every *prompt pass*.
+
+    A prompt pass is a forward pass without cached keys: a plain ``model(tokens)`` call, or the
+    first step of Hugging Face ``generate``. After each prompt pass ``on_readout`` receives a
+    :class:`PromptReadout` of that batch. Padding is taken from the ``attention_mask`` the wrapped
+    model receives; without one every position counts.
+
+    Only two hooks stay on while the reader is active, on the wrapped Hugging Face model: one
+    before and one after each forward pass. The layer hooks are added to their hook points at the
+    start of each prompt pass and removed at its end. Hence decoding steps cost almost nothing, and
+    since TransformerLens runs a hook point's hooks in the order they were added, the reader's run
+    after every hook already there when the pass starts (an ablation entered inside the reader's
+    block included): it reads the activations the model actually uses.
+
+    >>> with CircuitReader(loaded, [circuit], on_readout=batches.append):  # doctest: +SKIP
+    ...     generate(loaded.model, loaded.chat, prompts)
+    """
+
+    def __init__(self, loaded: LoadedModel, circuits: Sequence[Circuit], on_readout: Callable[[PromptReadout], None]) -> None:
+        for circuit in circuits:
+            loaded.shape.check_compatible(circuit.shape, "the circuit")
+        self.loaded = loaded
+        layers = sorted({key for circuit in circuits for key in circuit_layers(circuit)}, key=lambda key: (UNIT_KINDS.index(key[0]), key[1]))
+        if not layers:
+            raise ValueError("the circuit holds no units: there is nothing to read")
+        # hook points resolved once: model.hooks(...) rebuilds the bridge's hook dictionary on every
+        # call (milliseconds), too slow to do per prompt pass
+        hook_dict = loaded.model.hook_dict
+        self._points = [(hook_dict[unit_hook(kind, layer)], self._recorder(kind, layer)) for kind, layer in layers]
+        self.on_readout = on_readout
+        self._valid: Bool[Tensor, "batch pos"] | None = None
+        self._last: dict[LayerKey, Tensor] = {}
+        self._magnitude: dict[LayerKey, Tensor] = {}
+        self._handles: list[tuple[Any, Any]] = []
+        self._stack: ExitStack | None = None
+
+    def __enter__(self) -> CircuitReader:
+        if self._stack is not None:
+            raise RuntimeError("this reader is already active")
+        original = self.loaded.model.original_model
+        with ExitStack() as stack:
+            stack.callback(original.register_forward_pre_hook(self._start_pass, with_kwargs=True).remove)
+            stack.callback(original.register_forward_hook(self._end_pass).remove)
+            stack.callback(self._remove_layer_hooks)  # a pass that raised never reached _end_pass
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def _remove_layer_hooks(self) -> None:
+        handles, self._handles, self._valid = self._handles, [], None
+        for point, handle in handles:
+            handle.hook.remove()
+            point.fwd_hooks.remove(handle)
+
+    def _start_pass(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._remove_layer_hooks()
+        self._last, self._magnitude = {}, {}
+        cache = kwargs.get("past_key_values")
+        if cache.get_seq_length() > 0 if hasattr(cache, "get_seq_length") else bool(cache):
+            return  # a decoding step: its prompt was read in the prompt pass
+        inputs = args[0] if args else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, Tensor) and mask.dim() == 2:
+            self._valid = mask.bool()
+        elif isinstance(inputs, Tensor):
+            self._valid = torch.ones(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
+        else:
+            return
+        self._handles = [(point, point.add_hook(hook)) for point, hook in self._points]
+
+    def _recorder(self, kind: UnitKind, layer: int) -> Callable[..., None]:
+        def hook(act: Tensor, hook: Any) -> None:
+            # act: [batch, pos, units] (neurons) or [batch, pos, n_heads, d_head] (heads)
+            valid = self._valid[:, -act.shape[1] :].to(act.device)
+            # the last valid position, so that left and right padding both work
+            last_index = valid.shape[1] - 1 - valid.flip(1).int().argmax(1)
+            rows = torch.arange(act.shape[0], device=act.device)
+            self._last[(kind, layer)] = act[rows, last_index].detach().float().cpu()
+            per_token = act.detach().float().norm(dim=-1) if kind == "heads" else act.detach().float().abs()
+            weights = valid.float().unsqueeze(-1)
+            mean = (per_token * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            self._magnitude[(kind, layer)] = mean.cpu()
+            # read-only: returning nothing leaves the activation as it is
+
+        return hook
+
+    def _end_pass(self, module: Any, args: Any, output: Any) -> None:
+        if not self._handles:
+            return
+        self._remove_layer_hooks()
+        readout = PromptReadout(self._last, self._magnitude)
+        self._last, self._magnitude = {}, {}
+        self.on_readout(readout)
+
+
+@torch.no_grad()
+def read_prompts(
+    loaded: LoadedModel, circuits: Sequence[Circuit], prompts: Sequence[str], batch_size: int = 32, progress: bool = True
+) -> PromptReadout:
+    """Run the chat-templated ``prompts`` once (no generation) and read the circuits' layers.
+
+    Any hooks active on the model (an ablation, say) apply, as they would at run time.
+    """
+    tokens = tokenize_prompts(loaded.chat, prompts)
+    readouts: list[PromptReadout] = []
+    with CircuitReader(loaded, circuits, on_readout=readouts.append):
+        for part in tqdm(batch_slices(len(prompts), batch_size), desc="reading the circuit", disable=not progress, leave=False):
+            ids, mask = trim_padding(tokens.input_ids[part], tokens.attention_mask[part], right=False)
+            loaded.model(ids.to(loaded.device), attention_mask=mask.to(loaded.device))
+    return PromptReadout.concat(readouts)
+
+
+def circuit_features(
+    loaded: LoadedModel, circuit: Circuit, prompts: Sequence[str], batch_size: int = 32, progress: bool = True
+) -> Float[Tensor, "n_prompts n_features"]:
+    """Safeguard features of ``prompts``: the circuit's units at the last prompt token (see the module doc)."""
+    return read_prompts(loaded, [circuit], prompts, batch_size, progress).features(circuit)
+
+
+# ---------------------------------------------------------------- labels
+def labelled_prompts(records: Sequence[Record]) -> tuple[list[str], list[bool]]:
+    """Prompts of the records and whether each is harmful.
+
+    Backdoor records give their clean and their triggered prompt (both harmful requests: the
+    backdoor decides whether the model complies), alignment records their harmful prompt, benign
+    records their prompt (not harmful).
+    """
+    prompts: list[str] = []
+    harmful: list[bool] = []
+    for record in records:
+        if isinstance(record, BackdoorRecord):
+            prompts += [record.input, record.backdoor_input]
+            harmful += [True, True]
+        elif isinstance(record, AlignmentRecord):
+            prompts.append(record.prompt)
+            harmful.append(True)
+        elif isinstance(record, BenignRecord):
+            prompts.append(record.prompt)
+            harmful.append(False)
+        else:
+            raise TypeError(f"expected backdoor, alignment or benign records, got {type(record).__name__}")
+    return prompts, harmful
+
+
+def unsafe_labels(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    harmful: Sequence[bool],
+    *,
+    judge: RefusalJudge | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Bool[Tensor, " n_prompts"]:
+    """True where ``prompts[i]`` is harmful and the model's own greedy answer is not a refusal.
+
+    Only the harmful prompts are generated from: a benign prompt is safe whatever the answer.
+    """
+    if len(prompts) != len(harmful):
+        raise ValueError(f"{len(prompts)} prompts but {len(harmful)} harmful flags")
+    judge = judge or RefusalJudge()
+    labels = torch.zeros(len(prompts), dtype=torch.bool)
+    asked = [i for i, flag in enumerate(harmful) if flag]
+    if asked:
+        answers = generate(loaded.model, loaded.chat, [prompts[i] for i in asked], max_new_tokens, batch_size, progress)
+        labels[asked] = torch.tensor([not judge.is_refusal(answer) for answer in answers])
+    return labels
+
+
+def split_indices(labels: Bool[Tensor, " n"], test_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A seeded train/held-out split of ``range(n)``, stratified by label when both classes allow it."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be strictly between 0 and 1, got {test_fraction}")
+    values = labels.numpy()
+    stratify = values if min(int(values.sum()), int((~values).sum())) >= 2 else None
+    train, test = train_test_split(np.arange(len(values)), test_size=test_fraction, random_state=seed, stratify=stratify)
+    return sorted(train.tolist()), sorted(test.tolist())
+
+
+# ---------------------------------------------------------------- the classifier
+@dataclass
+class Safeguard:
+    """Logistic regression on standardized circuit features; ``unsafe`` is probability >= ``threshold``.
+
+    Prediction uses the stored parameters (float64), so a loaded safeguard predicts exactly what
+    the saved one did: ``p = sigmoid(((x - mean) / scale) @ weights + bias)``.
+    """
+
+    circuit: Circuit
+    d_head: int
+    weights: Float[Tensor, " n_features"]
+    bias: float
+    mean: Float[Tensor, " n_features"]
+    scale: Float[Tensor, " n_features"]
+    threshold: float = 0.5
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        expected = feature_count(self.circuit, self.d_head)
+        for name in ("weights", "mean", "scale"):
+            value = getattr(self, name)
+            if tuple(value.shape) != (expected,):
+                raise ShapeMismatchError(
+                    f"safeguard {name} have shape {tuple(value.shape)}, but its circuit ({self.circuit.n_heads} heads x "
+                    f"d_head {self.d_head} + {self.circuit.n_neurons} neurons) gives {expected} features"
+                )
+            setattr(self, name, value.detach().double().cpu())
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"the decision threshold must be a probability in (0, 1), got {self.threshold}")
+
+    @property
+    def n_features(self) -> int:
+        return int(self.weights.numel())
+
+    @classmethod
+    def fit(
+        cls,
+        features: Float[Tensor, "n n_features"],
+        labels: Bool[Tensor, " n"],
+        circuit: Circuit,
+        d_head: int,
+        *,
+        C: float = 1.0,
+        max_iter: int = 1000,
+        **metadata: Any,
+    ) -> Safeguard:
+        """Fit scikit-learn's ``StandardScaler`` and ``LogisticRegression`` (L2, ``C``; the paper used the defaults)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        x, y = cls._arrays(features, labels, feature_count(circuit, d_head))
+        if y.min() == y.max():
+            kind = "unsafe" if y[0] else "safe"
+            raise ValueError(
+                f"all {len(y)} training prompts are labelled {kind}; a safeguard needs both classes. Add prompts the model "
+                "answers unsafely (triggered prompts, a model without the alignment) and prompts it handles safely"
+            )
+        scaler = StandardScaler().fit(x)
+        model = LogisticRegression(C=C, max_iter=max_iter).fit(scaler.transform(x), y)
+        return cls(
+            circuit=circuit,
+            d_head=d_head,
+            weights=torch.from_numpy(model.coef_[0].copy()),
+            bias=float(model.intercept_[0]),
+            mean=torch.from_numpy(scaler.mean_.copy()),
+            scale=torch.from_numpy(scaler.scale_.copy()),
+            metadata={"n_train": len(y), "unsafe_rate_train": float(y.mean()), "C": C, **metadata},
+        )
+
+    @staticmethod
+    def _arrays(features: Tensor, labels: Tensor | None, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+        if features.dim() != 2 or features.shape[1] != n_features:
+            raise ShapeMismatchError(f"features have shape {tuple(features.shape)}; this circuit gives [n, {n_features}]")
+        x = features.detach().double().cpu().numpy()
+        if labels is None:
+            return x, np.empty(0, dtype=bool)
+        if labels.shape != (features.shape[0],):
+            raise ValueError(f"{features.shape[0]} feature rows but labels of shape {tuple(labels.shape)}")
+        return x, labels.detach().bool().cpu().numpy()
+
+    def logits(self, features: Float[Tensor, "n n_features"]) -> Float[Tensor, " n"]:
+        """Log-odds that each answer will be unsafe (float64)."""
+        x = torch.from_numpy(self._arrays(features, None, self.n_features)[0])
+        return ((x - self.mean) / self.scale) @ self.weights + self.bias
+
+    def probability(self, features: Float[Tensor, "n n_features"]) -> Float[Tensor, " n"]:
+        """Probability that each answer will be unsafe."""
+        return torch.sigmoid(self.logits(features))
+
+    def predict(self, features: Float[Tensor, "n n_features"]) -> Bool[Tensor, " n"]:
+        return self.probability(features) >= self.threshold
+
+    def evaluate(self, features: Float[Tensor, "n n_features"], labels: Bool[Tensor, " n"]) -> dict[str, float]:
+        """Accuracy, AUROC (NaN when only one class is present) and the majority-class accuracy to compare with."""
+        from sklearn.metrics import accuracy_score, roc_auc_score
+
+        _, y = self._arrays(features, labels, self.n_features)
+        probability = self.probability(features).numpy()
+        unsafe_rate = float(y.mean())
+        return {
+            "n": len(y),
+            "unsafe_rate": unsafe_rate,
+            "accuracy": float(accuracy_score(y, probability >= self.threshold)),
+            "majority_accuracy": max(unsafe_rate, 1.0 - unsafe_rate),
+            "auroc": float(roc_auc_score(y, probability)) if 0.0 < unsafe_rate < 1.0 else math.nan,
+        }
+
+    def check_model(self, loaded: LoadedModel) -> None:
+        """Refuse a model whose shape or head size differs from the one the safeguard was trained on."""
+        loaded.shape.check_compatible(self.circuit.shape, "the safeguard's circuit")
+        d_head = int(loaded.model.cfg.d_head)
+        if d_head != self.d_head:
+            raise ShapeMismatchError(f"the safeguard was trained on heads of d_head {self.d_head}, but this model has d_head {d_head}")
+
+    def features(self, loaded: LoadedModel, prompts: Sequence[str], batch_size: int = 32, progress: bool = True) -> Float[Tensor, "n n_features"]:
+        """This safeguard's features of ``prompts`` on ``loaded`` (checked to fit)."""
+        self.check_model(loaded)
+        return circuit_features(loaded, self.circuit, prompts, batch_size, progress)
+
+    # ---- persistence ----
+    def save(self, out_dir: str | Path) -> None:
+        """Write ``circuit.json``, ``safeguard.safetensors`` (float64 parameters) and ``safeguard.json``."""
+        out = Path(out_dir)
+        self.circuit.save(out / "circuit.json")
+        tensors = {"weights": self.weights, "bias": torch.tensor([self.bias], dtype=torch.float64), "mean": self.mean, "scale": self.scale}
+        write_safetensors(out / "safeguard.safetensors", tensors, {"format": FORMAT})
+        payload = {
+            "format": FORMAT,
+            "model": self.circuit.shape.to_dict(),
+            "d_head": self.d_head,
+            "n_features": self.n_features,
+            "threshold": self.threshold,
+            "features": "last prompt token; heads: hook_z vectors (d_head each), neurons: hook_post; standardized",
+            "metadata": self.metadata,
+        }
+        write_json(out / "safeguard.json", json.loads(json.dumps(payload, default=str)))
+
+    @classmethod
+    def load(cls, out_dir: str | Path, expected: ModelShape | None = None) -> Safeguard:
+        """Load a safeguard saved by :meth:`save`; with ``expected``, refuse one made for another model shape."""
+        out = Path(out_dir)
+        for name in ("circuit.json", "safeguard.safetensors", "safeguard.json"):
+            if not (out / name).is_file():
+                raise FileNotFoundError(f"{out} is not a safeguard folder: {name} is missing")
+        settings = read_json(out / "safeguard.json")
+        if not isinstance(settings, dict) or settings.get("format") != FORMAT:
+            raise ValueError(f"{out / 'safeguard.json'}: not a safeguard file (expected format {FORMAT!r})")
+        circuit = Circuit.load(out / "circuit.json", expected)
+        ModelShape.from_dict(settings["model"], str(out / "safeguard.json")).check_compatible(circuit.shape, f"circuit {out / 'circuit.json'}")
+        tensors, _ = read_safetensors(out / "safeguard.safetensors", "safeguard file")
+        missing = {"weights", "bias", "mean", "scale"} - tensors.keys()
+        if missing:
+            raise ValueError(f"{out / 'safeguard.safetensors'}: missing tensors {sorted(missing)}")
+        return cls(
+            circuit=circuit,
+            d_head=int(settings["d_head"]),
+            weights=tensors["weights"],
+            bias=float(tensors["bias"][0]),
+            mean=tensors["mean"],
+            scale=tensors["scale"],
+            threshold=float(settings.get("threshold", 0.5)),
+            metadata=settings.get("metadata", {}),
+        )
