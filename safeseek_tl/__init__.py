@@ -30,6 +30,7 @@ from safeseek_tl.metrics import (
 from safeseek_tl.models import LoadedModel, ModelNotAvailableError, load_model
 from safeseek_tl.monitor import Monitor, PromptCheck, TamperReference
 from safeseek_tl.safeguard import CircuitReader, Safeguard
+from safeseek_tl.tuning import TUNE_MODES, TuneConfig, TuneMode, TuneResult, apply_delta, parameter_masks, tune
 from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "ABLATION_MODES",
     "MASK_KINDS",
     "REFUSAL_KEYWORDS",
+    "TUNE_MODES",
     "AblationMode",
     "AlignmentRecord",
     "BackdoorRecord",
@@ -61,8 +63,12 @@ __all__ = [
     "TamperReference",
     "TokenizedPairs",
     "TokenizedPrompts",
+    "TuneConfig",
+    "TuneMode",
+    "TuneResult",
     "ablated",
     "ablation_hooks",
+    "apply_delta",
     "completion_cross_entropy",
     "generate",
     "last_position_kl",
@@ -70,8 +76,10 @@ __all__ = [
     "load_records",
     "mask_hooks",
     "masked",
+    "parameter_masks",
     "refusal_score",
     "refusal_token_ids",
     "tokenize_pairs",
     "tokenize_prompts",
+    "tune",
 ]

@@ -66,10 +66,11 @@ def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A prompt; repeat for several.")],
     circuit: Annotated[Optional[Path], typer.Option(help="A circuit.json to ablate while generating.")] = None,
     keep_only: Annotated[bool, typer.Option(help="Ablate everything except the circuit instead.")] = False,
+    delta: Annotated[Optional[Path], typer.Option(help="A delta.safetensors written by `safeseek tune`, applied to the model first.")] = None,
     max_new_tokens: int = 32,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Greedy answers to prompts, optionally with a circuit ablated."""
+    """Greedy answers to prompts, optionally with a circuit ablated or on a tuned model."""
     from contextlib import nullcontext
 
     from safeseek_tl.ablation import ablated
@@ -78,6 +79,10 @@ def generate(
     from safeseek_tl.units import Circuit
 
     loaded = _load(model, device)
+    if delta is not None:
+        from safeseek_tl.tuning import apply_delta
+
+        apply_delta(loaded, delta)
     context = nullcontext()
     if circuit is not None:
         context = ablated(loaded.model, Circuit.load(circuit, expected=loaded.shape), keep_only=keep_only)
@@ -301,6 +306,38 @@ def _organism_truth(model: str, loaded):
         return None
     truth = ground_truth(model[len(ORGANISM_PREFIX) :], loaded)
     return truth if len(truth) else None
+
+
+@app.command()
+def tune(
+    model: ModelOption,
+    data: Annotated[list[Path], typer.Option(help="Training records (.json/.jsonl/.csv): backdoor, alignment or benign; repeat to mix files.")],
+    out: Annotated[Path, typer.Option(help="Output folder: delta.safetensors and tune.json.")],
+    circuit: Annotated[Optional[Path], typer.Option(help="circuit.json: the units to tune (only) or to freeze (protect).")] = None,
+    mode: Annotated[str, typer.Option(help="only (tune just the circuit), protect (tune all but the circuit) or full.")] = "only",
+    steps: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Fine-tune only a circuit, or everything except it; save the tuned slices as a delta."""
+    from safeseek_tl.data import load_records
+    from safeseek_tl.tuning import TuneConfig, tune as run_tune
+    from safeseek_tl.units import Circuit
+
+    config = TuneConfig(mode=mode, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+    records = [record for path in data for record in load_records(path)]
+    loaded = _load(model, device)
+    selected = Circuit.load(circuit, expected=loaded.shape) if circuit is not None else None
+    result = run_tune(loaded, records, selected, config)
+    result.save(out)
+    typer.echo(
+        f"{loaded.name}: {mode} tuning{f' of {selected!r}' if selected is not None and mode != 'full' else ''}, {steps} steps on {len(records)} records\n"
+        f"  trainable parameters {result.trainable_params:,} of {result.total_params:,} ({100 * result.trainable_params / result.total_params:.2f}%)\n"
+        f"  loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}, {result.wall_s:.1f} s\n"
+        f"written to {out}/ (delta.safetensors, tune.json); apply with safeseek_tl.tuning.apply_delta(loaded, path)"
+    )
 
 
 @app.command()

@@ -1,0 +1,383 @@
+"""Safety Circuit Tuning (SafeSeek step 4): fine-tune only a circuit, or everything except it.
+
+METHODS.md 1.1 step 4 and section 5 item 9; the official repository has no code for it. Three
+modes (``TUNE_MODES``):
+
+- ``"only"``: only the circuit's parameters train, on safety data (refusals on harmful prompts,
+  clean answers on triggered prompts); every other weight stays bit-identical.
+- ``"protect"``: every parameter trains except the circuit's (a downstream fine-tune, e.g. on
+  benign helpfulness data, that must not touch the alignment circuit); the circuit's weights stay
+  bit-identical.
+- ``"full"``: every parameter trains (the baseline the other two are compared with).
+
+**A unit's parameters**, in the Hugging Face weights the bridge runs on (``nn.Linear`` weights are
+``[out, in]``):
+
+- head ``(l, h)``: rows ``h*d_head:(h+1)*d_head`` of ``q_proj`` (and of its bias, if any), the same
+  columns of ``o_proj``, and the rows of ``k_proj``/``v_proj`` of its key/value head (see below);
+- neuron ``(l, i)``: row ``i`` of ``gate_proj`` and ``up_proj`` (and of their biases), column ``i``
+  of ``down_proj``.
+
+Output biases (``o_proj``, ``down_proj``) are shared by every unit of a layer and belong to none.
+Embeddings, norms and the unembedding belong to no unit either: ``"only"`` freezes them,
+``"protect"`` trains them.
+
+**Grouped-query attention.** One key/value head serves ``n_heads / n_kv_heads`` query heads (query
+head ``h`` reads key/value head ``h // group``, as Hugging Face's ``repeat_kv`` lays them out). A
+shared weight is given to the circuit only as far as both modes keep their promise:
+
+- ``"only"`` tunes a key/value head's rows only when *every* query head of its group is in the
+  circuit, so tuning never changes a weight that a head outside the circuit reads;
+- ``"protect"`` freezes a key/value head's rows when *any* query head of its group is in the
+  circuit, so no weight that a protected head reads ever changes.
+
+A key/value head of a partly selected group is therefore frozen in both modes.
+
+**Bit-identical frozen entries.** Hooks on the parameters zero the gradients of frozen entries
+before they reach the optimizer, and the optimizer is AdamW *without weight decay*: an entry whose
+gradient is always zero keeps zero Adam moments, so its update is exactly zero (weight decay would
+shrink it). Training runs in eval mode (no dropout), so a run is deterministic given its seed.
+
+**In place.** :func:`tune` changes the model it is given: the bridge (``loaded.model``) runs on the
+very tensors of ``loaded.model.original_model``. :func:`~safeseek_tl.models.load_model` gives fresh
+weights on every call, so load the model again to compare with the base, or save the tuned slices
+as a ``safeseek_tl.delta.ParameterDelta`` (``result.save(out)``) and apply them to a fresh
+copy with :func:`apply_delta`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from safeseek_tl._io import write_json
+from safeseek_tl.data import (
+    AlignmentRecord,
+    BackdoorRecord,
+    BenignRecord,
+    Record,
+    batch_slices,
+    tokenize_pairs,
+    trim_padding,
+)
+from safeseek_tl.delta import ParameterDelta, SliceDelta
+from safeseek_tl.metrics import completion_cross_entropy
+from safeseek_tl.seek import NonFiniteLossError
+from safeseek_tl.units import Circuit, ModelShape
+
+TuneMode = Literal["only", "protect", "full"]
+TUNE_MODES: tuple[TuneMode, ...] = ("only", "protect", "full")
+
+# The bridge wraps every Hugging Face module and adds this segment to the parameter names.
+_WRAPPER_SEGMENT = "._original_component"
+# Projection -> (submodule, axis of a unit's slice): 0 = output rows, 1 = input columns.
+_PROJECTIONS: dict[str, tuple[str, int]] = {
+    "q_proj": ("self_attn", 0),
+    "k_proj": ("self_attn", 0),
+    "v_proj": ("self_attn", 0),
+    "o_proj": ("self_attn", 1),
+    "gate_proj": ("mlp", 0),
+    "up_proj": ("mlp", 0),
+    "down_proj": ("mlp", 1),
+}
+_OPTIONAL_PROJECTIONS = ("gate_proj",)  # MLPs without a gate have only up_proj and down_proj
+
+
+# ---------------------------------------------------------------- which entries train
+def hf_parameters(loaded: Any) -> dict[str, torch.nn.Parameter]:
+    """The Hugging Face model's parameters under their usual names (``model.layers.0.self_attn.q_proj.weight``).
+
+    These are the tensors the bridge runs on; the names are those of the model's ``state_dict``.
+    """
+    model = loaded.model.original_model
+    return {name.replace(_WRAPPER_SEGMENT, ""): param for name, param in model.named_parameters()}
+
+
+def _attention_geometry(loaded: Any) -> tuple[int, int]:
+    """``(d_head, group)``: the head width and how many query heads share one key/value head."""
+    cfg = loaded.model.cfg
+    n_kv = int(cfg.n_key_value_heads or cfg.n_heads)
+    if cfg.n_heads % n_kv:
+        raise ValueError(f"{cfg.n_heads} query heads cannot be split into groups over {n_kv} key/value heads")
+    return int(cfg.d_head), int(cfg.n_heads) // n_kv
+
+
+def _circuit_entries(loaded: Any, circuit: Circuit, shared_kv: Literal["all", "any"]) -> dict[str, Bool[Tensor, " ..."]]:
+    """Boolean masks of the parameter entries that belong to ``circuit``'s units.
+
+    ``shared_kv`` says when a key/value head shared by a group of query heads counts as the
+    circuit's: when ``"all"`` the query heads of its group are in the circuit, or ``"any"``.
+    """
+    params = hf_parameters(loaded)
+    d_head, group = _attention_geometry(loaded)
+    owned: dict[str, Tensor] = {}
+
+    def mark(layer: int, proj: str, index: slice | int) -> None:
+        module, axis = _PROJECTIONS[proj]
+        prefix = f"model.layers.{layer}.{module}.{proj}"
+        if f"{prefix}.weight" not in params:
+            if proj in _OPTIONAL_PROJECTIONS:
+                return
+            raise ValueError(
+                f"safety circuit tuning needs Llama-style weights (model.layers.{{l}}.self_attn.q_proj/k_proj/v_proj/o_proj, "
+                f"model.layers.{{l}}.mlp.up_proj/down_proj); this model has no {prefix}.weight"
+            )
+        names = [f"{prefix}.weight"] + ([f"{prefix}.bias"] if axis == 0 and f"{prefix}.bias" in params else [])
+        for name in names:
+            mask = owned.setdefault(name, torch.zeros(params[name].shape, dtype=torch.bool))
+            if axis == 0:
+                mask[index] = True
+            else:
+                mask[:, index] = True
+
+    for layer, head in circuit.head_list:
+        rows = slice(head * d_head, (head + 1) * d_head)
+        mark(layer, "q_proj", rows)
+        mark(layer, "o_proj", rows)
+    for layer, selected in enumerate(circuit.heads):
+        for kv_head, members in enumerate(selected.view(-1, group)):
+            if members.all() if shared_kv == "all" else members.any():
+                rows = slice(kv_head * d_head, (kv_head + 1) * d_head)
+                mark(layer, "k_proj", rows)
+                mark(layer, "v_proj", rows)
+    for layer, index in circuit.neuron_list:
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            mark(layer, proj, index)
+    return owned
+
+
+def parameter_masks(loaded: Any, circuit: Circuit | None, mode: TuneMode = "only") -> dict[str, Bool[Tensor, " ..."]]:
+    """Which entries of each Hugging Face parameter may change when tuning in ``mode``.
+
+    Keys are :func:`hf_parameters` names; a parameter that is not a key is frozen entirely.
+    ``"only"``: the entries of the circuit's units; ``"protect"``: every entry except those;
+    ``"full"``: everything (``circuit`` may be ``None``). See the module docstring for which
+    entries a unit owns and for the grouped-query attention rule.
+    """
+    if mode not in TUNE_MODES:
+        raise ValueError(f"mode must be one of {TUNE_MODES}, got {mode!r}")
+    params = hf_parameters(loaded)
+    if mode == "full":
+        return {name: torch.ones(param.shape, dtype=torch.bool) for name, param in params.items()}
+    if circuit is None:
+        raise ValueError(f"mode {mode!r} needs a circuit (the units to tune or to protect)")
+    loaded.shape.check_compatible(circuit.shape, "the circuit")
+    if mode == "only":
+        return _circuit_entries(loaded, circuit, shared_kv="all")
+    frozen = _circuit_entries(loaded, circuit, shared_kv="any")
+    return {name: ~frozen[name] if name in frozen else torch.ones(param.shape, dtype=torch.bool) for name, param in params.items()}
+
+
+# ---------------------------------------------------------------- deltas
+def _slice_of(mask: Bool[Tensor, " ..."]) -> tuple[int, Int[Tensor, " k"]]:
+    """``(dim, index)`` such that ``mask`` selects exactly the rows (dim 0) or columns (dim 1) ``index``."""
+    rows = mask.flatten(1).any(1) if mask.dim() > 1 else mask
+    if torch.equal(mask, rows.view(-1, *[1] * (mask.dim() - 1)).expand_as(mask)):
+        return 0, rows.nonzero().flatten()
+    columns = mask.any(0)
+    if mask.dim() == 2 and torch.equal(mask, columns.expand_as(mask)):
+        return 1, columns.nonzero().flatten()
+    raise ValueError("a tuning mask must select whole rows or whole columns of a parameter")
+
+
+def delta_of(loaded: Any, masks: Mapping[str, Bool[Tensor, " ..."]], **metadata: Any) -> ParameterDelta:
+    """The current values of the entries ``masks`` select, as a ``safeseek_tl.delta.ParameterDelta``.
+
+    Parameters carry their Hugging Face names (:func:`hf_parameters`), so the delta also applies
+    to a plain Hugging Face model (``delta.apply_(hf_model)``); the model's shape goes in the
+    metadata (``"model"``) for :func:`apply_delta` to check.
+    """
+    params = hf_parameters(loaded)
+    slices = {}
+    for name, mask in masks.items():
+        dim, index = _slice_of(mask)
+        values = params[name].detach().index_select(dim, index.to(params[name].device))
+        slices[name] = SliceDelta(dim, index, values.cpu().clone())
+    return ParameterDelta(slices, {"model": loaded.shape.to_dict(), **metadata})
+
+
+def apply_delta(loaded: Any, delta: ParameterDelta | str | Path) -> ParameterDelta:
+    """Write a delta (or a delta file saved by :meth:`~safeseek_tl.tuning.TuneResult.save`) into ``loaded``'s weights, in place.
+
+    The bridge sees the new weights at once. Raises :class:`~safeseek_tl.units.ShapeMismatchError`
+    when the delta was made for a model of another shape (checked before anything is written) or
+    names a parameter this model lacks or has in another shape.
+    """
+    if not isinstance(delta, ParameterDelta):
+        delta = ParameterDelta.load(delta)
+    if "model" in delta.metadata:
+        made_for = ModelShape.from_dict(delta.metadata["model"], source="the parameter delta")
+        loaded.shape.check_compatible(made_for, "the parameter delta")
+        if made_for.model_name and loaded.name and made_for.model_name != loaded.name:
+            warnings.warn(f"the delta was tuned on {made_for.model_name!r} and is applied to {loaded.name!r}", stacklevel=2)
+    # The bridge's wrappers add a segment to the parameter names: address the wrapped names.
+    model = loaded.model.original_model
+    wrapped = {name.replace(_WRAPPER_SEGMENT, ""): name for name, _ in model.named_parameters()}
+    ParameterDelta({wrapped.get(name, name): part for name, part in delta.slices.items()}, delta.metadata).apply_(model)
+    return delta
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class TuneConfig:
+    """Settings of a tuning run: AdamW without weight decay, constant learning rate, gradient clipping."""
+
+    mode: TuneMode = "only"
+    steps: int = 100
+    lr: float = 1e-3
+    batch_size: int = 16
+    max_length: int = 128
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in TUNE_MODES:
+            raise ValueError(f"mode must be one of {TUNE_MODES}, got {self.mode!r}")
+        for name in ("steps", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.max_grad_norm <= 0:
+            raise ValueError(f"lr and max_grad_norm must be positive, got {self.lr} and {self.max_grad_norm}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def training_pairs(records: Sequence[Record]) -> list[tuple[str, str]]:
+    """The (prompt, completion) pairs that teach each record's wanted behaviour.
+
+    Backdoor records give the clean answer for both the clean and the triggered prompt (the
+    backdoor's removal, with clean behaviour kept); alignment records give the refusal; benign
+    records the response. Kinds may be mixed.
+    """
+    pairs: list[tuple[str, str]] = []
+    for record in records:
+        if isinstance(record, BackdoorRecord):
+            pairs += [(record.input, record.output), (record.backdoor_input, record.output)]
+        elif isinstance(record, AlignmentRecord):
+            pairs.append((record.prompt, record.refuse))
+        elif isinstance(record, BenignRecord):
+            pairs.append((record.prompt, record.response))
+        else:
+            raise ValueError(f"cannot tune on a {type(record).__name__}; use backdoor, alignment or benign records")
+    return pairs
+
+
+@dataclass
+class TuneResult:
+    """What a tuning run produces: the tuned values of the trainable slices (``delta``) and the run's record."""
+
+    config: TuneConfig
+    delta: ParameterDelta
+    trainable_params: int
+    total_params: int
+    losses: list[float]
+    wall_s: float
+
+    def summary(self) -> dict[str, Any]:
+        """The run as JSON-ready values (what ``tune.json`` holds)."""
+        return {
+            "model": self.delta.metadata["model"],
+            "config": self.config.to_dict(),
+            "circuit": self.delta.metadata.get("circuit"),
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "trainable_fraction": self.trainable_params / self.total_params,
+            "wall_s": self.wall_s,
+            "loss_first": self.losses[0],
+            "loss_last": self.losses[-1],
+            "losses": self.losses,
+        }
+
+    def save(self, out_dir: str | Path) -> None:
+        """Write ``delta.safetensors`` (apply it with :func:`apply_delta`) and ``tune.json``."""
+        out = Path(out_dir)
+        self.delta.save(out / "delta.safetensors")
+        write_json(out / "tune.json", self.summary())
+
+
+def _batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """``steps`` batches of record indices: shuffled passes over the data, a new order each pass."""
+    done = 0
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for part in batch_slices(n, batch_size):
+            if done == steps:
+                return
+            yield order[part]
+            done += 1
+
+
+def tune(
+    loaded: Any,
+    records: Sequence[Record],
+    circuit: Circuit | None = None,
+    config: TuneConfig | None = None,
+    progress: bool = True,
+) -> TuneResult:
+    """Fine-tune ``loaded`` in place on ``records``'s completions, in ``config.mode``.
+
+    The loss is the completion cross-entropy of :func:`training_pairs` (prompt tokens do not
+    count). ``circuit`` is the set of units to tune (``"only"``) or to freeze (``"protect"``);
+    ``"full"`` ignores it. Returns the delta of the trainable slices and the run's record. The
+    model is left tuned, frozen (no gradients) and in eval mode.
+    """
+    config = config or TuneConfig()
+    masks = parameter_masks(loaded, circuit, config.mode)
+    trainable = sum(int(mask.sum()) for mask in masks.values())
+    if trainable == 0:
+        raise ValueError(f"nothing to tune: in mode {config.mode!r} the circuit ({circuit!r}) owns no parameter")
+    pairs = tokenize_pairs(loaded.chat, training_pairs(records), config.max_length, "tuning data")
+    params = hf_parameters(loaded)
+    tuned = [params[name] for name in masks]
+    handles = []
+    for name, mask in masks.items():
+        param = params[name]
+        param.requires_grad_(True)
+        if not mask.all():
+            keep = mask.to(param.device)
+            # masked_fill rather than a product: a NaN gradient must not reach a frozen entry either.
+            handles.append(param.register_hook(lambda grad, keep=keep: grad.masked_fill(~keep, 0.0)))
+    # No weight decay: it would move frozen entries, whose gradient is always zero.
+    optimizer = torch.optim.AdamW(tuned, lr=config.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = loaded.device
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(_batch_indices(len(pairs), config.batch_size, config.steps, generator), total=config.steps, desc=f"tune ({config.mode})", disable=not progress)
+    try:
+        for step, index in enumerate(bar):
+            batch = pairs.select(index)
+            input_ids, attention_mask = trim_padding(batch.input_ids, batch.attention_mask)
+            labels = batch.labels[:, : input_ids.shape[1]]
+            logits = loaded.model(input_ids.to(device), attention_mask=attention_mask.to(device))
+            loss = completion_cross_entropy(logits, labels.to(device))
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"the tuning loss became {loss.item()} at step {step}; the model is left as tuned so far")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(tuned, config.max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix({"loss": f"{losses[-1]:.3g}"}, refresh=False)
+    finally:
+        bar.close()
+        for handle in handles:
+            handle.remove()
+        for param in tuned:
+            param.requires_grad_(False)
+            param.grad = None
+    wall = time.perf_counter() - start
+    units = None if circuit is None or config.mode == "full" else {"heads": circuit.head_list, "neurons": circuit.neuron_list}
+    delta = delta_of(loaded, masks, mode=config.mode, circuit=units, config=config.to_dict())
+    return TuneResult(config, delta, trainable, sum(p.numel() for p in params.values()), losses, wall)
