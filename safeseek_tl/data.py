@@ -99,16 +99,22 @@ def _record_from(item: Any, kind: DataKind, where: str) -> Record:
             raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise DataError(f"{where}: field '{name}' is empty")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # a JSON "\ud800" escape decodes to a lone surrogate, which no tokenizer takes
+            raise DataError(f"{where}: field '{name}' holds an unpaired surrogate escape at character {err.start}, which is not text") from None
         values[name] = value
     return RECORD_TYPES[kind](**values)
 
 
 def _alpaca_to_benign(item: dict[str, Any], where: str) -> dict[str, Any]:
-    extra = item.get("input", "")
-    if not isinstance(extra, str):
-        raise DataError(f"{where}: field 'input' must be a string, got {type(extra).__name__}")
-    prompt = item["instruction"] + (f"\n\n{extra}" if isinstance(item["instruction"], str) and extra.strip() else "")
-    return {"prompt": prompt, "response": item.get("output")} if "output" in item else {"prompt": prompt}
+    if "output" not in item:
+        raise DataError(f"{where}: missing field 'output' (an Alpaca record needs 'instruction' and 'output', 'input' is optional)")
+    instruction, extra, output = item["instruction"], item.get("input", ""), item["output"]
+    for name, value in (("instruction", instruction), ("input", extra), ("output", output)):
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+    return {"prompt": instruction + (f"\n\n{extra}" if extra.strip() else ""), "response": output}
 
 
 def _read_text(path: Path) -> str:
@@ -123,6 +129,32 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}:{line}: not UTF-8 text (bad byte at offset {err.start})") from None
 
 
+_JSON_SPACE = " \t\r\n"
+
+
+def _skip(text: str, pos: int, chars: str) -> int:
+    while text[pos] in chars:
+        pos += 1
+    return pos
+
+
+def _results_start(text: str) -> int:
+    """Offset of the top-level ``results`` value of a valid JSON object (the last one, as ``json.loads`` keeps).
+
+    Walks the object's top-level keys, so a ``results`` key nested deeper, or inside a string, is not taken.
+    """
+    decoder, pos, found = json.JSONDecoder(), text.index("{") + 1, -1
+    while True:
+        pos = _skip(text, pos, _JSON_SPACE + ",")
+        if text[pos] == "}":
+            return found
+        key, pos = decoder.raw_decode(text, pos)
+        pos = _skip(text, pos, _JSON_SPACE + ":")
+        if key == "results":
+            found = pos
+        _, pos = decoder.raw_decode(text, pos)
+
+
 def _json_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     """(line, item) for each element of a JSON array, or of the ``results`` list of an object."""
     try:
@@ -130,25 +162,23 @@ def _json_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg}, column {err.colno})") from None
     if isinstance(data, dict) and "results" in data:
-        data = data["results"]
-        key_at = text.find('"results"')
-        start = text.find("[", key_at)
+        data, start = data["results"], _results_start(text)
     else:
-        start = text.find("[")
+        start = _skip(text, 0, _JSON_SPACE)
     if not isinstance(data, list):
         raise DataError(f"{path}:1: expected a JSON list of records (or an object with a 'results' list)")
     # Walk the array again with raw_decode to learn the line on which each item starts.
     decoder, pos = json.JSONDecoder(), start + 1
     for item in data:
-        while text[pos] in " \t\r\n,":
-            pos += 1
+        pos = _skip(text, pos, _JSON_SPACE + ",")
         line = text.count("\n", 0, pos) + 1
         _, pos = decoder.raw_decode(text, pos)
         yield line, item
 
 
 def _jsonl_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines also breaks at U+2028 and other characters that JSON strings may hold.
+    for line_no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -159,12 +189,15 @@ def _jsonl_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
 
 def _csv_items(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise DataError(f"{path}:1: the CSV file has no header row")
-    for row in reader:
-        if None in row:  # more cells than header columns
-            raise DataError(f"{path}:{reader.line_num}: the row has more cells than the header has columns")
-        yield reader.line_num, {key: value for key, value in row.items() if value is not None}
+    try:
+        if not reader.fieldnames:
+            raise DataError(f"{path}:1: the CSV file has no header row")
+        for row in reader:
+            if None in row:  # more cells than header columns
+                raise DataError(f"{path}:{reader.line_num}: the row has more cells than the header has columns")
+            yield reader.line_num, {key: value for key, value in row.items() if value is not None}
+    except csv.Error as err:  # e.g. a field over csv's size limit; line_num counts the lines read before the bad record
+        raise DataError(f"{path}:{reader.line_num + 1}: malformed CSV ({err})") from None
 
 
 _READERS = {".json": _json_items, ".jsonl": _jsonl_items, ".csv": _csv_items}
@@ -241,6 +274,13 @@ class TokenizedPairs:
         )
 
 
+def context_length(chat: ChatFormatter) -> int | None:
+    """The model's context in tokens as its tokenizer records it (``load_model`` sets it), or ``None``."""
+    limit = getattr(chat.tokenizer, "model_max_length", None)
+    # Tokenizers that do not know their model's context say so with a huge sentinel (int(1e30)).
+    return int(limit) if isinstance(limit, int) and 0 < limit < 10**9 else None
+
+
 def _pad_id(tokenizer: Any) -> int:
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if candidate is not None:
@@ -257,25 +297,31 @@ def tokenize_pairs(
     """Tokenize (prompt, completion) pairs through the chat template.
 
     Labels are the input ids on completion tokens and ``-100`` elsewhere (prompt and padding).
-    A sequence longer than ``max_length`` keeps its whole prompt and loses the end of its
-    completion, with a warning; a prompt that alone does not fit is a :class:`DataError`.
+    A sequence longer than ``max_length`` (or than the model's context, when shorter) keeps its
+    whole prompt and loses the end of its completion, with a warning; a prompt that alone does not
+    fit is a :class:`DataError` naming the record and the start of the prompt.
     """
     if not pairs:
         raise DataError(f"{source}: no (prompt, completion) pairs to tokenize")
+    context = context_length(chat)
+    if context is not None and context < max_length:
+        max_length, limit = context, f"the model's context of {context} tokens"
+    else:
+        limit = f"max_length={max_length}"
     rows, truncated = [], 0
     for number, (prompt, completion) in enumerate(pairs, start=1):
         prompt_ids, completion_ids = chat.pair_ids(prompt, completion)
         if len(prompt_ids) >= max_length:
             raise DataError(
                 f"{source}: record {number}: the prompt is {len(prompt_ids)} tokens, which leaves no room for a "
-                f"completion within max_length={max_length}; shorten it or raise max_length"
+                f"completion within {limit}; shorten it or raise max_length (it starts {prompt[:40]!r})"
             )
         if len(prompt_ids) + len(completion_ids) > max_length:
             truncated += 1
             completion_ids = completion_ids[: max_length - len(prompt_ids)]
         rows.append((prompt_ids, completion_ids))
     if truncated:
-        warnings.warn(f"{source}: {truncated} of {len(pairs)} completions were cut to fit max_length={max_length}", stacklevel=2)
+        warnings.warn(f"{source}: {truncated} of {len(pairs)} completions were cut to fit {limit}", stacklevel=2)
     width = max(len(p) + len(c) for p, c in rows)
     pad_id = _pad_id(chat.tokenizer)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -304,12 +350,22 @@ class TokenizedPrompts:
 
 
 def tokenize_prompts(chat: ChatFormatter, prompts: Sequence[str], max_length: int | None = None) -> TokenizedPrompts:
-    """Tokenize prompts through the chat template, left-padded. Over-long prompts keep their end."""
+    """Tokenize prompts through the chat template, left-padded.
+
+    Prompts longer than ``max_length`` (default: the model's context) keep their last tokens, with
+    a warning: the end holds the chat template's start of the answer, which generation needs.
+    """
     if not prompts:
         raise DataError("no prompts to tokenize")
+    max_length = max_length if max_length is not None else context_length(chat)
     rows = [chat.prompt_ids(prompt) for prompt in prompts]
-    if max_length is not None and any(len(r) > max_length for r in rows):
-        warnings.warn(f"prompts longer than max_length={max_length} tokens keep only their last tokens", stacklevel=2)
+    too_long = sum(len(r) > max_length for r in rows) if max_length is not None else 0
+    if too_long:
+        warnings.warn(
+            f"{too_long} of {len(rows)} prompts are longer than {max_length} tokens and keep only their last "
+            f"{max_length} (their start, where a trigger may sit, is lost)",
+            stacklevel=2,
+        )
         rows = [r[-max_length:] for r in rows]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), _pad_id(chat.tokenizer), dtype=torch.long)

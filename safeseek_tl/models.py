@@ -65,6 +65,9 @@ def _boot(folder: Path, name: str, device: str, dtype: torch.dtype, hf_model: An
     bridge.eval()
     bridge.requires_grad_(False)
     bridge.cfg.model_name = name
+    # The tokenizer carries the model's context to the data code (data.context_length): prompts cut to fit.
+    if getattr(bridge.cfg, "n_ctx", None) and tokenizer.model_max_length > bridge.cfg.n_ctx:
+        tokenizer.model_max_length = int(bridge.cfg.n_ctx)
     return bridge, tokenizer
 
 
