@@ -26,11 +26,12 @@ FORMAT = "safeseek_tl.delta/1"
 
 @dataclass
 class SliceDelta:
-    """New values of ``parameter.index_select(dim, index)``."""
+    """New values of ``parameter.index_select(dim, index)``; ``shape`` is the whole parameter's."""
 
     dim: int
     index: Int[Tensor, " n"]
     values: Tensor
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -59,7 +60,7 @@ class ParameterDelta:
                 hit = differs.any(dim=others) if others else differs
                 candidates.append((int(hit.sum()), dim, hit.nonzero().flatten()))
             _, dim, index = min(candidates, key=lambda c: c[:2])
-            slices[name] = SliceDelta(dim, index, new.index_select(dim, index).detach().cpu().clone())
+            slices[name] = SliceDelta(dim, index, new.index_select(dim, index).detach().cpu().clone(), tuple(new.shape))
         return cls(slices, dict(metadata))
 
     @property
@@ -69,7 +70,7 @@ class ParameterDelta:
 
     @torch.no_grad()
     def apply_(self, module: torch.nn.Module) -> None:
-        """Write the slices into ``module``'s parameters in place."""
+        """Write the slices into ``module``'s parameters in place (all are checked before any is written)."""
         params = dict(module.named_parameters())
         missing = sorted(set(self.slices) - set(params))
         if missing:
@@ -78,22 +79,28 @@ class ParameterDelta:
             param = params[name]
             expected = list(param.shape)
             expected[piece.dim] = len(piece.index)
-            if list(piece.values.shape) != expected or (len(piece.index) and int(piece.index.max()) >= param.shape[piece.dim]):
+            # Slices alone can fit a larger parameter; the recorded whole shape must match too.
+            fits = piece.shape is None or tuple(param.shape) == piece.shape
+            if not fits or list(piece.values.shape) != expected or (len(piece.index) and int(piece.index.max()) >= param.shape[piece.dim]):
                 raise ShapeMismatchError(
-                    f"the delta for {name} has values of shape {tuple(piece.values.shape)}, which do not fit the "
-                    f"model's parameter of shape {tuple(param.shape)}: it was made for another model"
+                    f"the delta for {name} ({'parameter shape ' + str(piece.shape) + ', ' if piece.shape else ''}values of shape "
+                    f"{tuple(piece.values.shape)}) does not fit the model's parameter of shape {tuple(param.shape)}: it was made for another model"
                 )
+        for name, piece in self.slices.items():
+            param = params[name]
             param.index_copy_(piece.dim, piece.index.to(param.device), piece.values.to(param.device, param.dtype))
 
     def save(self, path: str | Path) -> None:
         """Write ``path`` (safetensors; the metadata and slice dimensions go in its JSON header)."""
         tensors: dict[str, Tensor] = {}
-        dims = {}
+        dims, shapes = {}, {}
         for name, piece in self.slices.items():
             tensors[f"{name}:index"] = piece.index.to(torch.int64)
             tensors[f"{name}:values"] = piece.values
             dims[name] = piece.dim
-        header = {"format": FORMAT, "dims": json.dumps(dims), "metadata": json.dumps(self.metadata)}
+            if piece.shape is not None:
+                shapes[name] = list(piece.shape)
+        header = {"format": FORMAT, "dims": json.dumps(dims), "shapes": json.dumps(shapes), "metadata": json.dumps(self.metadata)}
         write_safetensors(path, tensors, header)
 
     @classmethod
@@ -102,6 +109,9 @@ class ParameterDelta:
         tensors, header = read_safetensors(path, "parameter delta")
         if header.get("format") != FORMAT:
             raise ValueError(f"{path} is not a safeseek_tl parameter delta (header format {header.get('format')!r})")
-        dims = json.loads(header["dims"])
-        slices = {name: SliceDelta(int(dim), tensors[f"{name}:index"], tensors[f"{name}:values"]) for name, dim in dims.items()}
+        dims, shapes = json.loads(header["dims"]), json.loads(header.get("shapes", "{}"))  # files before shapes were recorded have none
+        slices = {
+            name: SliceDelta(int(dim), tensors[f"{name}:index"], tensors[f"{name}:values"], tuple(shapes[name]) if name in shapes else None)
+            for name, dim in dims.items()
+        }
         return cls(slices, json.loads(header.get("metadata", "{}")))

@@ -153,7 +153,10 @@ class MaskLogits(nn.Module):
                 out[unit_kind] = (soft > 0.5).to(soft.dtype) - soft.detach() + soft
             else:
                 if stochastic:
-                    u = torch.rand(a.shape, generator=generator, device=a.device).clamp(1e-6, 1 - 1e-6)
+                    # Drawn on the generator's own device (SafeSeek's is a CPU one; a CUDA tensor cannot take
+                    # it), so the same seed gives the same noise on every device.
+                    noise_device = generator.device if generator is not None else a.device
+                    u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, 1 - 1e-6)
                     s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + a) / _HC_BETA)
                 else:
                     s = torch.sigmoid(a)

@@ -28,8 +28,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
-from safeseek_tl.data import AlignmentRecord, BackdoorRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
-from safeseek_tl.hooks import UnitKind
+from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
+from safeseek_tl.distributed import DataParallel
+from safeseek_tl.hooks import UNIT_KINDS, UnitKind
 from safeseek_tl.masks import MaskKind, MaskLogits, masked
 from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.generation import generate
@@ -48,7 +49,13 @@ UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite; the message names the term and the step."""
+    """A loss term, the gradient or a mask became NaN or infinite; the message names which and where.
+
+    ``result`` holds the best masks validated before it happened (a :class:`SeekResult`), when
+    :meth:`~safeseek_tl.seek.SafeSeek.fit` raised it.
+    """
+
+    result: SeekResult | None = None
 
 
 def _kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
@@ -123,8 +130,8 @@ class SeekConfig:
         for name in ("epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
         if self.ablation not in ("zero", "mean"):
             raise ValueError(f"ablation must be 'zero' or 'mean', got {self.ablation!r}")
 
@@ -182,8 +189,10 @@ class SeekObjective:
         shape: ModelShape,
         protected: Circuit | None = None,
         fill: dict[str, Tensor] | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.model, self.config, self.shape, self.fill = model, config, shape, fill
+        self.parallel = parallel if parallel is not None else DataParallel()
         init = {"heads": config.init_heads, "neurons": config.init_neurons}
         self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
         self.circuit = MaskLogits(shape, config.kinds, init, config.mask_kind) if config.scenario == "backdoor" else None
@@ -237,43 +246,56 @@ class SeekObjective:
         return torch.relu(self.config.negative_ce_margin - ce)
 
     def task_terms(self, paths: Sequence[_Path], index: Tensor, stochastic: bool = False, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Weighted task loss of each path on the records ``index``, all paths in one forward pass."""
+        """Weighted task loss of each path on the records ``index``, all paths in one forward pass.
+
+        Under data parallelism ``index`` is the global batch and this rank runs its shard of it;
+        every term still has the global batch's value (token means over the whole batch), while
+        its gradient is this rank's share (:class:`~safeseek_tl.distributed.DataParallel`).
+        """
+        local = self.parallel.shard(index)
+        # Drawn on every rank, even one with an empty shard: the noise generator stays in step.
+        masks = self._row_masks(paths, [len(local)] * len(paths), stochastic, generator)
+        sums = self._token_sums(paths, local, masks) if len(local) else [torch.zeros((), device=self.device)] * len(paths)
+        terms: dict[str, Tensor] = {}
+        for path, total in zip(paths, sums):
+            # The global batch's completion tokens of this path: every rank can count them.
+            n_tokens = int(path.pairs.select(index).loss_mask.sum())
+            value = self.parallel.globalize(total / max(n_tokens, 1))
+            if path.sign < 0 and not path.kl_to_full:
+                value = self._negative_ce(value)
+            terms[path.name] = path.weight * value
+        return terms
+
+    def _token_sums(self, paths: Sequence[_Path], index: Tensor, masks: dict[UnitKind, Tensor]) -> list[Tensor]:
+        """Each path's loss summed over its completion tokens of the records ``index`` (one forward)."""
         parts = [path.pairs.select(index) for path in paths]
-        counts = [len(p) for p in parts]
         batch = TokenizedPairs.concat(parts, pad_id=0)
         used = int(batch.attention_mask.sum(0).nonzero().max()) + 1
         input_ids = batch.input_ids[:, :used].to(self.device)
         attention_mask = batch.attention_mask[:, :used].to(self.device)
         labels = batch.labels[:, :used].to(self.device)
-        masks = self._row_masks(paths, counts, stochastic, generator)
         with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.fill):
             logits = self.model(input_ids, attention_mask=attention_mask)
         full_logits = None
         if any(p.kl_to_full for p in paths):
             with torch.no_grad():
                 full_logits = self.model(input_ids, attention_mask=attention_mask)
-        terms: dict[str, Tensor] = {}
-        start = 0
-        for path, n in zip(paths, counts):
-            rows = slice(start, start + n)
-            start += n
+        sums: list[Tensor] = []
+        for path, rows in zip(paths, batch_slices(len(input_ids), len(index))):
             if path.kl_to_full:
-                value = _completion_kl(full_logits[rows], logits[rows], labels[rows])
+                sums.append(_completion_kl_sum(full_logits[rows], logits[rows], labels[rows]))
             else:
-                value = completion_cross_entropy(logits[rows], labels[rows])
-                if path.sign < 0:
-                    value = self._negative_ce(value)
-            terms[path.name] = path.weight * value
-        return terms
+                sums.append(completion_cross_entropy(logits[rows], labels[rows], reduction="sum"))
+        return sums
 
 
-def _completion_kl(full: Tensor, masked_logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean KL(full || masked) of next-token distributions over the completion positions."""
-    valid = labels[:, 1:] != -100
+def _completion_kl_sum(full: Tensor, masked_logits: Tensor, labels: Tensor) -> Tensor:
+    """KL(full || masked) of next-token distributions, summed over the completion positions."""
+    valid = labels[:, 1:] != IGNORE_INDEX
     p = torch.log_softmax(full[:, :-1].float(), -1)
     q = torch.log_softmax(masked_logits[:, :-1].float(), -1)
     kl = (p.exp() * (p - q)).sum(-1)
-    return (kl * valid).sum() / valid.sum().clamp(min=1)
+    return (kl * valid).sum()
 
 
 # ---------------------------------------------------------------- results
@@ -317,7 +339,9 @@ class SeekResult:
         out = Path(out_dir)
         circuit = Circuit.load(out / "circuit.json", expected)
         scores = Scores.load(out / "scores.safetensors", expected)
-        masks, _ = read_safetensors(out / "masks.safetensors", "mask file")
+        masks, header = read_safetensors(out / "masks.safetensors", "mask file")
+        if expected is not None and "model" in header:
+            expected.check_compatible(ModelShape.from_dict(json.loads(header["model"]), str(out / "masks.safetensors")), f"mask file {out / 'masks.safetensors'}")
         history = read_json(out / "history.json")
         config = SeekConfig(**read_json(out / "config.json"))
         return cls(
@@ -350,10 +374,17 @@ def _logits_of(mask: MaskLogits | None) -> dict[str, Tensor]:
     return {} if mask is None else {k: mask.logits(k).detach().cpu().clone() for k in mask.kinds}
 
 
-def _check_finite(terms: dict[str, Tensor], where: str) -> None:
-    for name, value in terms.items():
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(f"loss term '{name}' became {value.item()} at {where}; the last good masks were kept")
+def _named_logits(objective: SeekObjective) -> dict[str, Tensor]:
+    """Every mask's logits, named ``main.heads``, ``circuit.neurons``, ..."""
+    masks = (("main", objective.main), ("circuit", objective.circuit))
+    return {f"{prefix}.{kind}": mask.logits(kind) for prefix, mask in masks if mask is not None for kind in mask.kinds}
+
+
+def _check_finite(values: dict[str, Tensor], where: str, what: str = "loss term") -> None:
+    for name, value in values.items():
+        bad = value.detach()[~torch.isfinite(value.detach())]
+        if bad.numel():
+            raise NonFiniteLossError(f"{what} '{name}' became {bad.flatten()[0].item()} at {where}; the last good masks were kept")
 
 
 class SafeSeek:
@@ -381,8 +412,16 @@ class SafeSeek:
         ``records`` trains; ``val_records`` (default: the last ``config.val_size`` training records)
         selects the best epoch. With ``checkpoint_dir`` the state is saved after every epoch and
         ``resume=True`` continues from it. ``protected`` units are held on in the main mask.
+
+        Launched in several processes (``torchrun``, an initialized ``torch.distributed`` group),
+        each batch is split over the processes and the mask gradients are summed: the masks equal a
+        one-process run's with the same ``batch_size`` (the global batch, at least the number of
+        processes). Rank 0 alone writes the checkpoint and shows progress.
         """
         cfg = self.config
+        parallel = DataParallel.current()
+        if cfg.batch_size < parallel.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
         if val_records is None:
             from safeseek_tl.data import split_records
 
@@ -391,7 +430,7 @@ class SafeSeek:
         train_paths = _paths(cfg, records, self.loaded.chat, "training data")
         val_paths = _paths(cfg, val_records, self.loaded.chat, "validation data")
         fill = _mean_fill(self.loaded.model, train_paths, cfg.batch_size) if cfg.ablation == "mean" else None
-        objective = SeekObjective(self.loaded.model, cfg, self.shape, protected, fill)
+        objective = SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel)
         n_train = len(records)
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
@@ -405,19 +444,27 @@ class SafeSeek:
         if resume and checkpoint is not None and checkpoint.exists():
             state = _load_checkpoint(checkpoint, objective, optimizer, schedule, generator)
 
-        bar = tqdm(total=total_steps, initial=state.epoch * steps_per_epoch, desc=f"safeseek {cfg.scenario}/{cfg.units}", disable=not progress)
+        bar = tqdm(total=total_steps, initial=state.epoch * steps_per_epoch, desc=f"safeseek {cfg.scenario}/{cfg.units}", disable=not (progress and parallel.is_main))
         try:
             while state.epoch < cfg.epochs:
                 order = torch.randperm(n_train, generator=generator)
-                for part in batch_slices(n_train, cfg.batch_size):
-                    terms = objective.task_terms(train_paths, order[part], stochastic=True, generator=generator)
-                    terms |= objective.sparsity_terms()
-                    _check_finite(terms, f"epoch {state.epoch}")
+                for batch, part in enumerate(batch_slices(n_train, cfg.batch_size)):
+                    task = objective.task_terms(train_paths, order[part], stochastic=True, generator=generator)
+                    sparsity = objective.sparsity_terms()
+                    terms = task | sparsity
+                    where = f"epoch {state.epoch}, batch {batch}"
+                    _check_finite(terms, where)
                     loss = sum(terms.values())
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
+                    # This rank's share of the gradient: its part of the task terms and 1/world of the
+                    # data-free sparsity terms, which every rank computes whole; summed over ranks.
+                    (sum(task.values()) + sum(sparsity.values()) / parallel.world_size).backward()
+                    parallel.all_reduce_gradients(objective.parameters())
+                    grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
+                    # Checked before the step, so that a bad gradient never reaches the masks.
+                    _check_finite({"norm": grad_norm}, where, what="gradient (of the sum of the loss terms)")
                     optimizer.step()
+                    _check_finite(_named_logits(objective), where, what="mask logits")
                     schedule.step()
                     bar.update(1)
                     bar.set_postfix({"loss": f"{loss.item():.3g}"} | _sizes(objective), refresh=False)
@@ -429,10 +476,13 @@ class SafeSeek:
                     state.best_main, state.best_circuit = _logits_of(objective.main), _logits_of(objective.circuit)
                 else:
                     state.stale_epochs += 1
-                if checkpoint is not None:
+                if checkpoint is not None and parallel.is_main:
                     _save_checkpoint(checkpoint, state, objective, optimizer, schedule, generator)
                 if cfg.patience is not None and state.stale_epochs >= cfg.patience:
                     break
+        except NonFiniteLossError as err:
+            err.result = self._result(state, protected)
+            raise
         finally:
             bar.close()
         return self._result(state, protected)
@@ -506,11 +556,24 @@ def _save_checkpoint(path: Path, state: _State, objective: SeekObjective, optimi
     for key in ("best_main", "best_circuit"):
         meta.pop(key)
     header = {"state": json.dumps(meta), "schedule": json.dumps(schedule.state_dict()), "param_groups": json.dumps(opt_state["param_groups"])}
+    header |= {"config": json.dumps(objective.config.to_dict()), "model": json.dumps(objective.shape.to_dict())}
     write_safetensors(path, tensors, header)
+
+
+def _check_checkpoint_fits(path: Path, header: dict[str, str], objective: SeekObjective) -> None:
+    """Refuse to resume a checkpoint of another model or other settings (it would not give the same run)."""
+    if "config" not in header or "model" not in header:
+        raise ValueError(f"{path}: not a SafeSeek checkpoint of this version (no 'config' and 'model' in its header)")
+    objective.shape.check_compatible(ModelShape.from_dict(json.loads(header["model"]), str(path)), f"checkpoint {path}")
+    saved, wanted = json.loads(header["config"]), objective.config.to_dict()
+    changed = [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+    if changed:
+        raise ValueError(f"{path}: the checkpoint was made with other settings ({'; '.join(changed)}); resume with the same settings, or start again without --resume")
 
 
 def _load_checkpoint(path: Path, objective: SeekObjective, optimizer: Any, schedule: Any, generator: torch.Generator) -> _State:
     tensors, header = read_safetensors(path, "checkpoint")
+    _check_checkpoint_fits(path, header, objective)
     with torch.no_grad():
         for prefix, mask in (("main", objective.main), ("circuit", objective.circuit)):
             if mask is not None:
@@ -566,14 +629,41 @@ def behaviour_switch(loaded: Any, config: SeekConfig, circuit: Circuit, records:
         return {"switched": judge.attack_success_rate(run([r.prompt for r in records]))}
 
 
+def _smallest_switching_prefix(circuit: Circuit, main_logits: dict[str, Tensor], switches: Any) -> Circuit:
+    """The fewest units of ``circuit``, lowest main-mask logit first, whose ablation still ``switches``.
+
+    Binary search over the prefix length; ``switches(circuit)`` must hold for the whole circuit.
+    """
+    units = [
+        (float(main_logits[kind][layer, index]), kind, layer, index)
+        for kind in UNIT_KINDS if kind in main_logits
+        for layer, index in circuit.get(kind).nonzero().tolist()
+    ]  # fmt: skip
+    units.sort()
+
+    def prefix(k: int) -> Circuit:
+        chosen = {kind: [[layer, index] for _, unit_kind, layer, index in units[:k] if unit_kind == kind] for kind in UNIT_KINDS}
+        return Circuit.from_units(circuit.shape, chosen["heads"], chosen["neurons"], **circuit.metadata)
+
+    low, high = 1, len(units)  # switches(prefix(high)) holds
+    while low < high:
+        middle = (low + high) // 2
+        if switches(prefix(middle)):
+            high = middle
+        else:
+            low = middle + 1
+    return prefix(high)
+
+
 def discover_complete(
     loaded: Any,
     records: Sequence[Record],
     config: SeekConfig,
     val_records: Sequence[Record] | None = None,
-    max_rounds: int = 5,
+    max_rounds: int = 8,
     min_switched: float = 0.8,
     max_clean_drop: float = 0.1,
+    prune: bool = True,
     progress: bool = True,
 ) -> SeekResult:
     """Surface backup parts: repeat the search with the units found so far held on.
@@ -582,7 +672,10 @@ def discover_complete(
     cutting one is enough). Each round holds every unit found so far in place (it may not be
     ablated) and searches again; a round counts when ablating its new units alone still switches
     the behaviour (``behaviour_switch``: switched >= ``min_switched``, clean behaviour drops by at
-    most ``max_clean_drop``). The union of the counted rounds is the complete circuit.
+    most ``max_clean_drop``). With ``prune`` a counted round keeps only the fewest of its new units,
+    most confidently masked first, that still switch it (a binary search): cheap units that the
+    mask switched off without need do not enter the circuit. The union of the counted rounds is
+    the complete circuit.
     """
     from safeseek_tl.data import split_records
 
@@ -596,10 +689,15 @@ def discover_complete(
         new = result.circuit - union
         if len(new) == 0:
             break
-        check = behaviour_switch(loaded, config, new, val_records)
-        clean_drop = check.get("clean_full", 0.0) - check.get("clean", 0.0)
-        if check["switched"] < min_switched or clean_drop > max_clean_drop:
+
+        def switches(circuit: Circuit) -> bool:
+            check = behaviour_switch(loaded, config, circuit, val_records)
+            return check["switched"] >= min_switched and check.get("clean_full", 0.0) - check.get("clean", 0.0) <= max_clean_drop
+
+        if not switches(new):
             break
+        if prune:
+            new = _smallest_switching_prefix(new, result.main_logits, switches)
         union = union | new
         for entry in result.history:
             entry["round"] = round_index
