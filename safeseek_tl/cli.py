@@ -1,7 +1,9 @@
 """The ``safeseek`` command: a thin layer over the Python API.
 
-Exit codes: 0 success; 2 bad input (a file, a model name, an option); 130 interrupted (Ctrl-C);
+Exit codes: 0 success; 2 bad input (a file, a model name, an option); 3 the optimization diverged
+(a loss term, the gradient or a mask became NaN or infinite); 130 interrupted (Ctrl-C or SIGTERM);
 1 anything unexpected (a bug: please report it with the traceback ``SAFESEEK_DEBUG=1`` prints).
+Every error is one line on stderr; ``SAFESEEK_DEBUG=1`` re-raises it with its traceback.
 """
 
 from __future__ import annotations
@@ -24,12 +26,20 @@ app = typer.Typer(
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>, a local HF folder, a .gguf file or a cached hub name.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")]
 
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+EXIT_BUG, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _load(model: str, device: str):
+    import torch
+
     from safeseek_tl.models import load_model
 
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available to torch here; use --device cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return load_model(model, device=device)
 
@@ -148,10 +158,15 @@ def discover(
     from safeseek_tl.report_text import print_discovery_summary
     from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete
 
-    config = SeekConfig(
-        scenario=scenario, units=units, epochs=epochs, batch_size=batch_size, lr=lr, mask_kind=mask_kind,
-        objective=objective, val_size=val_size, seed=seed, **_parse_overrides(overrides),
-    )  # fmt: skip
+    try:
+        config = SeekConfig(
+            scenario=scenario, units=units, epochs=epochs, batch_size=batch_size, lr=lr, mask_kind=mask_kind,
+            objective=objective, val_size=val_size, seed=seed, **_parse_overrides(overrides),
+        )  # fmt: skip
+    except TypeError as err:  # an unknown --set key, or a value of the wrong type
+        raise ValueError(f"bad settings: {err}") from None
+    if complete and resume:
+        raise ValueError("--resume does not apply to --complete, which keeps no checkpoint")
     records = load_records(data, scenario)
     val_records = load_records(val_data, scenario) if val_data else None
     loaded = _load(model, device)
@@ -162,7 +177,8 @@ def discover(
         else:
             result = SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir=out / "checkpoint", resume=resume)
     except KeyboardInterrupt:
-        typer.secho(f"interrupted: the last finished epoch is saved in {out / 'checkpoint'}; rerun with --resume", err=True)
+        if (out / "checkpoint" / "checkpoint.safetensors").is_file():
+            typer.secho(f"interrupted: the last finished epoch is saved in {out / 'checkpoint'}; rerun with --resume", err=True)
         raise
     result.save(out)
     check_records = val_records or records[-config.val_size :]
@@ -442,20 +458,30 @@ def guard_evaluate(
     _print_guard_metrics(f"{loaded.name}: safeguard {guard} on {data}", metrics)
 
 
-
 def main() -> None:
-    """Entry point: run the app and turn known input errors into one clear line and exit code 2."""
+    """Entry point: run the app and turn every error into one clear line and its exit code."""
     from safeseek_tl.data import DataError
     from safeseek_tl.models import ModelNotAvailableError
+    from safeseek_tl.seek import NonFiniteLossError
     from safeseek_tl.units import ShapeMismatchError
 
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode typer turns Ctrl-C (and --help's exit) into a returned exit code.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == EXIT_INTERRUPTED:
+                typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
+            sys.exit(code)
     except (DataError, ShapeMismatchError, ModelNotAvailableError, FileNotFoundError, ValueError) as err:
         if os.environ.get("SAFESEEK_DEBUG"):
             raise
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         sys.exit(EXIT_BAD_INPUT)
+    except NonFiniteLossError as err:
+        if os.environ.get("SAFESEEK_DEBUG"):
+            raise
+        typer.secho(f"error: the optimization diverged: {err}; try a smaller --lr", err=True, fg=typer.colors.RED)
+        sys.exit(EXIT_DIVERGED)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
         sys.exit(EXIT_INTERRUPTED)
@@ -464,12 +490,18 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        # a usage error (unknown option, bad value); typer >= 0.20 vendors click as typer._click
+        if any(cls.__name__ == "ClickException" for cls in type(err).__mro__):
             err.show()
             sys.exit(EXIT_BAD_INPUT)
-        raise
+        if os.environ.get("SAFESEEK_DEBUG"):
+            raise
+        typer.secho(
+            f"error: unexpected {type(err).__name__}: {err}\n(a bug: rerun with SAFESEEK_DEBUG=1 to see the traceback, and please report it)",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

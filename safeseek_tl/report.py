@@ -139,6 +139,8 @@ def write_report(
     if scores is not None and circuit is not None:
         scores.shape.check_compatible(circuit.shape, f"{run / 'circuit.json'}")
     history = read_json(present["history.json"]) if "history.json" in present else None
+    if history is not None and not (isinstance(history, Mapping) and isinstance(history.get("history", []), list)):
+        raise ValueError(f"{present['history.json']}: expected an object with a 'history' list of epochs")
     examples_source = "examples"
     if examples is None and "examples.json" in present:
         examples, examples_source = read_json(present["examples.json"]), str(present["examples.json"])
