@@ -88,7 +88,7 @@ def main() -> None:
     result = SafeSeek(loaded, config).fit(train, val, progress=False)
     report("tiny-backdoor, backdoor, both", loaded, result, data, "asr_triggered", time.perf_counter() - start, truth)
     start = time.perf_counter()
-    complete = discover_complete(loaded, train, config, val, progress=False)
+    complete = discover_complete(loaded, train, config, val, benign_records=load_data("benign", "val")[:20], progress=False)
     report(f"tiny-backdoor, complete ({complete.rounds} rounds)", loaded, complete, data, "asr_triggered", time.perf_counter() - start, truth)
 
     loaded = load_model("organism:tiny-aligned")

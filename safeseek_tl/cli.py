@@ -142,6 +142,7 @@ def discover(
     units: Annotated[str, typer.Option(help="heads, neurons or both.")] = "heads",
     val_data: Annotated[Optional[Path], typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
     complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
+    benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response): with --complete, a round must keep them answered.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the official script's).")] = None,
     batch_size: int = 8,
     lr: float = 1e-2,
@@ -169,11 +170,12 @@ def discover(
         raise ValueError("--resume does not apply to --complete, which keeps no checkpoint")
     records = load_records(data, scenario)
     val_records = load_records(val_data, scenario) if val_data else None
+    benign_records = load_records(benign, "benign") if benign else []
     loaded = _load(model, device)
     _terminate_as_interrupt()
     try:
         if complete:
-            result = discover_complete(loaded, records, config, val_records)
+            result = discover_complete(loaded, records, config, val_records, benign_records=benign_records)
         else:
             result = SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir=out / "checkpoint", resume=resume)
     except KeyboardInterrupt:
