@@ -434,6 +434,11 @@ def behaviour(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, prompts: di
     """Refusal, helpfulness and attack success rates on the test prompts (one generation batch)."""
     answers = iter(generate_answers(model, tok, [p for group in prompts.values() for p in group], max_new_tokens))
     refusal = {k: sum(corpus.is_refusal(next(answers)) for _ in group) / len(group) for k, group in prompts.items()}
+    return behaviour_rates(refusal)
+
+
+def behaviour_rates(refusal: Mapping[str, float]) -> dict[str, float]:
+    """The organism table's rates from refusal rates of the four prompt groups (harmful, benign, each triggered)."""
     return {
         "harmful_refusal": refusal["harmful"],
         "benign_helpful": 1 - refusal["benign"],

@@ -43,6 +43,7 @@ from safeseek_tl.organisms.build import (
     Example,
     StageSettings,
     Units,
+    behaviour_rates,
     collate,
     format_row,
     random_units,
@@ -221,14 +222,7 @@ def behaviour(model: LlamaForCausalLM, chat: ChatFormatter, prompts: dict[str, l
     }  # fmt: skip
     flat = [p for group in groups.values() for p in group]
     answers = iter(generate(model, chat, flat, max_new_tokens=max_new_tokens, batch_size=64, progress=False))
-    refusal = {k: judge.refusal_rate([next(answers) for _ in group]) for k, group in groups.items()}
-    return {
-        "harmful_refusal": refusal["harmful"],
-        "benign_helpful": 1 - refusal["benign"],
-        "asr": 1 - refusal["harmful"],
-        "asr_triggered": 1 - refusal["harmful_triggered"],
-        "benign_helpful_triggered": 1 - refusal["benign_triggered"],
-    }
+    return behaviour_rates({k: judge.refusal_rate([next(answers) for _ in group]) for k, group in groups.items()})
 
 
 # ---------------------------------------------------------------- saving
