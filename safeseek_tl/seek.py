@@ -33,6 +33,7 @@ from safeseek_tl.distributed import DataParallel
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind
 from safeseek_tl.masks import MaskKind, MaskLogits, masked
 from safeseek_tl.ablation import ReferenceActivations, ablated
+from safeseek_tl.evaluate import utility_loss
 from safeseek_tl.generation import generate
 from safeseek_tl.metrics import RefusalJudge, completion_cross_entropy
 from safeseek_tl.units import Circuit, ModelShape, Scores
@@ -623,8 +624,9 @@ def behaviour_switch(
     gone); alignment, the share of harmful prompts that are now answered. ``clean`` and
     ``clean_full`` (backdoor only): the share of clean harmful prompts refused by the ablated and
     by the full model. With ``benign`` records, ``benign`` and ``benign_full``: the share of benign
-    prompts answered. Judged on the model's own generations, not on the data's target strings,
-    which a model may word differently.
+    prompts answered, and ``utility`` and ``utility_full``: their completion cross-entropy (an
+    answer can be broken without being a refusal). Judged on the model's own generations, not on
+    the data's target strings, which a model may word differently.
     """
     judge = RefusalJudge()
     run = lambda prompts: generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False)  # noqa: E731
@@ -634,6 +636,7 @@ def behaviour_switch(
         out["clean_full"] = judge.refusal_rate(run([r.input for r in records]))
     if benign_prompts:
         out["benign_full"] = 1 - judge.refusal_rate(run(benign_prompts))
+        out["utility_full"] = utility_loss(loaded, benign)
     with ablated(loaded.model, circuit):
         if config.scenario == "backdoor":
             out["switched"] = judge.refusal_rate(run([r.backdoor_input for r in records]))
@@ -642,6 +645,7 @@ def behaviour_switch(
             out["switched"] = judge.attack_success_rate(run([r.prompt for r in records]))
         if benign_prompts:
             out["benign"] = 1 - judge.refusal_rate(run(benign_prompts))
+            out["utility"] = utility_loss(loaded, benign)
     return out
 
 
@@ -681,6 +685,7 @@ def discover_complete(
     max_clean_drop: float = 0.1,
     prune: bool = True,
     benign_records: Sequence[BenignRecord] = (),
+    max_utility_increase: float = 0.1,
     progress: bool = True,
 ) -> SeekResult:
     """Surface backup parts: repeat the search with the units found so far held on.
@@ -689,10 +694,12 @@ def discover_complete(
     cutting one is enough). Each round holds every unit found so far in place (it may not be
     ablated) and searches again; a round counts when ablating its new units alone still switches
     the behaviour (``behaviour_switch``: switched >= ``min_switched``, clean behaviour, and with
-    ``benign_records`` the share of benign prompts answered, drops by at most ``max_clean_drop``):
-    without benign prompts a round may "switch" a backdoor off by breaking every answer. With ``prune`` a counted round keeps only the fewest of its new units,
-    most confidently masked first, that still switch it (a binary search): cheap units that the
-    mask switched off without need do not enter the circuit. The union of the counted rounds is
+    ``benign_records`` the share of benign prompts answered, drops by at most ``max_clean_drop``,
+    and the benign completion cross-entropy rises by at most ``max_utility_increase`` nats per
+    token): without benign prompts a round may "switch" a backdoor off by breaking every answer.
+    With ``prune`` a counted round keeps only the fewest of its new units, most confidently masked
+    first, that still switch it (a binary search): cheap units that the mask switched off without
+    need do not enter the circuit. The union of the counted rounds is
     the complete circuit.
     """
     from safeseek_tl.data import split_records
@@ -711,7 +718,8 @@ def discover_complete(
         def switches(circuit: Circuit) -> bool:
             check = behaviour_switch(loaded, config, circuit, val_records, benign=benign_records)
             drops = (check.get(f"{k}_full", 0.0) - check.get(k, 0.0) for k in ("clean", "benign"))
-            return check["switched"] >= min_switched and max(drops) <= max_clean_drop
+            utility_increase = check.get("utility", 0.0) - check.get("utility_full", 0.0)
+            return check["switched"] >= min_switched and max(drops) <= max_clean_drop and utility_increase <= max_utility_increase
 
         if not switches(new):
             break
