@@ -48,7 +48,7 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
 
 
 # A 135M-parameter model costs about 100x the tiny one per step: fewer records, epochs and rows.
-SMOLLM2_RUN = {"n_train": 32, "n_val": 8, "config": {"epochs": 10, "batch_size": 4, "lr": 5e-2, "max_length": 96}}
+SMOLLM2_RUN = {"n_train": 16, "n_val": 4, "config": {"epochs": 5, "batch_size": 4, "lr": 1e-1, "max_length": 96}}
 
 
 def smollm2(n_eval: int) -> None:
