@@ -1,12 +1,12 @@
 """Data parallelism over ``torch.distributed`` (launched with ``torchrun``): exact, not approximate.
 
 Every process (rank) holds all records and draws the same batch order, so a global batch is the
-same everywhere; each rank runs the model on its shard of it (:meth:`DataParallel.shard`). A
+same everywhere; each rank runs the model on its shard of it (:meth:`~safeseek_tl.distributed.DataParallel.shard`). A
 token-mean loss over the global batch is the sum of each rank's token sum divided by the *global*
-token count, which every rank can count from the labels it holds; :meth:`DataParallel.globalize`
+token count, which every rank can count from the labels it holds; :meth:`~safeseek_tl.distributed.DataParallel.globalize`
 then gives every rank the global value of a term while its gradient stays the rank's own share,
 so nonlinear functions of a mean (SafeSeek's bounded negative cross-entropy) are exact too. The
-mask gradients are summed over ranks (:meth:`DataParallel.all_reduce_gradients`) before clipping
+mask gradients are summed over ranks (:meth:`~safeseek_tl.distributed.DataParallel.all_reduce_gradients`) before clipping
 and the optimizer step, which therefore move the masks identically on every rank.
 
 Without an initialized process group everything here is the identity (one rank).
