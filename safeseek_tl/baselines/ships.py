@@ -37,6 +37,7 @@ from safeseek_tl.hooks import head_hook, query_hook
 from safeseek_tl.masks import HookList
 from safeseek_tl.metrics import last_position_kl
 from safeseek_tl.models import LoadedModel
+from safeseek_tl.prefix import last_logits_and_residuals, last_logits_from
 from safeseek_tl.units import Circuit, Scores
 
 Operator = Literal["ua", "sc", "mean"]
@@ -87,25 +88,26 @@ def _ships_per_query(
 ) -> Float[Tensor, "n_prompts n_layers n_heads"]:
     _check_operator(operator)
     n_layers, n_heads = loaded.shape.size("heads")
-    n_units = n_layers * n_heads
     tokens = tokenize_prompts(loaded.chat, prompts)
-    out = torch.zeros(len(prompts), n_units)
+    out = torch.zeros(len(prompts), n_layers, n_heads)
     parts = batch_slices(len(prompts), batch_size)
-    bar = tqdm(total=sum(-(-n_units // max(1, batch_size // (p.stop - p.start))) for p in parts), desc="Ships", disable=not progress, leave=False)
+    bar = tqdm(total=sum(n_layers * -(-n_heads // max(1, batch_size // (p.stop - p.start))) for p in parts), desc="Ships", disable=not progress, leave=False)
     for part in parts:
         ids, mask = _batch(loaded, tokens, part)
         b = len(ids)
-        full = _last_logits(loaded, ids, mask, [])
+        full, residuals = last_logits_and_residuals(loaded.model, ids, mask)
         per_pass = max(1, batch_size // b)
-        for start in range(0, n_units, per_pass):
-            units = range(start, min(start + per_pass, n_units))
-            k = len(units)
-            hooks = head_ablation_hooks(_one_head_per_row(units, b, n_layers, n_heads), operator, epsilon)
-            ablated = _last_logits(loaded, ids.repeat(k, 1), mask.repeat(k, 1), hooks)
-            out[part, start : start + k] = last_position_kl(full.repeat(k, 1), ablated).view(k, b).T.cpu()
-            bar.update()
+        # Ablating a head of layer l changes nothing before l: run from the cached residual at l.
+        for layer in range(n_layers):
+            for start in range(0, n_heads, per_pass):
+                k = min(per_pass, n_heads - start)
+                units = range(layer * n_heads + start, layer * n_heads + start + k)
+                hooks = head_ablation_hooks(_one_head_per_row(units, b, n_layers, n_heads), operator, epsilon)
+                ablated = last_logits_from(loaded.model, layer, residuals[layer].repeat(k, 1, 1), mask.repeat(k, 1), hooks)
+                out[part, layer, start : start + k] = last_position_kl(full.repeat(k, 1), ablated).view(k, b).T.cpu()
+                bar.update()
     bar.close()
-    return out.view(len(prompts), n_layers, n_heads)
+    return out
 
 
 def _ships_result(loaded: LoadedModel, per_query: Tensor, operator: str, epsilon: float) -> Scores:
@@ -138,7 +140,9 @@ def ships_scores(
     """Ships head scores: mean over prompts of KL(p_full || p_head ablated) at the last position.
 
     Batched: each forward pass holds up to ``batch_size`` rows, the prompts of a batch repeated
-    once per head, every row ablating its own head. With ``per_query=True`` also returns the
+    once per head of one layer, every row ablating its own head; the pass starts from the clean
+    run's residual stream at that layer (:mod:`safeseek_tl.prefix`), since an ablation cannot change
+    what comes before it, and unembeds the last position only. With ``per_query=True`` also returns the
     per-prompt scores ``[n_prompts, n_layers, n_heads]`` (the paper's per-query Ships).
     """
     if not prompts:
