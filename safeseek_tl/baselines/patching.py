@@ -138,8 +138,8 @@ def activation_patching(
     clean_sum = corrupted_sum = 0.0
     for clean_ids, clean_mask, corr_ids, corr_mask in batches:
         b = len(clean_ids)
-        clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names)
-        baseline = metric(model(corr_ids, attention_mask=corr_mask)[:, -1]).double().cpu()
+        clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names, logits_to_keep=1)
+        baseline = metric(model(corr_ids, attention_mask=corr_mask, logits_to_keep=1)[:, -1]).double().cpu()
         clean_sum += float(metric(clean_logits[:, -1]).double().sum())
         corrupted_sum += float(baseline.sum())
         per_pass = max(1, batch_size // b)
@@ -158,7 +158,7 @@ def activation_patching(
                     lambda act, layer, kind=kind, k=k: cache[unit_hook(kind, layer)].repeat(k, *([1] * (act.dim() - 1))),
                 )
             with model.hooks(fwd_hooks=hooks):
-                logits = model(corr_ids.repeat(k, 1), attention_mask=corr_mask.repeat(k, 1))[:, -1]
+                logits = model(corr_ids.repeat(k, 1), attention_mask=corr_mask.repeat(k, 1), logits_to_keep=1)[:, -1]
             effect = (metric(logits).double().cpu() - baseline.repeat(k)).view(k, b).sum(1)
             for j, (kind, layer, index) in enumerate(group):
                 totals[kind][layer, index] += effect[j]
@@ -184,6 +184,9 @@ def attribution_patching(
     unit, ``sum over positions (and d_head) of d metric / d act * (clean act - corrupted act)``,
     averaged over pairs. It equals activation patching exactly only where the metric is linear in
     the unit's activation; elsewhere (through later attention, MLPs and norms) it is an estimate.
+
+    Cost: three passes for all heads and neurons at once, the clean forward, the corrupted forward
+    and its backward; only the last position is unembedded (docs/performance.md has measurements).
     """
     metric = refusal_metric(loaded) if metric is None else metric
     kinds = unit_kinds(units)
@@ -197,7 +200,7 @@ def attribution_patching(
         _pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size), desc="attribution patching", disable=not progress, leave=False
     ):
         with torch.no_grad():
-            clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names)
+            clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names, logits_to_keep=1)
             clean_sum += float(metric(clean_logits[:, -1]).double().sum())
         corrupted: dict[tuple[UnitKind, int], Tensor] = {}
         deltas: dict[tuple[UnitKind, int], Tensor] = {}
@@ -213,7 +216,7 @@ def attribution_patching(
             return hook
 
         with torch.enable_grad(), model.hooks(fwd_hooks=[(unit_hook(kind, layer), attach((kind, layer))) for kind, layer in keys]):
-            values = metric(model(corr_ids, attention_mask=corr_mask)[:, -1])
+            values = metric(model(corr_ids, attention_mask=corr_mask, logits_to_keep=1)[:, -1])
             grads = torch.autograd.grad(values.sum(), [deltas[key] for key in keys], allow_unused=True)
         corrupted_sum += float(values.detach().double().sum())
         for (kind, layer), grad in zip(keys, grads):
