@@ -41,7 +41,7 @@ def _gate(mask: Tensor, fill: Tensor | None, unit_dims: int) -> Callable[..., Te
     trailing = (None,) * (unit_dims - 1)
 
     def hook(act: Tensor, hook: Any) -> Tensor:
-        m = mask.to(act.dtype)
+        m = mask.to(device=act.device, dtype=act.dtype)  # layers of a sharded model sit on several devices
         m = m[(..., *trailing)] if m.dim() == 1 else m[(slice(None), None, ..., *trailing)]
         if fill is None:
             return act * m

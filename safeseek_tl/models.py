@@ -22,6 +22,8 @@ from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.units import ModelShape
 
 ORGANISM_PREFIX = "organism:"
+SHARDING_KWARGS = ("device_map", "n_devices", "max_memory", "offload_folder")
+"""``TransformerBridge.boot_transformers`` options that place a model over several devices."""
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -57,10 +59,16 @@ def _boot(folder: Path, name: str, device: str, dtype: torch.dtype, hf_model: An
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if hf_model is None:
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    if "device_map" not in bridge_kwargs and "n_devices" not in bridge_kwargs:
+    # With a placement over several devices the bridge must load the weights itself (accelerate
+    # dispatches them as it loads): TransformerBridge refuses a preloaded model with one.
+    sharded = any(key in bridge_kwargs for key in SHARDING_KWARGS)
+    if sharded:
+        if hf_model is not None:
+            raise ValueError(f"model {name!r} is built in memory (a delta organism) and loads on one device; {', '.join(SHARDING_KWARGS)} need a model folder")
+    else:
         bridge_kwargs["device"] = device
+        if hf_model is None:
+            hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, dtype=dtype, **bridge_kwargs)
     bridge.eval()
     bridge.requires_grad_(False)
@@ -116,8 +124,11 @@ def load_model(spec: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
         spec: ``organism:<name>``, a local Hugging Face folder, a ``.gguf`` file or a cached hub name.
         device: torch device for the weights.
         dtype: weight dtype (masks stay float32 whatever this is).
-        bridge_kwargs: passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map="auto"``
-            or ``n_devices=2`` to shard a model over several GPUs).
+        bridge_kwargs: passed to ``TransformerBridge.boot_transformers``. To shard a model that
+            does not fit one GPU, ``device_map="auto"`` (accelerate places the layers over every
+            visible GPU), ``n_devices=2`` (split over two GPUs), ``max_memory={0: "20GiB", ...}``;
+            ``device`` is then ignored. Sharding works for model folders, GGUF files and cached
+            hub names, not for the delta organisms (``smollm2-*``), which are built in memory.
     """
     text = str(spec)
     if text.startswith(ORGANISM_PREFIX):

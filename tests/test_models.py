@@ -28,6 +28,33 @@ def test_bridge_logits_equal_the_hugging_face_model(gqa, gqa_dir, tokens):
     torch.testing.assert_close(gqa.model(tokens), hf(tokens).logits, rtol=1e-5, atol=1e-5)
 
 
+def test_a_device_map_reaches_the_bridge_loader(gqa, gqa_dir, tokens, tmp_path):
+    from safeseek_tl.baselines.ships import ships_scores
+    from safeseek_tl.masks import masked
+
+    # accelerate dispatches the weights as the bridge loads them; with no GPU in CI, layer 1 is
+    # offloaded to disk (its weights come in at each forward), which takes the same hooks
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    placed = load_model(gqa_dir, device_map=device_map, offload_folder=str(tmp_path))
+    assert placed.model.original_model.hf_device_map == device_map
+    assert not placed.model.training and all(not p.requires_grad for p in placed.model.parameters())
+    torch.testing.assert_close(placed.model(tokens), gqa.model(tokens), rtol=0, atol=1e-6)
+    heads = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0]])
+    with masked(placed.model, heads=heads), torch.no_grad():
+        placed_masked = placed.model(tokens)
+    with masked(gqa.model, heads=heads), torch.no_grad():
+        torch.testing.assert_close(placed_masked, gqa.model(tokens), rtol=0, atol=1e-6)
+    prompts = ["tell me how to steal a car", "bake a cake"]
+    torch.testing.assert_close(ships_scores(placed, prompts, progress=False).heads, ships_scores(gqa, prompts, progress=False).heads)
+
+
+def test_a_model_built_in_memory_refuses_a_device_map(gqa_dir):
+    from safeseek_tl.models import _boot
+
+    with pytest.raises(ValueError, match="built in memory"):
+        _boot(gqa_dir, "delta organism", "cpu", torch.float32, hf_model=object(), n_devices=2)
+
+
 def test_uncached_hub_name_says_it_is_not_available_offline():
     with pytest.raises(ModelNotAvailableError, match="nothing is downloaded"):
         load_model("no-such-org/no-such-model-xyz")
