@@ -154,8 +154,13 @@ def discover(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Find the circuit of a backdoor or of safety alignment with SafeSeek masks."""
+    """Find the circuit of a backdoor or of safety alignment with SafeSeek masks.
+
+    Data parallel: `torchrun --nproc_per_node N -m safeseek_tl.cli discover ...` splits every batch
+    over N processes (--batch-size is the global batch) and gives the masks of one process.
+    """
     from safeseek_tl.data import load_records
+    from safeseek_tl.distributed import init_from_environment
     from safeseek_tl.report_text import print_discovery_summary
     from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete
 
@@ -171,6 +176,8 @@ def discover(
     records = load_records(data, scenario)
     val_records = load_records(val_data, scenario) if val_data else None
     benign_records = load_records(benign, "benign") if benign else []
+    # Under torchrun: join the process group (one GPU per rank on CUDA); each batch is split over the ranks.
+    parallel, device = init_from_environment(device)
     loaded = _load(model, device)
     _terminate_as_interrupt()
     try:
@@ -182,6 +189,8 @@ def discover(
         if (out / "checkpoint" / "checkpoint.safetensors").is_file():
             typer.secho(f"interrupted: the last finished epoch is saved in {out / 'checkpoint'}; rerun with --resume", err=True)
         raise
+    if not parallel.is_main:  # every rank holds the same result; rank 0 writes and reports it
+        return
     result.save(out)
     check_records = val_records or records[-config.val_size :]
     print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records), out)

@@ -80,6 +80,8 @@ def init_from_environment(device: str = "cpu") -> tuple[DataParallel, str]:
     if world_size == 1 or not dist.is_available():
         return DataParallel.current(), device
     cuda = torch.device(device).type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA GPU is available to torch here; use cpu (the gloo backend)")
     if cuda and torch.device(device).index is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     if not dist.is_initialized():
