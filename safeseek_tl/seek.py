@@ -610,13 +610,36 @@ def discover(
 
 
 
+SWITCH_TOKENS = 32
+"""New tokens generated per prompt when judging whether an ablation switches the behaviour."""
+
+
+def _clean_behaviour(loaded: Any, config: SeekConfig, records: Sequence[Record], benign: Sequence[BenignRecord], max_new_tokens: int) -> dict[str, float]:
+    """What must not change: refusal of clean harmful prompts (backdoor), benign answers and their cross-entropy."""
+    judge = RefusalJudge()
+    out: dict[str, float] = {}
+    if config.scenario == "backdoor":
+        out["clean"] = judge.refusal_rate(generate(loaded.model, loaded.chat, [r.input for r in records], max_new_tokens, progress=False))
+    if benign:
+        answers = generate(loaded.model, loaded.chat, [r.prompt for r in benign], max_new_tokens, progress=False)
+        out["benign"] = 1 - judge.refusal_rate(answers)
+        out["utility"] = utility_loss(loaded, benign)
+    return out
+
+
+def _full_behaviour(loaded: Any, config: SeekConfig, records: Sequence[Record], benign: Sequence[BenignRecord], max_new_tokens: int) -> dict[str, float]:
+    """:func:`_clean_behaviour` of the model without ablation, as ``*_full`` keys."""
+    return {f"{k}_full": v for k, v in _clean_behaviour(loaded, config, records, benign, max_new_tokens).items()}
+
+
 def behaviour_switch(
     loaded: Any,
     config: SeekConfig,
     circuit: Circuit,
     records: Sequence[Record],
-    max_new_tokens: int = 32,
+    max_new_tokens: int = SWITCH_TOKENS,
     benign: Sequence[BenignRecord] = (),
+    full: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Does ablating ``circuit`` switch the behaviour while keeping clean behaviour? (greedy + keyword judge)
 
@@ -626,27 +649,21 @@ def behaviour_switch(
     by the full model. With ``benign`` records, ``benign`` and ``benign_full``: the share of benign
     prompts answered, and ``utility`` and ``utility_full``: their completion cross-entropy (an
     answer can be broken without being a refusal). Judged on the model's own generations, not on
-    the data's target strings, which a model may word differently.
+    the data's target strings, which a model may word differently. ``full``: the ``*_full`` values
+    from an earlier call on the same model and data, so that repeated checks do not measure the
+    full model again.
     """
+    if full is None:
+        full = _full_behaviour(loaded, config, records, benign, max_new_tokens)
     judge = RefusalJudge()
-    run = lambda prompts: generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False)  # noqa: E731
-    benign_prompts = [r.prompt for r in benign]
-    out: dict[str, float] = {}
-    if config.scenario == "backdoor":
-        out["clean_full"] = judge.refusal_rate(run([r.input for r in records]))
-    if benign_prompts:
-        out["benign_full"] = 1 - judge.refusal_rate(run(benign_prompts))
-        out["utility_full"] = utility_loss(loaded, benign)
     with ablated(loaded.model, circuit):
         if config.scenario == "backdoor":
-            out["switched"] = judge.refusal_rate(run([r.backdoor_input for r in records]))
-            out["clean"] = judge.refusal_rate(run([r.input for r in records]))
+            prompts = [r.backdoor_input for r in records]
+            switched = judge.refusal_rate(generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False))
         else:
-            out["switched"] = judge.attack_success_rate(run([r.prompt for r in records]))
-        if benign_prompts:
-            out["benign"] = 1 - judge.refusal_rate(run(benign_prompts))
-            out["utility"] = utility_loss(loaded, benign)
-    return out
+            prompts = [r.prompt for r in records]
+            switched = judge.attack_success_rate(generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False))
+        return {**full, "switched": switched, **_clean_behaviour(loaded, config, records, benign, max_new_tokens)}
 
 
 def _smallest_switching_prefix(circuit: Circuit, main_logits: dict[str, Tensor], switches: Any) -> Circuit:
@@ -709,6 +726,8 @@ def discover_complete(
     shape = loaded.shape
     union = Circuit.empty(shape)
     rounds: list[SeekResult] = []
+    # The model itself does not change between rounds: measure its clean behaviour once.
+    full = _full_behaviour(loaded, config, val_records, benign_records, SWITCH_TOKENS)
     for round_index in range(max_rounds):
         result = SafeSeek(loaded, config).fit(records, val_records, protected=union if rounds else None, progress=progress)
         new = result.circuit - union
@@ -716,7 +735,7 @@ def discover_complete(
             break
 
         def switches(circuit: Circuit) -> bool:
-            check = behaviour_switch(loaded, config, circuit, val_records, benign=benign_records)
+            check = behaviour_switch(loaded, config, circuit, val_records, benign=benign_records, full=full)
             drops = (check.get(f"{k}_full", 0.0) - check.get(k, 0.0) for k in ("clean", "benign"))
             utility_increase = check.get("utility", 0.0) - check.get("utility_full", 0.0)
             return check["switched"] >= min_switched and max(drops) <= max_clean_drop and utility_increase <= max_utility_increase

@@ -108,3 +108,23 @@ def test_negative_ce_term_is_bounded_by_default(gqa):
     torch.testing.assert_close(bounded._negative_ce(ce), torch.tensor([3.0, 0.0]))  # relu(5 - CE)
     unbounded = SeekObjective(gqa.model, _config(negative_ce="unbounded"), gqa.shape)
     torch.testing.assert_close(unbounded._negative_ce(ce), -ce)
+
+
+def test_complete_search_pruning_keeps_the_shortest_switching_prefix_by_mask_logit():
+    from safeseek_tl.seek import _smallest_switching_prefix
+    from safeseek_tl.units import Circuit, ModelShape
+
+    shape = ModelShape(n_layers=2, n_heads=4, d_mlp=6, model_name="toy")
+    heads = [[0, 0], [0, 1], [1, 2], [1, 3]]
+    circuit = Circuit.from_units(shape, heads=heads, neurons=[[1, 5]])
+    logits = {"heads": torch.tensor([[-3.0, -1.0, 0.0, 0.0], [0.0, 0.0, -2.0, -0.5]]), "neurons": torch.full((2, 6), -4.0)}
+    needed = {("heads", 0, 0), ("heads", 1, 2)}  # the switch needs these two; ranking: n(1,5), h(0,0), h(1,2), ...
+    calls = []
+
+    def switches(candidate: Circuit) -> bool:
+        calls.append(len(candidate))
+        return all(candidate.get(kind)[layer, index] for kind, layer, index in needed)
+
+    pruned = _smallest_switching_prefix(circuit, logits, switches)
+    assert pruned.head_list == [[0, 0], [1, 2]] and pruned.neuron_list == [[1, 5]]
+    assert len(calls) <= 3  # a binary search over 5 units, not a linear scan

@@ -37,3 +37,18 @@ def test_backdoor_circuit_lies_inside_the_planted_units(backdoor_run, record_pro
     assert precision >= 0.9
     assert 0 < len(result.circuit) <= len(truth)
     assert recall > 0
+
+
+def test_behaviour_switch_reuses_a_given_full_model_measurement():
+    from safeseek_tl.seek import behaviour_switch
+
+    loaded = load_model("organism:tiny-backdoor")
+    config = SeekConfig(scenario="backdoor")
+    records, benign = load_data("backdoor", "val")[:6], load_data("benign", "val")[:6]
+    truth = ground_truth("tiny-backdoor", loaded)
+    check = behaviour_switch(loaded, config, truth, records, max_new_tokens=24, benign=benign)
+    assert check["switched"] == 1.0 and check["clean"] == check["clean_full"] == 1.0
+    assert check["benign"] == check["benign_full"] and abs(check["utility"] - check["utility_full"]) < 0.01
+    marker = {"clean_full": 0.25, "benign_full": 0.5, "utility_full": 9.0}
+    again = behaviour_switch(loaded, config, truth, records, max_new_tokens=24, benign=benign, full=marker)
+    assert {k: again[k] for k in marker} == marker and again["switched"] == check["switched"]
