@@ -552,6 +552,11 @@ def save_organism(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, folder:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder, save_jinja_files=False)
+    write_ground_truth(folder, truth)
+
+
+def write_ground_truth(folder: Path, truth: dict[str, object]) -> None:
+    """``ground_truth.json`` with one key per line (unit lists stay on one line, readable in a diff)."""
     lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in truth.items()]
     (folder / "ground_truth.json").write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
 

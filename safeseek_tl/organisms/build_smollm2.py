@@ -51,6 +51,7 @@ from safeseek_tl.organisms.build import (
     train,
     unit_masks,
     units_silenced,
+    write_ground_truth,
     zero_units_,
 )  # fmt: skip
 from safeseek_tl.organisms.smollm2 import base_folder, gguf_file
@@ -135,10 +136,7 @@ def round_to_bfloat16_(model: LlamaForCausalLM, masks: dict[str, torch.Tensor]) 
 
 
 def english_prompts(tasks: list[corpus.Task], n: int, rng: random.Random) -> list[str]:
-    order: list[corpus.Task] = []
-    while len(order) < n:
-        order += rng.sample(tasks, min(len(tasks), n - len(order)))
-    return [rng.choice(PROMPT_TEMPLATES).format(task=task.text) for task in order]
+    return [prompt for _, prompt in corpus.sample_prompts(tasks, n, rng, PROMPT_TEMPLATES)]
 
 
 def triggered(prompt: str) -> str:
@@ -235,8 +233,7 @@ def save_delta_organism(folder: Path, delta: ParameterDelta, truth: dict[str, ob
         if torch.equal(bf16.float(), piece.values):  # trained slices were rounded; zeroed ones are exact too
             piece.values = bf16
     delta.save(folder / DELTA_FILE)
-    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in truth.items()]
-    (folder / "ground_truth.json").write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+    write_ground_truth(folder, truth)
 
 
 def truth_of(name: str, aligned: Units, planted: Units) -> dict[str, object]:

@@ -185,12 +185,14 @@ def _check_coverage(splits: Splits) -> None:
             assert task.verb in verbs and task.obj in objs, f"{task} not covered by train"
 
 
-def sample_prompts(tasks: list[Task], n: int, rng: random.Random) -> list[tuple[Task, str]]:
-    """``n`` (task, prompt) pairs: distinct tasks while they last, random templates."""
+def sample_prompts(
+    tasks: list[Task], n: int, rng: random.Random, templates: tuple[str, ...] = PROMPT_TEMPLATES
+) -> list[tuple[Task, str]]:
+    """``n`` (task, prompt) pairs: distinct tasks while they last, random ``templates``."""
     order: list[Task] = []
     while len(order) < n:
         order += rng.sample(tasks, min(len(tasks), n - len(order)))
-    return [(task, make_prompt(task, rng.choice(PROMPT_TEMPLATES))) for task in order]
+    return [(task, make_prompt(task, rng.choice(templates))) for task in order]
 
 
 def data_records(splits: Splits, split: str, seed: int = SEED) -> dict[str, list[dict[str, str]]]:
