@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
+from safeseek_tl.checkpoint import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.distributed import DataParallel
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind
@@ -441,7 +442,7 @@ class SafeSeek:
         )
         state = _State(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit))
         generator = torch.Generator().manual_seed(cfg.seed)
-        checkpoint = Path(checkpoint_dir) / "checkpoint.safetensors" if checkpoint_dir else None
+        checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
         if resume and checkpoint is not None and checkpoint.exists():
             state = _load_checkpoint(checkpoint, objective, optimizer, schedule, generator)
 
@@ -548,46 +549,21 @@ def _save_checkpoint(path: Path, state: _State, objective: SeekObjective, optimi
     for prefix, best in (("best_main", state.best_main), ("best_circuit", state.best_circuit)):
         for kind, value in best.items():
             tensors[f"{prefix}.{kind}"] = value
-    opt_state = optimizer.state_dict()
-    for i, slot in opt_state["state"].items():
-        for key, value in slot.items():
-            tensors[f"opt.{i}.{key}"] = value.detach().cpu().reshape(-1) if value.dim() == 0 else value.detach().cpu()
-    tensors["rng"] = generator.get_state()
     meta = dataclasses.asdict(state)
     for key in ("best_main", "best_circuit"):
         meta.pop(key)
-    header = {"state": json.dumps(meta), "schedule": json.dumps(schedule.state_dict()), "param_groups": json.dumps(opt_state["param_groups"])}
-    header |= {"config": json.dumps(objective.config.to_dict()), "model": json.dumps(objective.shape.to_dict())}
-    write_safetensors(path, tensors, header)
-
-
-def _check_checkpoint_fits(path: Path, header: dict[str, str], objective: SeekObjective) -> None:
-    """Refuse to resume a checkpoint of another model or other settings (it would not give the same run)."""
-    if "config" not in header or "model" not in header:
-        raise ValueError(f"{path}: not a SafeSeek checkpoint of this version (no 'config' and 'model' in its header)")
-    objective.shape.check_compatible(ModelShape.from_dict(json.loads(header["model"]), str(path)), f"checkpoint {path}")
-    saved, wanted = json.loads(header["config"]), objective.config.to_dict()
-    changed = [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
-    if changed:
-        raise ValueError(f"{path}: the checkpoint was made with other settings ({'; '.join(changed)}); resume with the same settings, or start again without --resume")
+    header = {"state": json.dumps(meta), "schedule": json.dumps(schedule.state_dict())}
+    write_checkpoint(path, tensors, header, settings=objective.config.to_dict(), shape=objective.shape, optimizer=optimizer, generator=generator)
 
 
 def _load_checkpoint(path: Path, objective: SeekObjective, optimizer: Any, schedule: Any, generator: torch.Generator) -> _State:
-    tensors, header = read_safetensors(path, "checkpoint")
-    _check_checkpoint_fits(path, header, objective)
+    tensors, header = read_checkpoint(path, settings=objective.config.to_dict(), shape=objective.shape, optimizer=optimizer, generator=generator)
     with torch.no_grad():
         for prefix, mask in (("main", objective.main), ("circuit", objective.circuit)):
             if mask is not None:
                 for kind in mask.kinds:
                     mask.logits(kind).copy_(tensors[f"{prefix}.{kind}"])
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": json.loads(header["param_groups"])}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, index, name = key.split(".", 2)
-            opt_state["state"].setdefault(int(index), {})[name] = value.reshape(()) if name == "step" else value
-    optimizer.load_state_dict(opt_state)
     schedule.load_state_dict(json.loads(header["schedule"]))
-    generator.set_state(tensors["rng"])
     meta = json.loads(header["state"])
     return _State(
         **meta,
