@@ -38,6 +38,11 @@ before they reach the optimizer, and the optimizer is AdamW *without weight deca
 gradient is always zero keeps zero Adam moments, so its update is exactly zero (weight decay would
 shrink it). Training runs in eval mode (no dropout), so a run is deterministic given its seed.
 
+**Interrupts.** With a checkpoint folder, :func:`tune` saves the trainable slices, AdamW's state
+of the same slices (a frozen entry's moments are exactly zero) and the batch order every few
+steps (:mod:`safeseek_tl.checkpoint`); a resumed run reaches the uninterrupted run's weights bit
+for bit.
+
 **In place.** :func:`tune` changes the model it is given: the bridge (``loaded.model``) runs on the
 very tensors of ``loaded.model.original_model``. :func:`~safeseek_tl.models.load_model` gives fresh
 weights on every call, so load the model again to compare with the base, or save the tuned slices
@@ -48,9 +53,11 @@ copy with :func:`apply_delta`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,11 +68,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl._io import write_json
+from safeseek_tl.checkpoint import CHECKPOINT_FILE, Slices, read_checkpoint, write_checkpoint
 from safeseek_tl.data import (
     AlignmentRecord,
     BackdoorRecord,
     BenignRecord,
     Record,
+    TokenizedPairs,
     batch_slices,
     tokenize_pairs,
     trim_padding,
@@ -306,16 +315,68 @@ class TuneResult:
         write_json(out / "tune.json", self.summary())
 
 
-def _batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """``steps`` batches of record indices: shuffled passes over the data, a new order each pass."""
-    done = 0
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for part in batch_slices(n, batch_size):
-            if done == steps:
-                return
-            yield order[part]
-            done += 1
+class _BatchOrder:
+    """Batches of pair indices: shuffled passes over the data, a new order drawn as each pass starts.
+
+    A checkpoint saves ``order`` (the current pass's), ``position`` (its batches already given) and
+    the generator's state, so that a resumed run draws the very batches an uninterrupted one would.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n, self.parts, self.generator = n, batch_slices(n, batch_size), generator
+        self.order: Int[Tensor, " n"] = torch.arange(n)
+        self.position = len(self.parts)  # the first batch starts a pass
+
+    def next(self) -> Int[Tensor, " batch"]:
+        if self.position == len(self.parts):
+            self.order, self.position = torch.randperm(self.n, generator=self.generator), 0
+        self.position += 1
+        return self.order[self.parts[self.position - 1]]
+
+
+def _run_settings(loaded: Any, config: TuneConfig, units: dict[str, list[list[int]]] | None, pairs: TokenizedPairs) -> dict[str, Any]:
+    """What a checkpoint must have been made with to be resumed: settings, circuit, model and data."""
+    digest = hashlib.sha256(pairs.input_ids.numpy().tobytes() + pairs.labels.numpy().tobytes()).hexdigest()
+    return {**config.to_dict(), "circuit": units, "model": loaded.name, "data": f"{len(pairs)} pairs, sha256 {digest[:16]}"}
+
+
+@dataclass
+class _Checkpoint:
+    """A tuning run's checkpoint: the trainable slices, AdamW's state of the same slices, the batch order.
+
+    The moments of a frozen entry stay exactly zero (its gradient is always zero), so the slices
+    hold everything AdamW needs.
+    """
+
+    path: Path
+    params: dict[str, torch.nn.Parameter]  # the tuned parameters, by Hugging Face name
+    slices: dict[str, tuple[int, Int[Tensor, " k"]]]  # each one's trainable rows (dim 0) or columns (dim 1)
+    optimizer: torch.optim.Optimizer
+    batches: _BatchOrder
+    settings: dict[str, Any]
+    shape: ModelShape
+
+    def _optimizer_slices(self) -> Slices:
+        return {i: self.slices[name] for i, name in enumerate(self.params)}
+
+    def save(self, losses: list[float], wall_s: float) -> None:
+        tensors = {"order": self.batches.order}
+        for name, param in self.params.items():
+            dim, index = self.slices[name]
+            tensors[f"param.{name}"] = param.detach().index_select(dim, index.to(param.device)).cpu()
+        header = {"state": json.dumps({"position": self.batches.position, "losses": losses, "wall_s": wall_s})}
+        write_checkpoint(self.path, tensors, header, settings=self.settings, shape=self.shape, optimizer=self.optimizer, generator=self.batches.generator, slices=self._optimizer_slices())
+
+    def load(self) -> tuple[list[float], float]:
+        """Restore the run as saved; returns its losses so far and its wall time."""
+        tensors, header = read_checkpoint(self.path, settings=self.settings, shape=self.shape, optimizer=self.optimizer, generator=self.batches.generator, slices=self._optimizer_slices())
+        with torch.no_grad():
+            for name, param in self.params.items():
+                dim, index = self.slices[name]
+                param.index_copy_(dim, index.to(param.device), tensors[f"param.{name}"].to(param.device, param.dtype))
+        state = json.loads(header["state"])
+        self.batches.order, self.batches.position = tensors["order"], state["position"]
+        return state["losses"], state["wall_s"]
 
 
 def tune(
@@ -323,6 +384,9 @@ def tune(
     records: Sequence[Record],
     circuit: Circuit | None = None,
     config: TuneConfig | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 10,
     progress: bool = True,
 ) -> TuneResult:
     """Fine-tune ``loaded`` in place on ``records``'s completions, in ``config.mode``.
@@ -331,15 +395,23 @@ def tune(
     count). ``circuit`` is the set of units to tune (``"only"``) or to freeze (``"protect"``);
     ``"full"`` ignores it. Returns the delta of the trainable slices and the run's record. The
     model is left tuned, frozen (no gradients) and in eval mode.
+
+    With ``checkpoint_dir`` the run is saved every ``checkpoint_every`` steps (an interrupt leaves
+    the last checkpoint whole), and ``resume=True`` continues from it, on a freshly loaded model,
+    to the result of an uninterrupted run. A checkpoint made with other settings, another circuit,
+    model or training data is refused with a ``ValueError`` naming the file and what differs.
     """
     config = config or TuneConfig()
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     masks = parameter_masks(loaded, circuit, config.mode)
     trainable = sum(int(mask.sum()) for mask in masks.values())
     if trainable == 0:
         raise ValueError(f"nothing to tune: in mode {config.mode!r} the circuit ({circuit!r}) owns no parameter")
     pairs = tokenize_pairs(loaded.chat, training_pairs(records), config.max_length, "tuning data")
+    units = None if circuit is None or config.mode == "full" else {"heads": circuit.head_list, "neurons": circuit.neuron_list}
     params = hf_parameters(loaded)
-    tuned = [params[name] for name in masks]
+    tuned = {name: params[name] for name in masks}
     handles = []
     for name, mask in masks.items():
         param = params[name]
@@ -349,35 +421,45 @@ def tune(
             # masked_fill rather than a product: a NaN gradient must not reach a frozen entry either.
             handles.append(param.register_hook(lambda grad, keep=keep: grad.masked_fill(~keep, 0.0)))
     # No weight decay: it would move frozen entries, whose gradient is always zero.
-    optimizer = torch.optim.AdamW(tuned, lr=config.lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(tuned.values(), lr=config.lr, weight_decay=0.0)
+    batches = _BatchOrder(len(pairs), config.batch_size, torch.Generator().manual_seed(config.seed))
     device = loaded.device
     losses: list[float] = []
+    wall_before = 0.0  # of the run's earlier, interrupted parts
+    checkpoint = None
+    if checkpoint_dir is not None:
+        slices = {name: _slice_of(mask) for name, mask in masks.items()}
+        checkpoint = _Checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE, tuned, slices, optimizer, batches, _run_settings(loaded, config, units, pairs), loaded.shape)
     start = time.perf_counter()
-    bar = tqdm(_batch_indices(len(pairs), config.batch_size, config.steps, generator), total=config.steps, desc=f"tune ({config.mode})", disable=not progress)
+    bar = tqdm(total=config.steps, desc=f"tune ({config.mode})", disable=not progress)
     try:
-        for step, index in enumerate(bar):
-            batch = pairs.select(index)
+        if resume and checkpoint is not None and checkpoint.path.exists():
+            losses, wall_before = checkpoint.load()
+            bar.update(len(losses))
+        while len(losses) < config.steps:
+            batch = pairs.select(batches.next())
             input_ids, attention_mask = trim_padding(batch.input_ids, batch.attention_mask)
             labels = batch.labels[:, : input_ids.shape[1]]
             logits = loaded.model(input_ids.to(device), attention_mask=attention_mask.to(device))
             loss = completion_cross_entropy(logits, labels.to(device))
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"the tuning loss became {loss.item()} at step {step}; the model is left as tuned so far")
+                raise NonFiniteLossError(f"the tuning loss became {loss.item()} at step {len(losses)}; the model is left as tuned so far")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(tuned, config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(tuned.values(), config.max_grad_norm)
             optimizer.step()
             losses.append(loss.item())
+            bar.update(1)
             bar.set_postfix({"loss": f"{losses[-1]:.3g}"}, refresh=False)
+            if checkpoint is not None and len(losses) % checkpoint_every == 0:
+                checkpoint.save(losses, wall_before + time.perf_counter() - start)
     finally:
         bar.close()
         for handle in handles:
             handle.remove()
-        for param in tuned:
+        for param in tuned.values():
             param.requires_grad_(False)
             param.grad = None
-    wall = time.perf_counter() - start
-    units = None if circuit is None or config.mode == "full" else {"heads": circuit.head_list, "neurons": circuit.neuron_list}
+    wall = wall_before + time.perf_counter() - start
     delta = delta_of(loaded, masks, mode=config.mode, circuit=units, config=config.to_dict())
     return TuneResult(config, delta, trainable, sum(p.numel() for p in params.values()), losses, wall)
