@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -123,14 +125,30 @@ def _parse_overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def _terminate_as_interrupt() -> None:
-    """Make SIGTERM behave like Ctrl-C so that long runs stop at a checkpoint they can resume from."""
+@contextmanager
+def _resumable(checkpoint_dir: Path, saved: str) -> Iterator[None]:
+    """Run a step that checkpoints into ``checkpoint_dir`` so that Ctrl-C and SIGTERM stop it resumably.
+
+    SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does (the last checkpoint stays whole), and an
+    interrupt says where the checkpoint is; ``saved`` names what it holds. The previous SIGTERM
+    handler is restored afterwards.
+    """
     import signal
+
+    from safeseek_tl.checkpoint import CHECKPOINT_FILE
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if (checkpoint_dir / CHECKPOINT_FILE).is_file():
+            typer.secho(f"interrupted: {saved} is saved in {checkpoint_dir}; rerun with --resume", err=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -179,16 +197,11 @@ def discover(
     # Under torchrun: join the process group (one GPU per rank on CUDA); each batch is split over the ranks.
     parallel, device = init_from_environment(device)
     loaded = _load(model, device)
-    _terminate_as_interrupt()
-    try:
+    with _resumable(out / "checkpoint", "the last finished epoch"):
         if complete:
             result = discover_complete(loaded, records, config, val_records, benign_records=benign_records)
         else:
             result = SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir=out / "checkpoint", resume=resume)
-    except KeyboardInterrupt:
-        if (out / "checkpoint" / "checkpoint.safetensors").is_file():
-            typer.secho(f"interrupted: the last finished epoch is saved in {out / 'checkpoint'}; rerun with --resume", err=True)
-        raise
     if not parallel.is_main:  # every rank holds the same result; rank 0 writes and reports it
         return
     result.save(out)
@@ -346,6 +359,8 @@ def tune(
     lr: float = 1e-3,
     batch_size: int = 16,
     seed: int = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint in OUT/checkpoint every this many steps.")] = 10,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Fine-tune only a circuit, or everything except it; save the tuned slices as a delta."""
@@ -357,7 +372,8 @@ def tune(
     records = [record for path in data for record in load_records(path)]
     loaded = _load(model, device)
     selected = Circuit.load(circuit, expected=loaded.shape) if circuit is not None else None
-    result = run_tune(loaded, records, selected, config)
+    with _resumable(out / "checkpoint", f"the run as of its last multiple of {checkpoint_every} steps"):
+        result = run_tune(loaded, records, selected, config, checkpoint_dir=out / "checkpoint", resume=resume, checkpoint_every=checkpoint_every)
     result.save(out)
     typer.echo(
         f"{loaded.name}: {mode} tuning{f' of {selected!r}' if selected is not None and mode != 'full' else ''}, {steps} steps on {len(records)} records\n"
