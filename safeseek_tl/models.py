@@ -69,6 +69,8 @@ def _boot(folder: Path, name: str, device: str, dtype: torch.dtype, hf_model: An
         bridge_kwargs["device"] = device
         if hf_model is None:
             hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        # the bridge leaves a preloaded model where it is: without this it would run on the CPU
+        hf_model.to(device)
     bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, dtype=dtype, **bridge_kwargs)
     bridge.eval()
     bridge.requires_grad_(False)

@@ -239,10 +239,10 @@ def units_silenced(model: LlamaForCausalLM, units: Units) -> Iterator[None]:
     keep: dict[torch.nn.Module, torch.Tensor] = {}
     for layer, head in units.heads:
         o_proj = model.model.layers[layer].self_attn.o_proj
-        keep.setdefault(o_proj, torch.ones(o_proj.in_features))[head * d:(head + 1) * d] = 0.0
+        keep.setdefault(o_proj, torch.ones(o_proj.in_features, device=o_proj.weight.device))[head * d:(head + 1) * d] = 0.0
     for layer, i in units.neurons:
         down_proj = model.model.layers[layer].mlp.down_proj
-        keep.setdefault(down_proj, torch.ones(down_proj.in_features))[i] = 0.0
+        keep.setdefault(down_proj, torch.ones(down_proj.in_features, device=down_proj.weight.device))[i] = 0.0
     handles = [
         module.register_forward_pre_hook(lambda _, args, m=mask: (args[0] * m, *args[1:]))
         for module, mask in keep.items()
