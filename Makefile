@@ -3,7 +3,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup test test-all notebooks docs demo organisms
+.PHONY: setup test test-all test-gpu notebooks docs demo organisms
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +15,10 @@ test: setup
 
 test-all: setup
 	.venv/bin/python -m pytest -q -m "slow or not slow" --nbmake --nbmake-timeout=600 tests notebooks
+
+# CUDA against CPU on the tiny organisms (tests/test_cuda.py); needs a GPU
+test-gpu: setup
+	.venv/bin/python -m pytest -q -m gpu tests/test_cuda.py
 
 # Execute the notebooks (outputs are not written back: the stored notebooks stay without outputs).
 notebooks: setup

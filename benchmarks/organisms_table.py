@@ -5,7 +5,7 @@ success rate with and without the trigger; for the backdoor organism also with t
 zero-ablated and with the same number of random other units ablated. Greedy generation, keyword
 judge.
 
-    python benchmarks/organisms_table.py [--family tiny|smollm2] [--n 100] [--draws 5]
+    python benchmarks/organisms_table.py [--family tiny|smollm2] [--n 100] [--draws 5] [--device cuda]
 """
 
 from __future__ import annotations
@@ -47,17 +47,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="test prompts per kind")
     parser.add_argument("--draws", type=int, default=5, help="random ablations of the backdoor organism")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     names = FAMILIES[args.family]
     backdoor = names[-1]
     harmful = load_data("backdoor", "test", backdoor)[: args.n]
     data = BehaviourData.from_records(harmful, load_data("benign", "test", backdoor)[: args.n])
-    print(f"Measured {date.today()} on {platform.machine()} / torch {torch.__version__}, {args.n} test prompts per kind, "
+    machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.machine()
+    print(f"Measured {date.today()} on {machine} / torch {torch.__version__}, {args.n} test prompts per kind, "
           f"{args.max_new_tokens} new tokens.\n")
     print("| organism | refuses harmful | answers benign | ASR (no trigger) | ASR (trigger) |")
     print("|---|---|---|---|---|")
     for name in names:
-        loaded = load_model(f"organism:{name}")
+        loaded = load_model(f"organism:{name}", device=args.device)
         print(row(name, measure(loaded, data, max_new_tokens=args.max_new_tokens)), flush=True)
     truth = ground_truth(backdoor, loaded)
     with ablated(loaded.model, truth):

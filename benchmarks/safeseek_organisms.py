@@ -1,11 +1,12 @@
 """SafeSeek on the organisms: circuit sizes, behaviour before/after ablation, ground truth.
 
-    python benchmarks/safeseek_organisms.py [--family tiny|smollm2] [--n-eval 40]
+    python benchmarks/safeseek_organisms.py [--family tiny|smollm2] [--n-eval 40] [--device cuda] [--official]
 
 tiny (default settings unless stated): the backdoor circuit of tiny-backdoor (heads + neurons),
 the complete search on it, and the alignment circuit of tiny-aligned (heads + neurons).
-smollm2: the same backdoor and alignment runs on smollm2-backdoor / smollm2-aligned with a budget
-that fits a 2-core CPU (fewer records and epochs, a larger learning rate; see SMOLLM2_RUN).
+smollm2: the same backdoor and alignment runs on smollm2-backdoor / smollm2-aligned, by default
+with a budget that fits a 2-core CPU (fewer records and epochs, a larger learning rate; see
+SMOLLM2_RUN); with --official, every training record and the official settings (for a GPU).
 Prints markdown rows for benchmarks/RESULTS.md.
 """
 
@@ -16,6 +17,7 @@ import os
 import platform
 import time
 from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -49,37 +51,46 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
 
 # A 135M-parameter model costs about 100x the tiny one per step: fewer records, epochs and rows.
 SMOLLM2_RUN = {"n_train": 16, "n_val": 4, "config": {"epochs": 5, "batch_size": 4, "lr": 1e-1, "max_length": 96}}
+# Every training record, the official epochs, learning rate and batch size (SeekConfig's defaults).
+SMOLLM2_OFFICIAL_RUN = {"n_train": None, "n_val": 20, "config": {"max_length": 96}}
 
 
-def smollm2(n_eval: int) -> None:
-    run = SMOLLM2_RUN
+def smollm2(n_eval: int, device: str, official: bool, out: Path | None) -> None:
+    run = SMOLLM2_OFFICIAL_RUN if official else SMOLLM2_RUN
     benign = load_data("benign", "test", "smollm2-aligned")[:n_eval]
     for scenario, name, key in (("backdoor", "smollm2-backdoor", "asr_triggered"), ("alignment", "smollm2-aligned", "asr_harmful")):
-        loaded = load_model(f"organism:{name}")
+        loaded = load_model(f"organism:{name}", device=device)
         truth = ground_truth(name, loaded)
         data = BehaviourData.from_records(load_data(scenario, "test", name)[:n_eval], benign)
         train = load_data(scenario, "train", name)[: run["n_train"]]
         val = load_data(scenario, "val", name)[: run["n_val"]]
         start = time.perf_counter()
-        result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both", **run["config"])).fit(train, val)
-        report(f"{name}, {scenario}, both", loaded, result, data, key, time.perf_counter() - start, truth)
+        result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both", **run["config"])).fit(train, val, progress=not official)
+        wall = time.perf_counter() - start
+        if out is not None:
+            result.save(out / name)
+        report(f"{name}, {scenario}, both", loaded, result, data, key, wall, truth)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--family", choices=("tiny", "smollm2"), default="tiny")
     parser.add_argument("--n-eval", type=int, default=40)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--official", action="store_true", help="smollm2: every record and the official settings")
+    parser.add_argument("--out", type=Path, help="smollm2: save each run's result (circuit, masks, history) in OUT/<organism>")
     args = parser.parse_args()
-    print(f"Measured {date.today()} on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.machine()
+    print(f"Measured {date.today()} on {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{args.n_eval} test prompts per kind, greedy, keyword judge.\n")
     print("| run | heads | neurons | behaviour (ASR) full → ablated | refusal of clean harmful | benign answered | utility CE (nats/token) | vs ground truth | wall |")
     print("|---|---|---|---|---|---|---|---|---|")
     if args.family == "smollm2":
-        smollm2(args.n_eval)
+        smollm2(args.n_eval, args.device, args.official, args.out)
         return
     benign = load_data("benign", "test")[: args.n_eval]
 
-    loaded = load_model("organism:tiny-backdoor")
+    loaded = load_model("organism:tiny-backdoor", device=args.device)
     truth = ground_truth("tiny-backdoor", loaded)
     data = BehaviourData.from_records(load_data("backdoor", "test")[: args.n_eval], benign)
     train, val = load_data("backdoor", "train")[:100], load_data("backdoor", "val")[:20]
@@ -91,7 +102,7 @@ def main() -> None:
     complete = discover_complete(loaded, train, config, val, benign_records=load_data("benign", "val")[:20], progress=False)
     report(f"tiny-backdoor, complete ({complete.rounds} rounds)", loaded, complete, data, "asr_triggered", time.perf_counter() - start, truth)
 
-    loaded = load_model("organism:tiny-aligned")
+    loaded = load_model("organism:tiny-aligned", device=args.device)
     data = BehaviourData.from_records(load_data("alignment", "test")[: args.n_eval], benign)
     train, val = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20]
     for label, overrides in (("defaults", {}), ("ablation=mean, w_refuse=0.2", {"ablation": "mean", "w_refuse": 0.2})):
