@@ -160,7 +160,7 @@ def discover(
     units: Annotated[str, typer.Option(help="heads, neurons or both.")] = "heads",
     val_data: Annotated[Optional[Path], typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
     complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
-    benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response): with --complete, a round must keep them answered.")] = None,
+    benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response): the main mask must keep them answered; with --complete, a round must too.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the official script's).")] = None,
     batch_size: int = 8,
     lr: float = 1e-2,
@@ -201,7 +201,9 @@ def discover(
         if complete:
             result = discover_complete(loaded, records, config, val_records, benign_records=benign_records)
         else:
-            result = SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir=out / "checkpoint", resume=resume)
+            result = SafeSeek(loaded, config).fit(
+                records, val_records, checkpoint_dir=out / "checkpoint", resume=resume, benign_records=benign_records
+            )
     if not parallel.is_main:  # every rank holds the same result; rank 0 writes and reports it
         return
     result.save(out)

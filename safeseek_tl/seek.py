@@ -96,6 +96,9 @@ class SeekConfig:
     w_circuit_sparsity: float | None = None
     circuit_sparsity: CircuitSparsity | None = None
     w_overlap: float = 1.0
+    # benign path (main mask keeps benign answers), only when fit() is given benign records: the
+    # official code has none; it steers the search away from units that break unrelated answers
+    w_main_benign: float = 1.0
     # alignment loss weights
     w_accept: float | None = None
     w_refuse: float | None = None
@@ -158,7 +161,7 @@ class _Path:
     kl_to_full: bool = False  # KL objective: target is the full model's own output
 
 
-def _paths(config: SeekConfig, records: Sequence[Record], chat: Any, source: str) -> list[_Path]:
+def _paths(config: SeekConfig, records: Sequence[Record], chat: Any, source: str, benign: Sequence[BenignRecord] = ()) -> list[_Path]:
     tok = lambda pairs: tokenize_pairs(chat, pairs, config.max_length, source)  # noqa: E731
     kl = config.objective == "kl"
     if config.scenario == "backdoor":
@@ -177,6 +180,10 @@ def _paths(config: SeekConfig, records: Sequence[Record], chat: Any, source: str
             ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False),
             ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl),
         ]
+    if benign:
+        # every path indexes the same rows: benign records are repeated or cut to the records' count
+        cycled = [benign[i % len(benign)] for i in range(len(records))]
+        specs.append(("main_benign", [(b.prompt, b.response) for b in cycled], "main", config.w_main_benign, 1.0, kl))
     return [_Path(name, tok(pairs), mask, weight, sign, kl_flag) for name, pairs, mask, weight, sign, kl_flag in specs if weight != 0]
 
 
@@ -408,12 +415,15 @@ class SafeSeek:
         resume: bool = False,
         protected: Circuit | None = None,
         progress: bool = True,
+        benign_records: Sequence[BenignRecord] = (),
     ) -> SeekResult:
         """Train the masks; validation each epoch keeps the best masks; returns a :class:`SeekResult`.
 
         ``records`` trains; ``val_records`` (default: the last ``config.val_size`` training records)
         selects the best epoch. With ``checkpoint_dir`` the state is saved after every epoch and
         ``resume=True`` continues from it. ``protected`` units are held on in the main mask.
+        ``benign_records`` add a path (weight ``config.w_main_benign``) on which the main mask must
+        keep the model's benign answers, in training and validation alike.
 
         Launched in several processes (``torchrun``, an initialized ``torch.distributed`` group),
         each batch is split over the processes and the mask gradients are summed: the masks equal a
@@ -429,8 +439,8 @@ class SafeSeek:
 
             records, val_records = split_records(records, cfg.val_size, "training data")
         torch.manual_seed(cfg.seed)
-        train_paths = _paths(cfg, records, self.loaded.chat, "training data")
-        val_paths = _paths(cfg, val_records, self.loaded.chat, "validation data")
+        train_paths = _paths(cfg, records, self.loaded.chat, "training data", benign_records)
+        val_paths = _paths(cfg, val_records, self.loaded.chat, "validation data", benign_records)
         fill = _mean_fill(self.loaded.model, train_paths, cfg.batch_size) if cfg.ablation == "mean" else None
         objective = SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel)
         n_train = len(records)
@@ -580,9 +590,10 @@ def discover(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    benign_records: Sequence[BenignRecord] = (),
 ) -> SeekResult:
     """Run SafeSeek once: the minimal ablation set that switches the behaviour."""
-    return SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir, resume, progress=progress)
+    return SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir, resume, progress=progress, benign_records=benign_records)
 
 
 
@@ -690,6 +701,8 @@ def discover_complete(
     ``benign_records`` the share of benign prompts answered, drops by at most ``max_clean_drop``,
     and the benign completion cross-entropy rises by at most ``max_utility_increase`` nats per
     token): without benign prompts a round may "switch" a backdoor off by breaking every answer.
+    The benign records also enter each round's objective (``fit(benign_records=...)``), so that the
+    search itself avoids units that clean answers need.
     With ``prune`` a counted round keeps only the fewest of its new units, most confidently masked
     first, that still switch it (a binary search): cheap units that the mask switched off without
     need do not enter the circuit. The union of the counted rounds is
@@ -705,7 +718,9 @@ def discover_complete(
     # The model itself does not change between rounds: measure its clean behaviour once.
     full = _full_behaviour(loaded, config, val_records, benign_records, SWITCH_TOKENS)
     for round_index in range(max_rounds):
-        result = SafeSeek(loaded, config).fit(records, val_records, protected=union if rounds else None, progress=progress)
+        result = SafeSeek(loaded, config).fit(
+            records, val_records, protected=union if rounds else None, progress=progress, benign_records=benign_records
+        )
         new = result.circuit - union
         if len(new) == 0:
             break
