@@ -55,6 +55,22 @@ def test_a_model_built_in_memory_refuses_a_device_map(gqa_dir):
         _boot(gqa_dir, "delta organism", "cpu", torch.float32, hf_model=object(), n_devices=2)
 
 
+def test_the_model_is_on_the_requested_device_before_the_bridge_wraps_it(gqa_dir, monkeypatch):
+    """The bridge leaves a preloaded model where it is: the loader must move it (CUDA runs once ran on the CPU)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    class Booted(Exception):
+        pass
+
+    def spy(*args, hf_model, **kwargs):
+        raise Booted({p.device.type for p in hf_model.parameters()})
+
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", spy)
+    with pytest.raises(Booted) as booted:  # "meta": a device other than the CPU that every machine has
+        load_model(gqa_dir, device="meta")
+    assert booted.value.args[0] == {"meta"}
+
+
 def test_uncached_hub_name_says_it_is_not_available_offline():
     with pytest.raises(ModelNotAvailableError, match="nothing is downloaded"):
         load_model("no-such-org/no-such-model-xyz")
