@@ -21,7 +21,7 @@ import time
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData
 from safeseek_tl.organisms import load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete
+from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, search_fill
 
 from safeseek_organisms import report  # benchmarks/ is the script's folder
 
@@ -49,9 +49,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for overrides in () if args.pruned_only else GRID:
         start = time.perf_counter()
-        result = SafeSeek(loaded, SeekConfig(scenario="alignment", units="both", **overrides)).fit(train, val, progress=False)
+        config = SeekConfig(scenario="alignment", units="both", **overrides)
+        result = SafeSeek(loaded, config).fit(train, val, progress=False)
+        wall = time.perf_counter() - start
         label = ", ".join(f"{k}={v}" for k, v in overrides.items())
-        report(f"tiny-aligned, {label}", loaded, result, data, "asr_harmful", time.perf_counter() - start)
+        report(f"tiny-aligned, {label}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train))
     start = time.perf_counter()
     config = SeekConfig(scenario="alignment", units="both", **PRUNED)
     result = discover_complete(loaded, train, config, val, max_rounds=1, benign_records=load_data("benign", "val")[:20], progress=False)

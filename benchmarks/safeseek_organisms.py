@@ -24,13 +24,14 @@ import torch
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData, evaluate
 from safeseek_tl.organisms import ground_truth, load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete
+from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, search_fill
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float, truth=None) -> None:
-    behaviour = evaluate(loaded, result.circuit, data, conditions=("full", "ablated"))
+def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float, truth=None, fill=None) -> None:
+    """One table row. ``fill``: the search's mean fill (``search_fill``), when it ran with ``ablation="mean"``."""
+    behaviour = evaluate(loaded, result.circuit, data, mode=result.config.ablation, reference=fill, conditions=("full", "ablated"))
     full, cut = behaviour["full"], behaviour["ablated"]
     c = result.circuit
     pr = "-"
@@ -107,8 +108,10 @@ def main() -> None:
     train, val = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20]
     for label, overrides in (("defaults", {}), ("ablation=mean, w_refuse=0.2", {"ablation": "mean", "w_refuse": 0.2})):
         start = time.perf_counter()
-        result = SafeSeek(loaded, SeekConfig(scenario="alignment", units="both", **overrides)).fit(train, val, progress=False)
-        report(f"tiny-aligned, alignment, both, {label}", loaded, result, data, "asr_harmful", time.perf_counter() - start)
+        config = SeekConfig(scenario="alignment", units="both", **overrides)
+        result = SafeSeek(loaded, config).fit(train, val, progress=False)
+        wall = time.perf_counter() - start
+        report(f"tiny-aligned, alignment, both, {label}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train))
 
 
 if __name__ == "__main__":

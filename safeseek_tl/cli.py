@@ -180,7 +180,7 @@ def discover(
     from safeseek_tl.data import load_records
     from safeseek_tl.distributed import init_from_environment
     from safeseek_tl.report_text import print_discovery_summary
-    from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete
+    from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete, search_fill
 
     try:
         config = SeekConfig(
@@ -208,7 +208,8 @@ def discover(
         return
     result.save(out)
     check_records = val_records or records[-config.val_size :]
-    print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records), out)
+    fill = search_fill(loaded, config, records, benign_records)  # mean-fill searches are checked with their own fill
+    print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill), out)
 
 
 def _behaviour_data(records: list, benign_file: Optional[Path]):

@@ -534,16 +534,30 @@ class SafeSeek:
         return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch)
 
 
-def _mean_fill(model: Any, paths: Sequence[_Path], batch_size: int) -> dict[str, Tensor]:
-    """Mean activation of every unit over all tokens of the training sequences of every path."""
+def _path_means(model: Any, paths: Sequence[_Path], batch_size: int) -> ReferenceActivations:
+    """Mean activation of every unit over all tokens of the sequences of every path."""
     batches = (
         (path.pairs.input_ids[part], path.pairs.attention_mask[part])
         for path in paths
         for part in batch_slices(len(path.pairs), batch_size)
     )
-    means = ReferenceActivations.collect(model, batches, pool_size=0).means
+    return ReferenceActivations.collect(model, batches, pool_size=0)
+
+
+def _mean_fill(model: Any, paths: Sequence[_Path], batch_size: int) -> dict[str, Tensor]:
     device = next(model.parameters()).device
-    return {kind: value.to(device) for kind, value in means.items()}
+    return {kind: value.to(device) for kind, value in _path_means(model, paths, batch_size).means.items()}
+
+
+def search_fill(loaded: Any, config: SeekConfig, records: Sequence[Record], benign_records: Sequence[BenignRecord] = ()) -> ReferenceActivations | None:
+    """What a search with ``config`` puts in place of masked-off units, for checking its circuit the same way.
+
+    ``None`` for zero ablation; for ``ablation="mean"``, the unit means over the training
+    sequences of every path, as :meth:`SafeSeek.fit` computes them from the same records.
+    """
+    if config.ablation != "mean":
+        return None
+    return _path_means(loaded.model, _paths(config, records, loaded.chat, "training data", benign_records), config.batch_size)
 
 
 def _sizes(objective: SeekObjective) -> dict[str, int]:
@@ -627,6 +641,7 @@ def behaviour_switch(
     max_new_tokens: int = SWITCH_TOKENS,
     benign: Sequence[BenignRecord] = (),
     full: dict[str, float] | None = None,
+    fill: ReferenceActivations | None = None,
 ) -> dict[str, float]:
     """Does ablating ``circuit`` switch the behaviour while keeping clean behaviour? (greedy + keyword judge)
 
@@ -638,12 +653,15 @@ def behaviour_switch(
     answer can be broken without being a refusal). Judged on the model's own generations, not on
     the data's target strings, which a model may word differently. ``full``: the ``*_full`` values
     from an earlier call on the same model and data, so that repeated checks do not measure the
-    full model again.
+    full model again. The circuit is ablated as the search masked it: zero, or with
+    ``config.ablation="mean"`` the means ``fill`` (:func:`search_fill`; default: from ``records``).
     """
     if full is None:
         full = _full_behaviour(loaded, config, records, benign, max_new_tokens)
     judge = RefusalJudge()
-    with ablated(loaded.model, circuit):
+    if config.ablation == "mean" and fill is None:
+        fill = search_fill(loaded, config, records)
+    with ablated(loaded.model, circuit, config.ablation, fill):
         if config.scenario == "backdoor":
             prompts = [r.backdoor_input for r in records]
             switched = judge.refusal_rate(generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False))
@@ -717,6 +735,7 @@ def discover_complete(
     rounds: list[SeekResult] = []
     # The model itself does not change between rounds: measure its clean behaviour once.
     full = _full_behaviour(loaded, config, val_records, benign_records, SWITCH_TOKENS)
+    fill = search_fill(loaded, config, records, benign_records)
     for round_index in range(max_rounds):
         result = SafeSeek(loaded, config).fit(
             records, val_records, protected=union if rounds else None, progress=progress, benign_records=benign_records
@@ -726,7 +745,7 @@ def discover_complete(
             break
 
         def switches(circuit: Circuit) -> bool:
-            check = behaviour_switch(loaded, config, circuit, val_records, benign=benign_records, full=full)
+            check = behaviour_switch(loaded, config, circuit, val_records, benign=benign_records, full=full, fill=fill)
             drops = (check.get(f"{k}_full", 0.0) - check.get(k, 0.0) for k in ("clean", "benign"))
             utility_increase = check.get("utility", 0.0) - check.get("utility_full", 0.0)
             return check["switched"] >= min_switched and max(drops) <= max_clean_drop and utility_increase <= max_utility_increase

@@ -52,3 +52,22 @@ def test_behaviour_switch_reuses_a_given_full_model_measurement():
     marker = {"clean_full": 0.25, "benign_full": 0.5, "utility_full": 9.0}
     again = behaviour_switch(loaded, config, truth, records, max_new_tokens=24, benign=benign, full=marker)
     assert {k: again[k] for k in marker} == marker and again["switched"] == check["switched"]
+
+
+def test_behaviour_switch_ablates_as_a_mean_fill_search_masked():
+    from safeseek_tl import ablated
+    from safeseek_tl.evaluate import utility_loss
+    from safeseek_tl.seek import behaviour_switch, search_fill
+
+    loaded = load_model("organism:tiny-backdoor")
+    records, benign = load_data("backdoor", "val")[:6], load_data("benign", "val")[:6]
+    truth = ground_truth("tiny-backdoor", loaded)
+    mean_config = SeekConfig(scenario="backdoor", ablation="mean")
+    fill = search_fill(loaded, mean_config, records)
+    with ablated(loaded.model, truth, "mean", fill):
+        expected = utility_loss(loaded, benign)
+    checked = behaviour_switch(loaded, mean_config, truth, records, max_new_tokens=8, benign=benign)
+    zeroed = behaviour_switch(loaded, SeekConfig(scenario="backdoor"), truth, records, max_new_tokens=8, benign=benign)
+    assert checked["utility"] == pytest.approx(expected, rel=1e-6)
+    assert checked["utility"] != zeroed["utility"]
+    assert search_fill(loaded, SeekConfig(scenario="backdoor"), records) is None
