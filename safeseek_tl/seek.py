@@ -553,7 +553,7 @@ def search_fill(loaded: Any, config: SeekConfig, records: Sequence[Record], beni
     """What a search with ``config`` puts in place of masked-off units, for checking its circuit the same way.
 
     ``None`` for zero ablation; for ``ablation="mean"``, the unit means over the training
-    sequences of every path, as :meth:`SafeSeek.fit` computes them from the same records.
+    sequences of every path, as :meth:`~safeseek_tl.seek.SafeSeek.fit` computes them from the same records.
     """
     if config.ablation != "mean":
         return None
