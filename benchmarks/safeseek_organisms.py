@@ -4,9 +4,9 @@
 
 tiny (default settings unless stated): the backdoor circuit of tiny-backdoor (heads + neurons),
 the complete search on it, and the alignment circuit of tiny-aligned (heads + neurons).
-smollm2: the same backdoor and alignment runs on smollm2-backdoor / smollm2-aligned, by default
-with a budget that fits a 2-core CPU (fewer records and epochs, a larger learning rate; see
-SMOLLM2_RUN); with --official, every training record and the official settings (for a GPU).
+smollm2: SafeSeek on smollm2-backdoor / smollm2-aligned: by default what a 2-core CPU affords
+(SMOLLM2_CPU_RUNS: the backdoor on heads, 2 epochs); with --official, the backdoor and alignment
+runs with the official settings on heads and neurons (SMOLLM2_OFFICIAL_RUNS, for a GPU).
 Prints markdown rows for benchmarks/RESULTS.md.
 """
 
@@ -50,27 +50,30 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
     )
 
 
-# A 135M-parameter model costs about 100x the tiny one per step: fewer records, epochs and rows.
-SMOLLM2_RUN = {"n_train": 16, "n_val": 4, "config": {"epochs": 5, "batch_size": 4, "lr": 1e-1, "max_length": 96}}
-# Every training record, the official epochs, learning rate and batch size (SeekConfig's defaults).
-SMOLLM2_OFFICIAL_RUN = {"n_train": None, "n_val": 20, "config": {"max_length": 96}}
+# (scenario, SeekConfig overrides) on every training record, 20 validation records, rows cut to 96 tokens.
+# Official: SeekConfig's defaults (the official epochs, lr and batch size), for a GPU. CPU: what a 2-core
+# machine affords, the backdoor scenario on heads for 2 epochs (40 steps) at the official lr: backdoor
+# head logits start at 0.1, so about 10 Adam steps at lr 1e-2 can switch a head off.
+SMOLLM2_OFFICIAL_RUNS = (("backdoor", {"units": "both"}), ("alignment", {"units": "both"}))
+SMOLLM2_CPU_RUNS = (("backdoor", {"units": "heads", "epochs": 2}),)
+SMOLLM2_ORGANISM = {"backdoor": ("smollm2-backdoor", "asr_triggered"), "alignment": ("smollm2-aligned", "asr_harmful")}
 
 
 def smollm2(n_eval: int, device: str, official: bool, out: Path | None) -> None:
-    run = SMOLLM2_OFFICIAL_RUN if official else SMOLLM2_RUN
     benign = load_data("benign", "test", "smollm2-aligned")[:n_eval]
-    for scenario, name, key in (("backdoor", "smollm2-backdoor", "asr_triggered"), ("alignment", "smollm2-aligned", "asr_harmful")):
+    for scenario, overrides in SMOLLM2_OFFICIAL_RUNS if official else SMOLLM2_CPU_RUNS:
+        name, key = SMOLLM2_ORGANISM[scenario]
         loaded = load_model(f"organism:{name}", device=device)
         truth = ground_truth(name, loaded)
         data = BehaviourData.from_records(load_data(scenario, "test", name)[:n_eval], benign)
-        train = load_data(scenario, "train", name)[: run["n_train"]]
-        val = load_data(scenario, "val", name)[: run["n_val"]]
+        train, val = load_data(scenario, "train", name), load_data(scenario, "val", name)[:20]
+        config = SeekConfig(scenario=scenario, max_length=96, **overrides)
         start = time.perf_counter()
-        result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both", **run["config"])).fit(train, val, progress=not official)
+        result = SafeSeek(loaded, config).fit(train, val, progress=not official)
         wall = time.perf_counter() - start
         if out is not None:
             result.save(out / name)
-        report(f"{name}, {scenario}, both", loaded, result, data, key, wall, truth)
+        report(f"{name}, {scenario}, {config.units}, {config.epochs} epochs", loaded, result, data, key, wall, truth)
 
 
 def main() -> None:
