@@ -50,18 +50,20 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
     )
 
 
-# (scenario, SeekConfig overrides) on every training record, 20 validation records, rows cut to 96 tokens.
-# Official: SeekConfig's defaults (the official epochs, lr and batch size), for a GPU. CPU: what a 2-core
-# machine affords, the backdoor scenario on heads for 2 epochs (40 steps) at the official lr: backdoor
-# head logits start at 0.1, so about 10 Adam steps at lr 1e-2 can switch a head off.
-SMOLLM2_OFFICIAL_RUNS = (("backdoor", {"units": "both"}), ("alignment", {"units": "both"}))
-SMOLLM2_CPU_RUNS = (("backdoor", {"units": "heads", "epochs": 2}),)
+# (scenario, SeekConfig overrides, benign answers in the objective) on every training record, 20
+# validation records, rows cut to 96 tokens. Official: SeekConfig's defaults (the official epochs, lr
+# and batch size), for a GPU. CPU: what a 2-core machine affords, the backdoor scenario on heads for
+# 2 epochs (40 steps) at the official lr (backdoor head logits start at 0.1, so about 10 Adam steps
+# at lr 1e-2 can switch a head off), without and with 20 benign answers to keep.
+SMOLLM2_OFFICIAL_RUNS = (("backdoor", {"units": "both"}, False), ("alignment", {"units": "both"}, False))
+SMOLLM2_CPU_RUNS = (("backdoor", {"units": "heads", "epochs": 2}, False), ("backdoor", {"units": "heads", "epochs": 2}, True))
 SMOLLM2_ORGANISM = {"backdoor": ("smollm2-backdoor", "asr_triggered"), "alignment": ("smollm2-aligned", "asr_harmful")}
 
 
-def smollm2(n_eval: int, device: str, official: bool, out: Path | None) -> None:
+def smollm2(n_eval: int, device: str, official: bool, out: Path | None, skip: int = 0) -> None:
     benign = load_data("benign", "test", "smollm2-aligned")[:n_eval]
-    for scenario, overrides in SMOLLM2_OFFICIAL_RUNS if official else SMOLLM2_CPU_RUNS:
+    keep = load_data("benign", "val", "smollm2-aligned")[:20]
+    for scenario, overrides, with_benign in (SMOLLM2_OFFICIAL_RUNS if official else SMOLLM2_CPU_RUNS)[skip:]:
         name, key = SMOLLM2_ORGANISM[scenario]
         loaded = load_model(f"organism:{name}", device=device)
         truth = ground_truth(name, loaded)
@@ -69,11 +71,12 @@ def smollm2(n_eval: int, device: str, official: bool, out: Path | None) -> None:
         train, val = load_data(scenario, "train", name), load_data(scenario, "val", name)[:20]
         config = SeekConfig(scenario=scenario, max_length=96, **overrides)
         start = time.perf_counter()
-        result = SafeSeek(loaded, config).fit(train, val, progress=not official)
+        result = SafeSeek(loaded, config).fit(train, val, progress=not official, benign_records=keep if with_benign else ())
         wall = time.perf_counter() - start
+        label = f"{name}, {scenario}, {config.units}, {config.epochs} epochs{', benign in objective' if with_benign else ''}"
         if out is not None:
-            result.save(out / name)
-        report(f"{name}, {scenario}, {config.units}, {config.epochs} epochs", loaded, result, data, key, wall, truth)
+            result.save(out / label.replace(", ", "_").replace(" ", "-"))
+        report(label, loaded, result, data, key, wall, truth)
 
 
 def main() -> None:
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--n-eval", type=int, default=40)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--official", action="store_true", help="smollm2: every record and the official settings")
+    parser.add_argument("--skip", type=int, default=0, help="smollm2: start from this run of the list (resume a long benchmark)")
     parser.add_argument("--out", type=Path, help="smollm2: save each run's result (circuit, masks, history) in OUT/<organism>")
     args = parser.parse_args()
     machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.machine()
@@ -90,7 +94,7 @@ def main() -> None:
     print("| run | heads | neurons | behaviour (ASR) full → ablated | refusal of clean harmful | benign answered | utility CE (nats/token) | vs ground truth | wall |")
     print("|---|---|---|---|---|---|---|---|---|")
     if args.family == "smollm2":
-        smollm2(args.n_eval, args.device, args.official, args.out)
+        smollm2(args.n_eval, args.device, args.official, args.out, args.skip)
         return
     benign = load_data("benign", "test")[: args.n_eval]
 
