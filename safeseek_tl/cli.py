@@ -177,7 +177,7 @@ def discover(
     Data parallel: `torchrun --nproc_per_node N -m safeseek_tl.cli discover ...` splits every batch
     over N processes (--batch-size is the global batch) and gives the masks of one process.
     """
-    from safeseek_tl.data import load_records
+    from safeseek_tl.data import load_records, split_records
     from safeseek_tl.distributed import init_from_environment
     from safeseek_tl.report_text import print_discovery_summary
     from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete, search_fill
@@ -207,8 +207,9 @@ def discover(
     if not parallel.is_main:  # every rank holds the same result; rank 0 writes and reports it
         return
     result.save(out)
-    check_records = val_records or records[-config.val_size :]
-    fill = search_fill(loaded, config, records, benign_records)  # mean-fill searches are checked with their own fill
+    # as fit() split them: a mean-fill search is checked with the means of its own training records
+    train_records, check_records = (records, val_records) if val_records else split_records(records, config.val_size, "training data")
+    fill = search_fill(loaded, config, train_records, benign_records)
     print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill), out)
 
 

@@ -610,7 +610,6 @@ def discover(
     return SafeSeek(loaded, config).fit(records, val_records, checkpoint_dir, resume, progress=progress, benign_records=benign_records)
 
 
-
 SWITCH_TOKENS = 32
 """New tokens generated per prompt when judging whether an ablation switches the behaviour."""
 
