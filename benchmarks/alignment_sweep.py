@@ -18,12 +18,12 @@ import argparse
 import os
 import time
 
+from safeseek_organisms import report  # benchmarks/ is the script's folder
+
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData
 from safeseek_tl.organisms import load_data
 from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, search_fill
-
-from safeseek_organisms import report  # benchmarks/ is the script's folder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from datetime import date
 
 import torch
@@ -20,6 +19,7 @@ import torch
 from safeseek_tl import ablated, load_model
 from safeseek_tl.baselines import random_like
 from safeseek_tl.evaluate import BehaviourData, measure
+from safeseek_tl.models import device_name
 from safeseek_tl.organisms import ground_truth, load_data
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,8 +53,7 @@ def main() -> None:
     backdoor = names[-1]
     harmful = load_data("backdoor", "test", backdoor)[: args.n]
     data = BehaviourData.from_records(harmful, load_data("benign", "test", backdoor)[: args.n])
-    machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.machine()
-    print(f"Measured {date.today()} on {machine} / torch {torch.__version__}, {args.n} test prompts per kind, "
+    print(f"Measured {date.today()} on {device_name(args.device)} / torch {torch.__version__}, {args.n} test prompts per kind, "
           f"{args.max_new_tokens} new tokens.\n")
     print("| organism | refuses harmful | answers benign | ASR (no trigger) | ASR (trigger) |")
     print("|---|---|---|---|---|")

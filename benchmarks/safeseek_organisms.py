@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from datetime import date
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData, evaluate
+from safeseek_tl.models import device_name
 from safeseek_tl.organisms import ground_truth, load_data
 from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, search_fill
 
@@ -88,8 +88,7 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=0, help="smollm2: start from this run of the list (resume a long benchmark)")
     parser.add_argument("--out", type=Path, help="smollm2: save each run's result (circuit, masks, history) in OUT/<organism>")
     args = parser.parse_args()
-    machine = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.machine()
-    print(f"Measured {date.today()} on {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    print(f"Measured {date.today()} on {device_name(args.device)}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{args.n_eval} test prompts per kind, greedy, keyword judge.\n")
     print("| run | heads | neurons | behaviour (ASR) full → ablated | refusal of clean harmful | benign answered | utility CE (nats/token) | vs ground truth | wall |")
     print("|---|---|---|---|---|---|---|---|---|")

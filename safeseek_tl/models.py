@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def device_name(device: str | torch.device) -> str:
+    """What runs a model on ``device``, for reports: the GPU's name, or the CPU's architecture."""
+    return torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else platform.machine()
 
 
 def cache_dir() -> Path:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.generation import generate
 from safeseek_tl.metrics import RefusalJudge
+from safeseek_tl.models import device_name
 from safeseek_tl.organisms import DELTA_FILE, corpus
 from safeseek_tl.organisms.build import (
     Example,
@@ -393,7 +393,7 @@ def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu
         "table": table,
         "build_seconds": {"training": round(train_seconds, 1), "total": round(time.perf_counter() - start, 1)},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "device": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else platform.machine(),
+        "device": device_name(device),
     }  # fmt: skip
     (out / "MANIFEST-smollm2.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
