@@ -211,7 +211,7 @@ def delta_of(loaded: Any, masks: Mapping[str, Bool[Tensor, " ..."]], **metadata:
     for name, mask in masks.items():
         dim, index = _slice_of(mask)
         values = params[name].detach().index_select(dim, index.to(params[name].device))
-        slices[name] = SliceDelta(dim, index, values.cpu().clone())
+        slices[name] = SliceDelta(dim, index, values.cpu().clone(), tuple(params[name].shape))
     return ParameterDelta(slices, {"model": loaded.shape.to_dict(), **metadata})
 
 

@@ -138,6 +138,8 @@ def test_delta_round_trip_gives_the_tuned_model(gqa_dir, tmp_path, tokens, mode)
     assert torch.equal(fresh.model(tokens), tuned.model(tokens))
     assert not torch.equal(fresh.model(tokens), base_logits)
     assert delta.metadata["mode"] == mode and delta.n_values == result.trainable_params
+    whole_shapes = {name: tuple(p.shape) for name, p in hf_parameters(fresh).items()}
+    assert {name: piece.shape for name, piece in delta.slices.items()} == {name: whole_shapes[name] for name in delta.slices}
     summary = json.loads((tmp_path / "tune.json").read_text())
     assert summary["trainable_params"] == result.trainable_params and summary["config"]["mode"] == mode
 
