@@ -38,7 +38,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -60,7 +59,7 @@ from safeseek_tl.baselines.probing import linear_probes
 from safeseek_tl.baselines.ships import ships_scores, ships_scores_naive
 from safeseek_tl.data import TokenizedPairs, tokenize_prompts
 from safeseek_tl.metrics import completion_cross_entropy
-from safeseek_tl.models import LoadedModel, load_model
+from safeseek_tl.models import LoadedModel, device_name, load_model
 from safeseek_tl.organisms import load_data, organism_folder
 from safeseek_tl.seek import SeekConfig, SeekObjective, _paths
 from safeseek_tl.units import Scores
@@ -332,7 +331,7 @@ def main() -> None:
 
     shape = loaded.shape
     clock = "CPU time of this process" if device.type == "cpu" else "wall time (synchronized)"
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    hardware = device_name(device)
     print(f"{date.today().isoformat()}, {device} ({hardware}), torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"median of {args.rounds} interleaved rounds, {clock}")  # fmt: skip
     print(f"model {args.model} ({args.dtype}): {shape.n_layers} layers, {shape.size('heads')[1]} heads, d_mlp {shape.size('neurons')[1]}, "
