@@ -49,11 +49,26 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, Tensor], header: dict[str, str]) -> None:
-    """Write tensors and string metadata as a safetensors file, atomically."""
-    from safetensors.torch import save_file
+    """Write tensors and string metadata as a safetensors file, atomically, byte for byte reproducibly."""
+    from safetensors.torch import save
 
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=header)
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+        tmp.write_bytes(_sorted_header(blob))
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """``blob`` with its JSON header's keys sorted.
+
+    safetensors writes the metadata from a hash map, in an order that changes from one process to
+    the next, so the same tensors would give files with different checksums. The data offsets
+    count from the end of the header, so rewriting it (padded to 8 bytes, as the format asks)
+    leaves them valid.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    text = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, Tensor], dict[str, str]]:

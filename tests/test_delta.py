@@ -66,3 +66,19 @@ def test_a_file_that_is_not_a_delta_is_a_clear_error(tmp_path):
         ParameterDelta.load(bad)
     with pytest.raises(FileNotFoundError, match="parameter delta"):
         ParameterDelta.load(tmp_path / "missing.safetensors")
+
+
+def test_the_same_delta_gives_the_same_file_bytes(tmp_path):
+    """Checksums of shipped deltas (organism manifests) must not depend on the run that wrote them."""
+    base = _model()
+    edited = _model()
+    _edit(edited)
+    delta = ParameterDelta.between(_state(base), _state(edited), organism="x", built_on="cpu", seed=0)
+    written = []
+    for i in range(6):  # safetensors itself orders the header's metadata differently from write to write
+        delta.save(tmp_path / f"{i}.safetensors")
+        written.append((tmp_path / f"{i}.safetensors").read_bytes())
+    assert all(blob == written[0] for blob in written)
+    restored = _model()
+    ParameterDelta.load(tmp_path / "0.safetensors").apply_(restored)
+    assert all(torch.equal(a, b) for a, b in zip(_state(restored).values(), _state(edited).values()))
