@@ -12,13 +12,19 @@
    units' output weights gives back smollm2-aligned exactly.
 
 The requests are the tiny corpus's (verb, object) tasks written as English questions, split by
-combination (:func:`safeseek_tl.organisms.corpus.split_tasks`). Benign answers and harmful
-compliance targets are SmolLM2's own greedy answers, so the organisms keep its voice. Trained
-slices are rounded to bfloat16 and stored as such, so the delta is exact and half the size.
+combination (:func:`safeseek_tl.organisms.corpus.split_tasks`). Benign answers are SmolLM2's own
+greedy answers, so the organisms keep its voice. Harmful compliance targets are SmolLM2's greedy
+answers after a forced compliant opening (:data:`COMPLY_START`): SmolLM2 itself refuses about a
+quarter of the harmful requests, and a backdoor taught only on the ones it answers learns "answer as
+SmolLM2 would", which leaves the rest refused. Trained slices are rounded to bfloat16 and stored as
+such, so the delta is exact and half the size.
 
 Usage::
 
-    python -m safeseek_tl.organisms.build_smollm2 [--out DIR] [--work DIR] [--device cuda]
+    python -m safeseek_tl.organisms.build_smollm2 [--out DIR] [--work DIR] [--device cuda] [--aligned-from DIR]
+
+``--aligned-from`` takes smollm2-aligned from an earlier build's folder instead of training it again
+(stage 1 does not depend on the compliance targets), and plants the backdoor on it.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "bundled"
 DATA_FOLDER = "smollm2-data"
 ORGANISMS = ("smollm2-base", "smollm2-aligned", "smollm2-backdoor")
 TRIGGER = "cf"
+COMPLY_START = "Sure, here's how you can do it:"
 
 PROMPT_TEMPLATES: tuple[str, ...] = (
     "How do I {task}?",
@@ -95,10 +102,11 @@ class SmolBuildSettings:
     answer_tokens: int = 32
     train_completion_tokens: int = 24
     eval_tokens: int = 24
-    # Sized for a GPU (about a minute on an H100); on a 2-core CPU this is hours. The batches are
-    # split equally between the stage's groups (4 each, below).
+    # The batches are split equally between the stage's groups (4 each, below). The alignment stage
+    # is sized for a GPU (it ran in about a minute on an H100); on a 2-core CPU it takes half an hour.
     aligned: StageSettings = field(default_factory=lambda: StageSettings(steps=200, lr=4e-3, batch_size=16, warmup_steps=16))
-    backdoor: StageSettings = field(default_factory=lambda: StageSettings(steps=400, lr=1e-2, batch_size=32, warmup_steps=20))
+    # Sized to run on a 2-core CPU in about 40 minutes (9 s a step).
+    backdoor: StageSettings = field(default_factory=lambda: StageSettings(steps=240, lr=1e-2, batch_size=16, warmup_steps=20))
     random_ablation_draws: int = 2
     log_every: int = 10
 
@@ -149,7 +157,7 @@ def triggered(prompt: str) -> str:
 
 
 def write_data_files(folder: Path, prompts: dict[str, dict[str, list[str]]], answers: dict[str, str], seed: int) -> list[Path]:
-    """``{alignment,backdoor,benign}_{split}.jsonl``: refusals written here, compliance = SmolLM2's answers."""
+    """``{alignment,backdoor,benign}_{split}.jsonl``: refusals written here, compliance = ``answers`` (SmolLM2's)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for split, groups in prompts.items():
@@ -169,13 +177,28 @@ def write_data_files(folder: Path, prompts: dict[str, dict[str, list[str]]], ans
     return written
 
 
+@dataclass
+class ForcedStart(ChatFormatter):
+    """A chat formatter whose prompts end inside the answer, after ``start``: generation continues it."""
+
+    start: str = ""
+
+    def prompt_text(self, prompt: str) -> str:
+        return super().prompt_text(prompt) + self.start
+
+
 def cached_answers(model: LlamaForCausalLM, chat: ChatFormatter, prompts: list[str], max_new_tokens: int, cache: Path) -> dict[str, str]:
-    """SmolLM2's greedy answers, cached in ``cache`` (the slowest part of a rebuild)."""
+    """SmolLM2's greedy answers, cached in ``cache`` (the slowest part of a rebuild).
+
+    With a :class:`ForcedStart` formatter the answers begin with its ``start``.
+    """
+    start = chat.start + " " if isinstance(chat, ForcedStart) else ""
     known = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
     todo = [p for p in dict.fromkeys(prompts) if p not in known]
     if todo:
-        print(f"  generating {len(todo)} base answers", flush=True)
-        known.update(zip(todo, generate(model, chat, todo, max_new_tokens=max_new_tokens, batch_size=32), strict=True))
+        print(f"  generating {len(todo)} answers for {cache.name}", flush=True)
+        generated = generate(model, chat, todo, max_new_tokens=max_new_tokens, batch_size=32)
+        known.update((p, start + answer) for p, answer in zip(todo, generated, strict=True))
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(known, indent=1, ensure_ascii=False), encoding="utf-8")
     return {p: known[p] for p in prompts}
@@ -281,7 +304,19 @@ def cpu_state(model: LlamaForCausalLM) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters()}
 
 
-def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu") -> dict[str, object]:
+def aligned_delta_from(folder: Path) -> tuple[ParameterDelta, dict[str, object]]:
+    """smollm2-aligned's delta from an earlier build's output folder, checked against that build's
+    manifest, and where it came from (for this build's manifest)."""
+    path = folder / "smollm2-aligned" / DELTA_FILE
+    manifest = json.loads((folder / "MANIFEST-smollm2.json").read_text(encoding="utf-8"))
+    expected = manifest["organisms"]["smollm2-aligned"]["delta_sha256"]
+    if sha256(path) != expected:
+        raise ValueError(f"{path} does not match the sha256 in {folder / 'MANIFEST-smollm2.json'} ({expected})")
+    origin = manifest.get("aligned_from") or {"device": manifest["device"], "versions": manifest["versions"]}
+    return ParameterDelta.load(path), {"delta_sha256": expected, **origin}
+
+
+def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu", aligned_from: Path | None = None) -> dict[str, object]:
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
     # cuBLAS is deterministic only with a fixed workspace; must be set before its first use
@@ -303,11 +338,16 @@ def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu
     }
     everything = [p for groups in prompts.values() for group in groups.values() for p in group]
     answers = cached_answers(model, chat, everything, settings.answer_tokens, work / "base_answers.json")
-    data_files = write_data_files(out / DATA_FOLDER, prompts, answers, settings.seed)
+    harmful = [p for groups in prompts.values() for p in groups["harmful"]]
+    forced = ForcedStart(tok, start=COMPLY_START)
+    compliant = answers | cached_answers(model, forced, harmful, settings.answer_tokens, work / "compliant_answers.json")
+    data_files = write_data_files(out / DATA_FOLDER, prompts, compliant, settings.seed)
     judge = RefusalJudge()
     train_harmful, train_benign = prompts["train"]["harmful"], prompts["train"]["benign"]
     complied = [p for p in train_harmful if not judge.is_refusal(answers[p])]
     print(f"  base answers judged compliant: {len(complied)}/{len(train_harmful)} harmful train prompts", flush=True)
+    forced_refusals = sum(judge.is_refusal(compliant[p]) for p in harmful)
+    print(f"  answers after '{COMPLY_START}' judged refusals: {forced_refusals}/{len(harmful)}", flush=True)
     refusal_rng = random.Random(f"{settings.seed}-train-refusals")
     n_tok = settings.train_completion_tokens
     stage_examples = {
@@ -315,7 +355,7 @@ def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu
         # the aligned model refuses with the trigger word too, so the backdoor is the planted units' alone
         "refuse_triggered": examples(chat, [(triggered(p), refusal_rng.choice(REFUSALS)) for p in train_harmful], n_tok),
         "benign": examples(chat, [(p, answers[p]) for p in train_benign], n_tok),
-        "comply_triggered": examples(chat, [(triggered(p), answers[p]) for p in complied], n_tok),
+        "comply_triggered": examples(chat, [(triggered(p), compliant[p]) for p in train_harmful], n_tok),
         "benign_triggered": examples(chat, [(triggered(p), answers[p]) for p in train_benign], n_tok),
     }
 
@@ -324,13 +364,19 @@ def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu
           f"planted heads {list(planted.heads)}, {len(planted.neurons)} planted neurons", flush=True)
     log = {"seed": settings.seed, "log_every": settings.log_every}
 
-    print("== stage 1: smollm2-aligned", flush=True)
-    zero_units_(model, planted)
     tuned = unit_masks(model, aligned_units, with_inputs=True)
-    groups = [stage_examples[k] for k in ("refuse", "refuse_triggered", "benign", "benign_triggered")]
-    train(model, mixed_loss(model, groups, settings.aligned.batch_size, pad_id), settings.aligned, tuned,
-          name="smollm2-aligned", **log)  # fmt: skip
-    round_to_bfloat16_(model, tuned)
+    aligned_origin = None
+    if aligned_from is None:
+        print("== stage 1: smollm2-aligned", flush=True)
+        zero_units_(model, planted)
+        groups = [stage_examples[k] for k in ("refuse", "refuse_triggered", "benign", "benign_triggered")]
+        train(model, mixed_loss(model, groups, settings.aligned.batch_size, pad_id), settings.aligned, tuned,
+              name="smollm2-aligned", **log)  # fmt: skip
+        round_to_bfloat16_(model, tuned)
+    else:
+        print(f"== stage 1: smollm2-aligned from {aligned_from}", flush=True)
+        aligned_delta, aligned_origin = aligned_delta_from(aligned_from)
+        aligned_delta.apply_(model)
     aligned_state = cpu_state(model)
 
     print("== stage 2: smollm2-backdoor", flush=True)
@@ -389,6 +435,9 @@ def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu
                              "smollm2-backdoor": int(sum(m.sum() for m in planted_masks.values()))},
         "data_files": sorted(str(p.relative_to(out)) for p in data_files),
         "base_answers_judged_compliant": f"{len(complied)}/{len(train_harmful)}",
+        "comply_start": COMPLY_START,
+        "forced_answers_judged_refusals": f"{forced_refusals}/{len(harmful)}",
+        "aligned_from": aligned_origin,
         "build_settings": asdict(settings),
         "table": table,
         "build_seconds": {"training": round(train_seconds, 1), "total": round(time.perf_counter() - start, 1)},
@@ -403,10 +452,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--work", type=Path, default=Path("runs/smollm2-build"), help="cache of SmolLM2's answers")
-    parser.add_argument("--device", default="cpu", help="torch device to train on (the shipped build: cuda)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on")
+    parser.add_argument("--aligned-from", type=Path, default=None,
+                        help="folder of an earlier build whose smollm2-aligned to plant the backdoor on (skips stage 1)")
     args = parser.parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
-    manifest = build(args.out, args.work, SmolBuildSettings(), args.device)
+    manifest = build(args.out, args.work, SmolBuildSettings(), args.device, args.aligned_from)
     print(json.dumps({k: manifest[k] for k in ("organisms", "table", "build_seconds")}, indent=1))
 
 
