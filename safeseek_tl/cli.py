@@ -160,6 +160,7 @@ def discover(
     units: Annotated[str, typer.Option(help="heads, neurons or both.")] = "heads",
     val_data: Annotated[Optional[Path], typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
     complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Cut the circuit to the fewest units, most confidently masked first, that still switch the validation prompts (--complete prunes each round anyway).")] = False,
     benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response): the main mask must keep them answered; with --complete, a round must too.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the official script's).")] = None,
     batch_size: int = 8,
@@ -180,7 +181,7 @@ def discover(
     from safeseek_tl.data import load_records, split_records
     from safeseek_tl.distributed import init_from_environment
     from safeseek_tl.report_text import print_discovery_summary
-    from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete, search_fill
+    from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete, prune_circuit, search_fill
 
     try:
         config = SeekConfig(
@@ -191,6 +192,8 @@ def discover(
         raise ValueError(f"bad settings: {err}") from None
     if complete and resume:
         raise ValueError("--resume does not apply to --complete, which keeps no checkpoint")
+    if complete and prune:
+        raise ValueError("--prune does not apply to --complete, which prunes each of its rounds already")
     records = load_records(data, scenario)
     val_records = load_records(val_data, scenario) if val_data else None
     benign_records = load_records(benign, "benign") if benign else []
@@ -210,6 +213,12 @@ def discover(
     # as fit() split them: a mean-fill search is checked with the means of its own training records
     train_records, check_records = (records, val_records) if val_records else split_records(records, config.val_size, "training data")
     fill = search_fill(loaded, config, train_records, benign_records)
+    if prune:
+        try:
+            result = prune_circuit(loaded, result, check_records, benign_records, fill)
+        except ValueError as err:
+            raise ValueError(f"{err}; the unpruned result is saved in {out}") from None
+        result.save(out)
     print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill), out)
 
 

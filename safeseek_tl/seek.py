@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,14 +28,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
+from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.checkpoint import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.distributed import DataParallel
-from safeseek_tl.hooks import UNIT_KINDS, UnitKind
-from safeseek_tl.masks import MaskKind, MaskLogits, masked
-from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.evaluate import utility_loss
 from safeseek_tl.generation import generate
+from safeseek_tl.hooks import UNIT_KINDS, UnitKind
+from safeseek_tl.masks import MaskKind, MaskLogits, masked
 from safeseek_tl.metrics import RefusalJudge, completion_cross_entropy
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
@@ -670,6 +670,61 @@ def behaviour_switch(
         return {**full, "switched": switched, **_clean_behaviour(loaded, config, records, benign, max_new_tokens)}
 
 
+def _switch_test(
+    loaded: Any,
+    config: SeekConfig,
+    records: Sequence[Record],
+    benign_records: Sequence[BenignRecord],
+    fill: ReferenceActivations | None,
+    min_switched: float,
+    max_clean_drop: float,
+    max_utility_increase: float,
+) -> Callable[[Circuit], bool]:
+    """``switches(circuit)``: does ablating it switch >= ``min_switched`` of ``records``, while clean
+    refusals and benign answers drop by at most ``max_clean_drop`` and the benign cross-entropy
+    rises by at most ``max_utility_increase`` nats per token? (:func:`behaviour_switch`)"""
+    # The model itself does not change between checks: measure its clean behaviour once.
+    full = _full_behaviour(loaded, config, records, benign_records, SWITCH_TOKENS)
+
+    def switches(circuit: Circuit) -> bool:
+        check = behaviour_switch(loaded, config, circuit, records, benign=benign_records, full=full, fill=fill)
+        drops = (check.get(f"{k}_full", 0.0) - check.get(k, 0.0) for k in ("clean", "benign"))
+        utility_increase = check.get("utility", 0.0) - check.get("utility_full", 0.0)
+        return check["switched"] >= min_switched and max(drops) <= max_clean_drop and utility_increase <= max_utility_increase
+
+    return switches
+
+
+def prune_circuit(
+    loaded: Any,
+    result: SeekResult,
+    val_records: Sequence[Record],
+    benign_records: Sequence[BenignRecord] = (),
+    fill: ReferenceActivations | None = None,
+    min_switched: float = 0.8,
+    max_clean_drop: float = 0.1,
+    max_utility_increase: float = 0.1,
+) -> SeekResult:
+    """``result`` with its circuit cut to the fewest units, most confidently masked first, that still switch.
+
+    A search stopped early (a short budget) leaves units switched off that the behaviour does not
+    need; this keeps the shortest prefix of the circuit's units, by main-mask logit, whose ablation
+    passes the test of :func:`discover_complete` on ``val_records`` (and ``benign_records``): a
+    binary search over the prefix length, each step one :func:`behaviour_switch`. ``fill``: the
+    search's means for ``ablation="mean"`` (:func:`search_fill` of its training records; default:
+    means over ``val_records``). Raises ``ValueError`` when the whole circuit does not pass the test.
+    """
+    switches = _switch_test(loaded, result.config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase)
+    if not switches(result.circuit):
+        raise ValueError(
+            f"ablating the circuit ({result.circuit.n_heads} heads, {result.circuit.n_neurons} neurons) does not switch "
+            f"{min_switched:.0%} of the validation prompts while keeping clean behaviour: nothing to prune"
+        )
+    pruned = _smallest_switching_prefix(result.circuit, result.main_logits, switches)
+    pruned.metadata = {**result.circuit.metadata, "pruned": True, "unpruned_units": len(result.circuit)}
+    return replace(result, circuit=pruned)
+
+
 def _smallest_switching_prefix(circuit: Circuit, main_logits: dict[str, Tensor], switches: Any) -> Circuit:
     """The fewest units of ``circuit``, lowest main-mask logit first, whose ablation still ``switches``.
 
@@ -732,9 +787,10 @@ def discover_complete(
     shape = loaded.shape
     union = Circuit.empty(shape)
     rounds: list[SeekResult] = []
-    # The model itself does not change between rounds: measure its clean behaviour once.
-    full = _full_behaviour(loaded, config, val_records, benign_records, SWITCH_TOKENS)
-    fill = search_fill(loaded, config, records, benign_records)
+    switches = _switch_test(
+        loaded, config, val_records, benign_records, search_fill(loaded, config, records, benign_records),
+        min_switched, max_clean_drop, max_utility_increase,
+    )  # fmt: skip
     for round_index in range(max_rounds):
         result = SafeSeek(loaded, config).fit(
             records, val_records, protected=union if rounds else None, progress=progress, benign_records=benign_records
@@ -742,12 +798,6 @@ def discover_complete(
         new = result.circuit - union
         if len(new) == 0:
             break
-
-        def switches(circuit: Circuit) -> bool:
-            check = behaviour_switch(loaded, config, circuit, val_records, benign=benign_records, full=full, fill=fill)
-            drops = (check.get(f"{k}_full", 0.0) - check.get(k, 0.0) for k in ("clean", "benign"))
-            utility_increase = check.get("utility", 0.0) - check.get("utility_full", 0.0)
-            return check["switched"] >= min_switched and max(drops) <= max_clean_drop and utility_increase <= max_utility_increase
 
         if not switches(new):
             break

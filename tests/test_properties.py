@@ -328,6 +328,7 @@ def test_cli_reports_a_malformed_data_file_in_one_line_with_exit_code_2(data, mu
         (["--lr", "inf"], "lr must be a positive finite number"),
         (["--units", "layers"], "units must be one of"),
         (["--complete", "--resume"], "--resume does not apply to --complete"),
+        (["--complete", "--prune"], "--prune does not apply to --complete"),
         (["--device", "toaster"], "--device 'toaster' is not a torch device"),
         (["--val-data", "missing.jsonl"], "missing.jsonl: cannot read the file"),
         (["--bogus-option"], "No such option"),

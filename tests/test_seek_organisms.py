@@ -71,3 +71,26 @@ def test_behaviour_switch_ablates_as_a_mean_fill_search_masked():
     assert checked["utility"] == pytest.approx(expected, rel=1e-6)
     assert checked["utility"] != zeroed["utility"]
     assert search_fill(loaded, SeekConfig(scenario="backdoor"), records) is None
+
+
+def test_pruning_a_result_keeps_the_fewest_confident_units_that_still_switch():
+    import torch
+
+    from safeseek_tl.seek import SeekResult, prune_circuit
+    from safeseek_tl.units import Circuit, Scores
+
+    loaded = load_model("organism:tiny-backdoor")
+    shape, config = loaded.shape, SeekConfig(scenario="backdoor", units="heads")
+    records, benign = load_data("backdoor", "val")[:8], load_data("benign", "val")[:8]
+    # The planted chain (either head alone removes the backdoor) plus two unplanted heads, which
+    # the mask switched off less confidently.
+    logits = torch.ones(shape.n_layers, shape.n_heads)
+    logits[2, 5], logits[1, 3], logits[0, 0], logits[3, 7] = -3.0, -2.0, -0.5, -0.4
+    circuit = Circuit.from_units(shape, heads=[[1, 3], [2, 5], [0, 0], [3, 7]])
+    result = SeekResult(Scores(shape, heads=torch.sigmoid(-logits), method="safeseek"), circuit, config, {"heads": logits})
+    pruned = prune_circuit(loaded, result, records, benign)
+    assert pruned.circuit.head_list == [[2, 5]] and pruned.circuit.neuron_list == []
+    assert pruned.circuit.metadata["unpruned_units"] == 4 and pruned.scores is result.scores
+    unplanted = SeekResult(result.scores, Circuit.from_units(shape, heads=[[0, 0]]), config, {"heads": logits})
+    with pytest.raises(ValueError, match="does not switch"):
+        prune_circuit(loaded, unplanted, records, benign)
