@@ -160,7 +160,7 @@ def discover(
     units: Annotated[str, typer.Option(help="heads, neurons or both.")] = "heads",
     val_data: Annotated[Optional[Path], typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
     complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
-    prune: Annotated[bool, typer.Option("--prune", help="Cut the circuit to the fewest units, most confidently masked first, that still switch the validation prompts (--complete prunes each round anyway).")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Cut the circuit to a minimal set of its units whose ablation still switches the validation prompts (--complete prunes each round anyway).")] = False,
     benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response): the main mask must keep them answered; with --complete, a round must too.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the official script's).")] = None,
     batch_size: int = 8,

@@ -705,12 +705,13 @@ def prune_circuit(
     max_clean_drop: float = 0.1,
     max_utility_increase: float = 0.1,
 ) -> SeekResult:
-    """``result`` with its circuit cut to the fewest units, most confidently masked first, that still switch.
+    """``result`` with its circuit cut to a minimal ablation set: no unit of it can be left out.
 
     A search stopped early (a short budget) leaves units switched off that the behaviour does not
     need; this keeps the shortest prefix of the circuit's units, by main-mask logit, whose ablation
-    passes the test of :func:`discover_complete` on ``val_records`` (and ``benign_records``): a
-    binary search over the prefix length, each step one :func:`behaviour_switch`. ``fill``: the
+    passes the test of :func:`discover_complete` on ``val_records`` (and ``benign_records``), then
+    leaves out each of its units that the rest can switch without (:func:`_minimal_switching_set`;
+    each check is one :func:`behaviour_switch`, about log2(n) + n of them). ``fill``: the
     search's means for ``ablation="mean"`` (:func:`search_fill` of its training records; default:
     means over ``val_records``). Raises ``ValueError`` when the whole circuit does not pass the test.
     """
@@ -720,15 +721,18 @@ def prune_circuit(
             f"ablating the circuit ({result.circuit.n_heads} heads, {result.circuit.n_neurons} neurons) does not switch "
             f"{min_switched:.0%} of the validation prompts while keeping clean behaviour: nothing to prune"
         )
-    pruned = _smallest_switching_prefix(result.circuit, result.main_logits, switches)
+    pruned = _minimal_switching_set(result.circuit, result.main_logits, switches)
     pruned.metadata = {**result.circuit.metadata, "pruned": True, "unpruned_units": len(result.circuit)}
     return replace(result, circuit=pruned)
 
 
-def _smallest_switching_prefix(circuit: Circuit, main_logits: dict[str, Tensor], switches: Any) -> Circuit:
-    """The fewest units of ``circuit``, lowest main-mask logit first, whose ablation still ``switches``.
+def _minimal_switching_set(circuit: Circuit, main_logits: dict[str, Tensor], switches: Callable[[Circuit], bool]) -> Circuit:
+    """A minimal subset of ``circuit`` whose ablation still ``switches``: no unit of it can be left out.
 
-    Binary search over the prefix length; ``switches(circuit)`` must hold for the whole circuit.
+    First the shortest prefix of the units, lowest main-mask logit first (a binary search over its
+    length), then one pass that leaves out each of its units in turn, least confident first, and
+    keeps it out when the rest still switches: a short search ranks its units only roughly, so a
+    needed unit can sit behind unneeded ones. ``switches(circuit)`` must hold for the whole circuit.
     """
     units = [
         (float(main_logits[kind][layer, index]), kind, layer, index)
@@ -737,18 +741,23 @@ def _smallest_switching_prefix(circuit: Circuit, main_logits: dict[str, Tensor],
     ]  # fmt: skip
     units.sort()
 
-    def prefix(k: int) -> Circuit:
-        chosen = {kind: [[layer, index] for _, unit_kind, layer, index in units[:k] if unit_kind == kind] for kind in UNIT_KINDS}
-        return Circuit.from_units(circuit.shape, chosen["heads"], chosen["neurons"], **circuit.metadata)
+    def of(chosen: list[tuple[float, str, int, int]]) -> Circuit:
+        listed = {kind: [[layer, index] for _, unit_kind, layer, index in chosen if unit_kind == kind] for kind in UNIT_KINDS}
+        return Circuit.from_units(circuit.shape, listed["heads"], listed["neurons"], **circuit.metadata)
 
-    low, high = 1, len(units)  # switches(prefix(high)) holds
+    low, high = 1, len(units)  # switches(of(units[:high])) holds
     while low < high:
         middle = (low + high) // 2
-        if switches(prefix(middle)):
+        if switches(of(units[:middle])):
             high = middle
         else:
             low = middle + 1
-    return prefix(high)
+    kept = units[:high]
+    for unit in reversed(units[: high - 1]):  # the last unit of the shortest prefix is needed by construction
+        rest = [u for u in kept if u != unit]
+        if switches(of(rest)):
+            kept = rest
+    return of(kept)
 
 
 def discover_complete(
@@ -775,10 +784,9 @@ def discover_complete(
     token): without benign prompts a round may "switch" a backdoor off by breaking every answer.
     The benign records also enter each round's objective (``fit(benign_records=...)``), so that the
     search itself avoids units that clean answers need.
-    With ``prune`` a counted round keeps only the fewest of its new units, most confidently masked
-    first, that still switch it (a binary search): cheap units that the mask switched off without
-    need do not enter the circuit. The union of the counted rounds is
-    the complete circuit.
+    With ``prune`` a counted round keeps only a minimal set of its new units that still switch it
+    (as :func:`prune_circuit`): cheap units that the mask switched off without need do not enter
+    the circuit. The union of the counted rounds is the complete circuit.
     """
     from safeseek_tl.data import split_records
 
@@ -802,7 +810,7 @@ def discover_complete(
         if not switches(new):
             break
         if prune:
-            new = _smallest_switching_prefix(new, result.main_logits, switches)
+            new = _minimal_switching_set(new, result.main_logits, switches)
         union = union | new
         for entry in result.history:
             entry["round"] = round_index

@@ -121,21 +121,23 @@ def test_negative_ce_term_is_bounded_by_default(gqa):
     torch.testing.assert_close(unbounded._negative_ce(ce), -ce)
 
 
-def test_complete_search_pruning_keeps_the_shortest_switching_prefix_by_mask_logit():
-    from safeseek_tl.seek import _smallest_switching_prefix
+def test_pruning_keeps_a_minimal_switching_set_found_from_the_most_confident_units():
+    from safeseek_tl.seek import _minimal_switching_set
     from safeseek_tl.units import Circuit, ModelShape
 
     shape = ModelShape(n_layers=2, n_heads=4, d_mlp=6, model_name="toy")
     heads = [[0, 0], [0, 1], [1, 2], [1, 3]]
     circuit = Circuit.from_units(shape, heads=heads, neurons=[[1, 5]])
     logits = {"heads": torch.tensor([[-3.0, -1.0, 0.0, 0.0], [0.0, 0.0, -2.0, -0.5]]), "neurons": torch.full((2, 6), -4.0)}
-    needed = {("heads", 0, 0), ("heads", 1, 2)}  # the switch needs these two; ranking: n(1,5), h(0,0), h(1,2), ...
+    # The switch needs these two; by logit the ranking is n(1,5), h(0,0), h(1,2), h(1,3), h(0,1), so
+    # the shortest switching prefix also holds the unneeded n(1,5), which the second pass leaves out.
+    needed = {("heads", 0, 0), ("heads", 1, 2)}
     calls = []
 
     def switches(candidate: Circuit) -> bool:
         calls.append(len(candidate))
         return all(candidate.get(kind)[layer, index] for kind, layer, index in needed)
 
-    pruned = _smallest_switching_prefix(circuit, logits, switches)
-    assert pruned.head_list == [[0, 0], [1, 2]] and pruned.neuron_list == [[1, 5]]
-    assert len(calls) <= 3  # a binary search over 5 units, not a linear scan
+    pruned = _minimal_switching_set(circuit, logits, switches)
+    assert pruned.head_list == [[0, 0], [1, 2]] and pruned.neuron_list == []
+    assert len(calls) <= 3 + 2  # a binary search over 5 units, then one try per unit of the prefix but its last

@@ -73,7 +73,7 @@ def test_behaviour_switch_ablates_as_a_mean_fill_search_masked():
     assert search_fill(loaded, SeekConfig(scenario="backdoor"), records) is None
 
 
-def test_pruning_a_result_keeps_the_fewest_confident_units_that_still_switch():
+def test_pruning_a_result_keeps_a_minimal_set_of_its_units_that_still_switch():
     import torch
 
     from safeseek_tl.seek import SeekResult, prune_circuit
