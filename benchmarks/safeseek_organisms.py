@@ -5,8 +5,9 @@
 tiny (default settings unless stated): the backdoor circuit of tiny-backdoor (heads + neurons),
 the complete search on it, and the alignment circuit of tiny-aligned (heads + neurons).
 smollm2: SafeSeek on smollm2-backdoor / smollm2-aligned: by default what a 2-core CPU affords
-(SMOLLM2_CPU_RUNS: the backdoor on heads, 2 epochs); with --official, the backdoor and alignment
-runs with the official settings on heads and neurons (SMOLLM2_OFFICIAL_RUNS, for a GPU).
+(SMOLLM2_CPU_RUNS: the backdoor and the alignment on heads, 2 epochs); with --official, the
+backdoor and alignment runs with the official settings on heads and neurons (SMOLLM2_OFFICIAL_RUNS,
+for a GPU).
 Prints markdown rows for benchmarks/RESULTS.md.
 """
 
@@ -24,7 +25,7 @@ from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData, evaluate
 from safeseek_tl.models import device_name
 from safeseek_tl.organisms import ground_truth, load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, search_fill
+from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, prune_circuit, search_fill
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,20 +51,25 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
     )
 
 
-# (scenario, SeekConfig overrides, benign answers in the objective) on every training record, 20
-# validation records, rows cut to 96 tokens. Official: SeekConfig's defaults (the official epochs, lr
-# and batch size), for a GPU. CPU: what a 2-core machine affords, the backdoor scenario on heads for
-# 2 epochs (40 steps) at the official lr (backdoor head logits start at 0.1, so about 10 Adam steps
-# at lr 1e-2 can switch a head off), without and with 20 benign answers to keep.
-SMOLLM2_OFFICIAL_RUNS = (("backdoor", {"units": "both"}, False), ("alignment", {"units": "both"}, False))
-SMOLLM2_CPU_RUNS = (("backdoor", {"units": "heads", "epochs": 2}, False), ("backdoor", {"units": "heads", "epochs": 2}, True))
+# (scenario, SeekConfig overrides) on every training record, 20
+# validation records, rows cut to 96 tokens; each run is reported as found and pruned on the
+# validation prompts. Official: SeekConfig's defaults (the official epochs, lr and batch size), for a
+# GPU. CPU: what a 2-core machine affords, heads only for 2 epochs (40 steps) at the official lr:
+# the backdoor (its head logits start at 0.1, so about 10 Adam steps at lr 1e-2 can switch a head
+# off), and the alignment with its head logits also started at 0.1 (its default, 1.0, would need
+# about 100 steps). With 20 benign answers in the backdoor's objective (session 3, the old build)
+# 40 steps did no better; pass benign records to fit() to try it.
+SMOLLM2_OFFICIAL_RUNS = (("backdoor", {"units": "both"}), ("alignment", {"units": "both"}))
+SMOLLM2_CPU_RUNS = (
+    ("backdoor", {"units": "heads", "epochs": 2}),
+    ("alignment", {"units": "heads", "epochs": 2, "init_heads": 0.1}),
+)
 SMOLLM2_ORGANISM = {"backdoor": ("smollm2-backdoor", "asr_triggered"), "alignment": ("smollm2-aligned", "asr_harmful")}
 
 
 def smollm2(n_eval: int, device: str, official: bool, out: Path | None, skip: int = 0) -> None:
     benign = load_data("benign", "test", "smollm2-aligned")[:n_eval]
-    keep = load_data("benign", "val", "smollm2-aligned")[:20]
-    for scenario, overrides, with_benign in (SMOLLM2_OFFICIAL_RUNS if official else SMOLLM2_CPU_RUNS)[skip:]:
+    for scenario, overrides in (SMOLLM2_OFFICIAL_RUNS if official else SMOLLM2_CPU_RUNS)[skip:]:
         name, key = SMOLLM2_ORGANISM[scenario]
         loaded = load_model(f"organism:{name}", device=device)
         truth = ground_truth(name, loaded)
@@ -71,12 +77,25 @@ def smollm2(n_eval: int, device: str, official: bool, out: Path | None, skip: in
         train, val = load_data(scenario, "train", name), load_data(scenario, "val", name)[:20]
         config = SeekConfig(scenario=scenario, max_length=96, **overrides)
         start = time.perf_counter()
-        result = SafeSeek(loaded, config).fit(train, val, progress=not official, benign_records=keep if with_benign else ())
+        result = SafeSeek(loaded, config).fit(train, val, progress=not official)
         wall = time.perf_counter() - start
-        label = f"{name}, {scenario}, {config.units}, {config.epochs} epochs{', benign in objective' if with_benign else ''}"
+        extra = "".join(f", {option} {value}" for option, value in overrides.items() if option not in ("units", "epochs"))
+        label = f"{name}, {scenario}, {config.units}, {config.epochs} epochs{extra}"
         if out is not None:
             result.save(out / label.replace(", ", "_").replace(" ", "-"))
         report(label, loaded, result, data, key, wall, truth)
+        report_pruned(label, loaded, result, val, data, key, wall, truth)
+
+
+def report_pruned(label: str, loaded, result, val: list, data: BehaviourData, key: str, wall: float, truth) -> None:
+    """The row of ``result`` pruned on the validation prompts (``prune_circuit``); wall includes the search's."""
+    start = time.perf_counter()
+    try:
+        pruned = prune_circuit(loaded, result, val)
+    except ValueError as err:
+        print(f"| {label}, pruned | {err} |", flush=True)
+        return
+    report(f"{label}, pruned", loaded, pruned, data, key, wall + time.perf_counter() - start, truth)
 
 
 def main() -> None:
