@@ -7,8 +7,8 @@ compliance from <= 5% to >= 80% with benign utility within 5%. The official obje
 the circuit alone to refuse (``w_refuse``), which keeps enough of the model running; with
 ``w_refuse=0`` only necessity counts, and the sparsity weights trade size against the switch.
 The last row prunes one such circuit (``discover_complete`` with one round): benign validation
-answers enter the objective, and the fewest units, most confidently masked first, that still make
-the model answer >= 80% of the validation prompts are kept.
+answers enter the objective, and a minimal set of its units (no unit can be left out) that still
+makes the model answer >= 80% of the validation prompts is kept.
 Prints markdown rows in the format of benchmarks/safeseek_organisms.py.
 """
 

@@ -710,8 +710,8 @@ def prune_circuit(
     A search stopped early (a short budget) leaves units switched off that the behaviour does not
     need; this keeps the shortest prefix of the circuit's units, by main-mask logit, whose ablation
     passes the test of :func:`discover_complete` on ``val_records`` (and ``benign_records``), then
-    leaves out each of its units that the rest can switch without (:func:`_minimal_switching_set`;
-    each check is one :func:`behaviour_switch`, about log2(n) + n of them). ``fill``: the
+    leaves out each of its units that the rest can switch without, least confident first (each
+    check is one :func:`behaviour_switch`, about log2(n) + n of them). ``fill``: the
     search's means for ``ablation="mean"`` (:func:`search_fill` of its training records; default:
     means over ``val_records``). Raises ``ValueError`` when the whole circuit does not pass the test.
     """
