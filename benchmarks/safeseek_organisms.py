@@ -51,10 +51,10 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
     )
 
 
-# (scenario, SeekConfig overrides) on every training record, 20
-# validation records, rows cut to 96 tokens; each run is reported as found and pruned on the
-# validation prompts. Official: SeekConfig's defaults (the official epochs, lr and batch size), for a
-# GPU. CPU: what a 2-core machine affords, heads only for 2 epochs (40 steps) at the official lr:
+# (scenario, SeekConfig overrides) on every training record, 20 validation records, rows cut to 96
+# tokens; each run is reported as found and pruned on the validation prompts. Official:
+# SeekConfig's defaults (the official epochs, lr and batch size), for a GPU. CPU: what a 2-core
+# machine affords, heads only for 2 epochs (40 steps) at the official lr:
 # the backdoor (its head logits start at 0.1, so about 10 Adam steps at lr 1e-2 can switch a head
 # off), and the alignment with its head logits also started at 0.1 (its default, 1.0, would need
 # about 100 steps). With 20 benign answers in the backdoor's objective (session 3, the old build)
