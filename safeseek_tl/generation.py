@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.compat import check_cached_generation, greedy_generate
 from safeseek_tl.data import batch_slices, tokenize_prompts
 
 
@@ -28,24 +29,20 @@ def generate(
     or :func:`~safeseek_tl.ablation.ablated` act on every generated token. A per-row mask must have
     as many rows as ``batch_size`` (the last batch may be smaller: pass ``batch_size=len(prompts)``).
     ``model`` may also be a plain Hugging Face causal LM (used by the organism builds).
+
+    A model not loaded by this library is first checked by
+    :func:`~safeseek_tl.compat.check_cached_generation` (cached generation must equal uncached
+    generation; :class:`~safeseek_tl.compat.GenerationMismatchError` names the installed versions).
     """
-    hf_model = getattr(model, "original_model", model)
     tokenizer = chat.tokenizer
     tokens = tokenize_prompts(chat, prompts)
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    check_cached_generation(model, tokenizer)
     outputs: list[str] = []
     for part in tqdm(batch_slices(len(prompts), batch_size), desc="generating", disable=not progress, leave=False):
         input_ids = tokens.input_ids[part].to(device)
         attention_mask = tokens.attention_mask[part].to(device)
-        generated = hf_model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+        generated = greedy_generate(model, input_ids, attention_mask, tokenizer, max_new_tokens)
         new_tokens = generated[:, input_ids.shape[1] :]
         outputs.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return outputs

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from dataclasses import dataclass
@@ -20,12 +19,10 @@ from typing import Any
 import torch
 
 from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.compat import boot_bridge, gguf_to_folder
 from safeseek_tl.units import ModelShape
 
 ORGANISM_PREFIX = "organism:"
-SHARDING_KWARGS = ("device_map", "n_devices", "max_memory", "offload_folder")
-"""``TransformerBridge.boot_transformers`` options that place a model over several devices."""
-
 
 class ModelNotAvailableError(RuntimeError):
     """The model cannot be loaded without a network download."""
@@ -58,57 +55,6 @@ def device_name(device: str | torch.device) -> str:
 def cache_dir() -> Path:
     """Where converted models are cached (``$SAFESEEK_CACHE`` or ``~/.cache/safeseek_tl``)."""
     return Path(os.environ.get("SAFESEEK_CACHE", Path.home() / ".cache" / "safeseek_tl"))
-
-
-def _boot(folder: Path, name: str, device: str, dtype: torch.dtype, hf_model: Any = None, **bridge_kwargs: Any) -> tuple[Any, Any]:
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    # With a placement over several devices the bridge must load the weights itself (accelerate
-    # dispatches them as it loads): TransformerBridge refuses a preloaded model with one.
-    sharded = any(key in bridge_kwargs for key in SHARDING_KWARGS)
-    if sharded:
-        if hf_model is not None:
-            raise ValueError(f"model {name!r} is built in memory (a delta organism) and loads on one device; {', '.join(SHARDING_KWARGS)} need a model folder")
-    else:
-        bridge_kwargs["device"] = device
-        if hf_model is None:
-            hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-        # the bridge leaves a preloaded model where it is: without this it would run on the CPU
-        hf_model.to(device)
-    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, dtype=dtype, **bridge_kwargs)
-    bridge.eval()
-    bridge.requires_grad_(False)
-    bridge.cfg.model_name = name
-    # The tokenizer carries the model's context to the data code (data.context_length): prompts cut to fit.
-    if getattr(bridge.cfg, "n_ctx", None) and tokenizer.model_max_length > bridge.cfg.n_ctx:
-        tokenizer.model_max_length = int(bridge.cfg.n_ctx)
-    return bridge, tokenizer
-
-
-def _gguf_to_folder(gguf_file: Path) -> Path:
-    """Convert a GGUF checkpoint to a plain float32 Hugging Face folder once, and cache it."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    stat = gguf_file.stat()
-    key = hashlib.sha256(f"{gguf_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    folder = cache_dir() / "gguf" / f"{gguf_file.stem}-{key}"
-    if (folder / "config.json").exists():
-        return folder
-    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-    # save_pretrained refuses GGUF-loaded models: rebuild a plain model from the config and weights.
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.to_dict()), dtype=torch.float32)
-    plain.load_state_dict(quantized.state_dict())
-    tmp = folder.with_name(folder.name + ".partial")
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(folder)
-    return folder
 
 
 def _cached_hub_folder(name: str) -> Path:
@@ -147,12 +93,12 @@ def load_model(spec: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {path} does not exist")
-        folder, name = _gguf_to_folder(path), path.stem
+        folder, name = gguf_to_folder(path, cache_dir()), path.stem
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is a folder without config.json, so not a Hugging Face model folder")
         folder, name = path, path.name
     else:
         folder, name = _cached_hub_folder(text), text
-    model, tokenizer = _boot(folder, name, device, dtype, **bridge_kwargs)
+    model, tokenizer = boot_bridge(folder, name, device, dtype, **bridge_kwargs)
     return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, str(folder))

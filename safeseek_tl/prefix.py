@@ -6,56 +6,25 @@ and the unembedding run again. Over all layers this halves the blocks run, rough
 ``(n_layers + 1) / (2 n_layers)`` of one full forward per intervention.
 
 TransformerLens's ``start_at_layer`` swaps the cached residual in at block ``l`` but still runs
-blocks ``0..l-1`` and throws their output away; :func:`only_blocks_from` hides those blocks from the
+blocks ``0..l-1`` and throws their output away; :func:`~safeseek_tl.compat.only_blocks_from` hides those blocks from the
 Hugging Face decoder loop for the duration of the call, so they are not run at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 
+from safeseek_tl.compat import only_blocks_from
 from safeseek_tl.masks import HookList
 
 
 def resid_pre_hook(layer: int) -> str:
     """Hook point of the residual stream entering block ``layer``: [batch, pos, d_model]."""
     return f"blocks.{layer}.hook_resid_pre"
-
-
-def _block_list(model: Any) -> tuple[nn.Module, str] | None:
-    """The module and attribute name of the Hugging Face ``ModuleList`` holding the bridge's blocks."""
-    first = model.blocks[0]
-    for name, module in model.original_model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) and module[0] is first:
-            owner, _, attribute = name.rpartition(".")
-            return model.original_model.get_submodule(owner), attribute
-    return None
-
-
-@contextmanager
-def only_blocks_from(model: Any, layer: int) -> Iterator[None]:
-    """Inside the block, the model's forward runs blocks ``layer``.. only (the layer list is cut).
-
-    Where the blocks are not found in a ``ModuleList`` of the wrapped model, nothing is cut: the
-    results are the same, the earlier blocks just run for nothing.
-    """
-    found = _block_list(model)
-    if found is None or layer == 0:
-        yield
-        return
-    owner, attribute = found
-    full = getattr(owner, attribute)
-    setattr(owner, attribute, nn.ModuleList(list(full)[layer:]))
-    try:
-        yield
-    finally:
-        setattr(owner, attribute, full)
 
 
 def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:

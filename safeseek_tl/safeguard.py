@@ -36,6 +36,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
+from safeseek_tl.compat import add_point_hook, causal_lm, hook_points, kv_cache_from
 from safeseek_tl.data import (
     AlignmentRecord,
     BackdoorRecord,
@@ -140,19 +141,19 @@ class CircuitReader:
             raise ValueError("the circuit holds no units: there is nothing to read")
         # hook points resolved once: model.hooks(...) rebuilds the bridge's hook dictionary on every
         # call (milliseconds), too slow to do per prompt pass
-        hook_dict = loaded.model.hook_dict
-        self._points = [(hook_dict[unit_hook(kind, layer)], self._recorder(kind, layer)) for kind, layer in layers]
+        points = hook_points(loaded.model, [unit_hook(kind, layer) for kind, layer in layers])
+        self._points = [(point, self._recorder(kind, layer)) for point, (kind, layer) in zip(points, layers)]
         self.on_readout = on_readout
         self._valid: Bool[Tensor, "batch pos"] | None = None
         self._last: dict[LayerKey, Tensor] = {}
         self._magnitude: dict[LayerKey, Tensor] = {}
-        self._handles: list[tuple[Any, Any]] = []
+        self._removers: list[Callable[[], None]] = []
         self._stack: ExitStack | None = None
 
     def __enter__(self) -> CircuitReader:
         if self._stack is not None:
             raise RuntimeError("this reader is already active")
-        original = self.loaded.model.original_model
+        original = causal_lm(self.loaded.model)
         with ExitStack() as stack:
             stack.callback(original.register_forward_pre_hook(self._start_pass, with_kwargs=True).remove)
             stack.callback(original.register_forward_hook(self._end_pass).remove)
@@ -166,15 +167,14 @@ class CircuitReader:
             stack.close()
 
     def _remove_layer_hooks(self) -> None:
-        handles, self._handles, self._valid = self._handles, [], None
-        for point, handle in handles:
-            handle.hook.remove()
-            point.fwd_hooks.remove(handle)
+        removers, self._removers, self._valid = self._removers, [], None
+        for remove in removers:
+            remove()
 
     def _start_pass(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._remove_layer_hooks()
         self._last, self._magnitude = {}, {}
-        cache = kwargs.get("past_key_values")
+        cache = kv_cache_from(kwargs)
         if cache.get_seq_length() > 0 if hasattr(cache, "get_seq_length") else bool(cache):
             return  # a decoding step: its prompt was read in the prompt pass
         inputs = args[0] if args else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
@@ -185,7 +185,7 @@ class CircuitReader:
             self._valid = torch.ones(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
         else:
             return
-        self._handles = [(point, point.add_hook(hook)) for point, hook in self._points]
+        self._removers = [add_point_hook(point, hook) for point, hook in self._points]
 
     def _recorder(self, kind: UnitKind, layer: int) -> Callable[..., None]:
         def hook(act: Tensor, hook: Any) -> None:
@@ -204,7 +204,7 @@ class CircuitReader:
         return hook
 
     def _end_pass(self, module: Any, args: Any, output: Any) -> None:
-        if not self._handles:
+        if not self._removers:
             return
         self._remove_layer_hooks()
         readout = PromptReadout(self._last, self._magnitude)

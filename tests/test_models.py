@@ -49,10 +49,10 @@ def test_a_device_map_reaches_the_bridge_loader(gqa, gqa_dir, tokens, tmp_path):
 
 
 def test_a_model_built_in_memory_refuses_a_device_map(gqa_dir):
-    from safeseek_tl.models import _boot
+    from safeseek_tl.compat import boot_bridge
 
     with pytest.raises(ValueError, match="built in memory"):
-        _boot(gqa_dir, "delta organism", "cpu", torch.float32, hf_model=object(), n_devices=2)
+        boot_bridge(gqa_dir, "delta organism", "cpu", torch.float32, hf_model=object(), n_devices=2)
 
 
 def test_the_model_is_on_the_requested_device_before_the_bridge_wraps_it(gqa_dir, monkeypatch):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from safeseek_tl.prefix import last_logits_and_residuals, last_logits_from, only_blocks_from, position_ids
+from safeseek_tl.compat import only_blocks_from
+from safeseek_tl.prefix import last_logits_and_residuals, last_logits_from, position_ids
 
 
 def _left_padded(gqa):

@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl.ablation import ReferenceActivations, ablated
+from safeseek_tl.compat import check_cached_generation, greedy_generate
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.generation import generate
 from safeseek_tl.hooks import UNIT_KINDS, neuron_hook
@@ -58,14 +59,8 @@ def _greedy_ids(
     """Prompt + greedy completion (Hugging Face generate, KV cache) and a mask of the completion
     tokens: every generated token before the first EOS (EOS and the padding after it excluded)."""
     tokenizer = generator.tokenizer
-    full = generator.model.original_model.generate(
-        input_ids=ids,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=_pad_id(tokenizer),
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    check_cached_generation(generator.model, tokenizer)
+    full = greedy_generate(generator.model, ids, mask, tokenizer, max_new_tokens)
     new = full[:, ids.shape[1] :]
     before_eos = (new == tokenizer.eos_token_id).long().cumsum(-1) == 0
     completion = torch.cat([torch.zeros_like(mask, dtype=torch.bool), before_eos], dim=1)

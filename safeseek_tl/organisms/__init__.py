@@ -50,7 +50,8 @@ def load_organism(name: str, device: str = "cpu", dtype: torch.dtype = torch.flo
     model with the organism's ``delta.safetensors`` written over it.
     """
     from safeseek_tl.chat import ChatFormatter
-    from safeseek_tl.models import LoadedModel, _boot
+    from safeseek_tl.compat import boot_bridge
+    from safeseek_tl.models import LoadedModel
 
     folder = organism_folder(name)
     hf_model = None
@@ -65,7 +66,7 @@ def load_organism(name: str, device: str = "cpu", dtype: torch.dtype = torch.flo
         ParameterDelta.load(folder / DELTA_FILE).apply_(hf_model)
         hf_model.to(dtype)
         folder = weights_folder
-    model, tokenizer = _boot(folder, name, device, dtype, hf_model=hf_model, **bridge_kwargs)
+    model, tokenizer = boot_bridge(folder, name, device, dtype, hf_model=hf_model, **bridge_kwargs)
     return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, f"organism:{name}")
 
 

