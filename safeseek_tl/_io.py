@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,14 +21,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = _new_file_beside(target)
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _new_file_beside(target: Path) -> Path:
+    """Create an empty, uniquely named file next to ``target`` with the user's usual permissions.
+
+    ``tempfile.mkstemp`` creates files 0600, which the rename would then give to every result file;
+    opening with mode 0666 lets the kernel apply the umask (and default ACLs) as for any new file,
+    without changing the process-wide umask, which other threads share.
+    """
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {target}")
 
 
 def write_json(path: str | Path, payload: Any) -> None:
