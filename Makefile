@@ -3,7 +3,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup test test-all test-gpu notebooks docs demo organisms
+.PHONY: setup test test-all test-latest lock test-gpu notebooks docs demo organisms
 
 setup:
 	bash scripts/setup.sh
@@ -12,6 +12,22 @@ setup:
 test: setup
 	.venv/bin/mkdocs build --strict
 	.venv/bin/python -m pytest -q --nbmake --nbmake-timeout=600 tests notebooks
+
+# Without the lock, in .venv-latest: the newest releases of everything, transformers and
+# TransformerLens even past pyproject.toml's upper bounds (pip warns about them), to see the next
+# break before users do. Run it when either publishes a release.
+test-latest:
+	rm -rf .venv-latest
+	VENV=.venv-latest LOCK= bash scripts/setup.sh
+	.venv-latest/bin/python -m pip install --quiet --upgrade transformers transformer-lens
+	.venv-latest/bin/pip list 2>/dev/null | grep -i -E '^(torch|transformers|transformer-lens) '
+	.venv-latest/bin/python -m pytest -q tests
+
+# Rewrite requirements.lock from .venv-latest once `make test-latest` passed there (widen the
+# bounds in pyproject.toml first if it installed releases past them).
+lock:
+	{ echo "# Every package the tests passed with (pip constraints; scripts/setup.sh installs with it). Written by make lock."; \
+	  .venv-latest/bin/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock
 
 test-all: setup
 	.venv/bin/python -m pytest -q -m "slow or not slow" --nbmake --nbmake-timeout=600 tests notebooks
