@@ -10,13 +10,13 @@ from safeseek_tl.data import (
     AlignmentRecord,
     BackdoorRecord,
     BenignRecord,
-    DataError,
     TokenizedPairs,
     TokenizedPrompts,
     load_records,
     tokenize_pairs,
     tokenize_prompts,
 )
+from safeseek_tl.errors import DataError, InputError, ModelNotAvailableError, NonFiniteLossError, ShapeMismatchError
 from safeseek_tl.generation import generate
 from safeseek_tl.masks import MASK_KINDS, MaskKind, MaskLogits, mask_hooks, masked
 from safeseek_tl.metrics import (
@@ -27,11 +27,11 @@ from safeseek_tl.metrics import (
     refusal_score,
     refusal_token_ids,
 )
-from safeseek_tl.models import LoadedModel, ModelNotAvailableError, load_model
+from safeseek_tl.models import LoadedModel, load_model
 from safeseek_tl.monitor import Monitor, PromptCheck, TamperReference
 from safeseek_tl.safeguard import CircuitReader, Safeguard
 from safeseek_tl.tuning import TUNE_MODES, TuneConfig, TuneMode, TuneResult, apply_delta, parameter_masks, tune
-from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
+from safeseek_tl.units import Circuit, ModelShape, Scores
 
 __version__ = "0.1.0"
 
@@ -48,12 +48,14 @@ __all__ = [
     "Circuit",
     "CircuitReader",
     "DataError",
+    "InputError",
     "LoadedModel",
     "MaskKind",
     "MaskLogits",
     "ModelNotAvailableError",
     "ModelShape",
     "Monitor",
+    "NonFiniteLossError",
     "PromptCheck",
     "ReferenceActivations",
     "RefusalJudge",

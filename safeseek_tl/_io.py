@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import Tensor
 
+from safeseek_tl.errors import InputError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -58,9 +60,9 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
+        raise InputError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, Tensor], header: dict[str, str]) -> None:
@@ -98,5 +100,5 @@ def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, Tensor], di
             header = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path}: not a readable safetensors {what} ({err})") from None
+        raise InputError(f"{path}: not a readable safetensors {what} ({err})") from None
     return tensors, header

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind, unit_hook
 from safeseek_tl.units import Circuit, ModelShape
 
@@ -74,7 +75,7 @@ class ReferenceActivations:
             n_tokens += batch_tokens
             n_pooled += len(take)
         if n_tokens == 0:
-            raise ValueError("reference activations need at least one non-padding token")
+            raise InputError("reference activations need at least one non-padding token")
         return cls(
             means={kind: torch.stack(sums[kind]) / n_tokens for kind in UNIT_KINDS},
             pools={kind: torch.stack([torch.cat(chunks) for chunks in pools[kind]]) for kind in UNIT_KINDS},
@@ -116,11 +117,11 @@ def ablation_hooks(
 ) -> list[tuple[str, Callable[..., Tensor]]]:
     """The forward hooks that :func:`ablated` installs (exposed for composing with other hooks)."""
     if mode not in ABLATION_MODES:
-        raise ValueError(f"ablation mode must be one of {ABLATION_MODES}, got {mode!r}")
+        raise InputError(f"ablation mode must be one of {ABLATION_MODES}, got {mode!r}")
     if mode != "zero" and reference is None:
-        raise ValueError(f"{mode} ablation needs reference activations (ReferenceActivations.collect)")
+        raise InputError(f"{mode} ablation needs reference activations (ReferenceActivations.collect)")
     if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"ablation strength must be in [0, 1], got {strength}")
+        raise InputError(f"ablation strength must be in [0, 1], got {strength}")
     target = circuit.complement() if keep_only else circuit
     generator = torch.Generator().manual_seed(seed)
     hooks = []

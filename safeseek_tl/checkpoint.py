@@ -21,6 +21,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from safeseek_tl._io import read_safetensors, write_safetensors
+from safeseek_tl.errors import InputError
 from safeseek_tl.units import ModelShape
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -74,12 +75,12 @@ def write_checkpoint(
 def _check_fits(path: Path, header: Mapping[str, str], settings: Mapping[str, Any], shape: ModelShape) -> None:
     """Refuse a checkpoint of another model or other settings (it would not give the same run)."""
     if "config" not in header or "model" not in header:
-        raise ValueError(f"{path}: not a checkpoint of this version (no 'config' and 'model' in its header)")
+        raise InputError(f"{path}: not a checkpoint of this version (no 'config' and 'model' in its header)")
     shape.check_compatible(ModelShape.from_dict(json.loads(header["model"]), str(path)), f"checkpoint {path}")
     saved, wanted = json.loads(header["config"]), json.loads(json.dumps(dict(settings)))  # tuples as JSON lists
     changed = [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
     if changed:
-        raise ValueError(f"{path}: the checkpoint was made with other settings ({'; '.join(changed)}); resume with the same settings, or start again without --resume")
+        raise InputError(f"{path}: the checkpoint was made with other settings ({'; '.join(changed)}); resume with the same settings, or start again without --resume")
 
 
 def read_checkpoint(

@@ -17,6 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from safeseek_tl.errors import InputError, NonFiniteLossError
+
 app = typer.Typer(
     name="safeseek",
     help="Find, ablate and compare safety circuits (heads and MLP neurons) of language models.",
@@ -39,9 +41,9 @@ def _load(model: str, device: str):
     try:
         kind = torch.device(device).type
     except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+        raise InputError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is available to torch here; use --device cpu")
+        raise InputError(f"--device {device}: no CUDA GPU is available to torch here; use --device cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return load_model(model, device=device)
 
@@ -111,7 +113,7 @@ def _parse_overrides(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+            raise InputError(f"--set expects key=value, got {pair!r}")
         lowered = raw.strip().lower()
         if lowered in ("none", "null"):
             out[key] = None
@@ -189,11 +191,11 @@ def discover(
             objective=objective, val_size=val_size, seed=seed, **_parse_overrides(overrides),
         )  # fmt: skip
     except TypeError as err:  # an unknown --set key, or a value of the wrong type
-        raise ValueError(f"bad settings: {err}") from None
+        raise InputError(f"bad settings: {err}") from None
     if complete and resume:
-        raise ValueError("--resume does not apply to --complete, which keeps no checkpoint")
+        raise InputError("--resume does not apply to --complete, which keeps no checkpoint")
     if complete and prune:
-        raise ValueError("--prune does not apply to --complete, which prunes each of its rounds already")
+        raise InputError("--prune does not apply to --complete, which prunes each of its rounds already")
     records = load_records(data, scenario)
     val_records = load_records(val_data, scenario) if val_data else None
     benign_records = load_records(benign, "benign") if benign else []
@@ -216,8 +218,8 @@ def discover(
     if prune:
         try:
             result = prune_circuit(loaded, result, check_records, benign_records, fill)
-        except ValueError as err:
-            raise ValueError(f"{err}; the unpruned result is saved in {out}") from None
+        except InputError as err:
+            raise InputError(f"{err}; the unpruned result is saved in {out}") from None
         result.save(out)
     print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill), out)
 
@@ -327,11 +329,11 @@ def compare(
     from safeseek_tl.seek import SeekConfig
 
     if units not in ("heads", "neurons"):
-        raise ValueError(f"--units must be heads or neurons, got {units!r}")
+        raise InputError(f"--units must be heads or neurons, got {units!r}")
     try:
         budget_list = [int(b) for b in budgets.split(",")]
     except ValueError:
-        raise ValueError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
+        raise InputError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
     records = load_records(data, scenario)
     eval_records = load_records(eval_data, scenario) if eval_data else records
     benign_records = load_records(benign, "benign") if benign else []
@@ -499,12 +501,11 @@ def guard_evaluate(
 
 
 def main() -> None:
-    """Entry point: run the app and turn every error into one clear line and its exit code."""
-    from safeseek_tl.data import DataError
-    from safeseek_tl.models import ModelNotAvailableError
-    from safeseek_tl.seek import NonFiniteLossError
-    from safeseek_tl.units import ShapeMismatchError
+    """Entry point: run the app and turn every error into one clear line and its exit code.
 
+    Only :class:`~safeseek_tl.errors.InputError` (and a missing file) counts as bad input: a plain
+    ``ValueError`` comes from a bug, like any other unexpected exception.
+    """
     try:
         # Outside standalone mode typer turns Ctrl-C (and --help's exit) into a returned exit code.
         code = app(standalone_mode=False)
@@ -512,7 +513,7 @@ def main() -> None:
             if code == EXIT_INTERRUPTED:
                 typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
             sys.exit(code)
-    except (DataError, ShapeMismatchError, ModelNotAvailableError, FileNotFoundError, ValueError) as err:
+    except (InputError, FileNotFoundError) as err:
         if os.environ.get("SAFESEEK_DEBUG"):
             raise
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)

@@ -20,6 +20,7 @@ import pandas as pd
 from safeseek_tl._io import atomic_path, write_json
 from safeseek_tl.ablation import ablated
 from safeseek_tl.data import BenignRecord, Record
+from safeseek_tl.errors import InputError
 from safeseek_tl.evaluate import BehaviourData, measure
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.metrics import RefusalJudge
@@ -76,20 +77,20 @@ def compare(
     ``utility_change`` is the relative change of the benign completion cross-entropy.
     """
     if not methods:
-        raise ValueError("compare needs at least one method")
+        raise InputError("compare needs at least one method")
     if not budgets or any(k < 1 for k in budgets):
-        raise ValueError(f"budgets must be positive unit counts, got {list(budgets)}")
+        raise InputError(f"budgets must be positive unit counts, got {list(budgets)}")
     key = behaviour_key(scenario)
     baseline = measure(loaded, eval_data, judge, max_new_tokens)
     if key not in baseline:
-        raise ValueError(f"the evaluation data has no prompts to measure {key} for the {scenario} scenario")
+        raise InputError(f"the evaluation data has no prompts to measure {key} for the {scenario} scenario")
     rows, circuits = [], {}
     for name, run in methods.items():
         start = time.perf_counter()
         scores = run()
         wall = time.perf_counter() - start
         if scores.get(units) is None:
-            raise ValueError(f"method {name!r} gives no {units} scores; compare it on another granularity")
+            raise InputError(f"method {name!r} gives no {units} scores; compare it on another granularity")
         for k in budgets:
             circuit = Circuit.top_k(scores, **{units: k})
             circuits[(name, k)] = circuit
@@ -138,5 +139,5 @@ def method_runners(
                 name, loaded, records, scenario, base_model=base_model, benign=list(benign), **options
             )
         else:
-            raise ValueError(f"unknown method {name!r}; use {SAFESEEK} or one of {sorted(BASELINES)}")
+            raise InputError(f"unknown method {name!r}; use {SAFESEEK} or one of {sorted(BASELINES)}")
     return runners

@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from safeseek_tl.errors import InputError
+
 SHARDING_KWARGS = ("device_map", "n_devices", "max_memory", "offload_folder")
 """``TransformerBridge.boot_transformers`` options that place a model over several devices."""
 
@@ -164,7 +166,7 @@ def boot_bridge(folder: Path, name: str, device: str, dtype: torch.dtype, hf_mod
     sharded = any(key in bridge_kwargs for key in SHARDING_KWARGS)
     if sharded:
         if hf_model is not None:
-            raise ValueError(f"model {name!r} is built in memory (a delta organism) and loads on one device; {', '.join(SHARDING_KWARGS)} need a model folder")
+            raise InputError(f"model {name!r} is built in memory (a delta organism) and loads on one device; {', '.join(SHARDING_KWARGS)} need a model folder")
     else:
         bridge_kwargs["device"] = device
         if hf_model is None:

@@ -27,14 +27,11 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.errors import DataError, InputError
 
 DataKind = Literal["backdoor", "alignment", "benign"]
 DATA_KINDS: tuple[DataKind, ...] = ("backdoor", "alignment", "benign")
 IGNORE_INDEX = -100
-
-
-class DataError(ValueError):
-    """A data file or record is malformed; the message names the file, line and field."""
 
 
 @dataclass(frozen=True)
@@ -379,7 +376,7 @@ def tokenize_prompts(chat: ChatFormatter, prompts: Sequence[str], max_length: in
 def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Consecutive slices covering ``range(n)`` in batches of ``batch_size``."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 

@@ -19,6 +19,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from safeseek_tl._io import read_safetensors, write_safetensors
+from safeseek_tl.errors import InputError
 from safeseek_tl.units import ShapeMismatchError
 
 FORMAT = "safeseek_tl.delta/1"
@@ -108,7 +109,7 @@ class ParameterDelta:
         """Read a delta written by :meth:`save`."""
         tensors, header = read_safetensors(path, "parameter delta")
         if header.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a safeseek_tl parameter delta (header format {header.get('format')!r})")
+            raise InputError(f"{path} is not a safeseek_tl parameter delta (header format {header.get('format')!r})")
         dims, shapes = json.loads(header["dims"]), json.loads(header.get("shapes", "{}"))  # files before shapes were recorded have none
         slices = {
             name: SliceDelta(int(dim), tensors[f"{name}:index"], tensors[f"{name}:values"], tuple(shapes[name]) if name in shapes else None)

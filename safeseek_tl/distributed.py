@@ -23,6 +23,8 @@ import torch.distributed as dist
 from jaxtyping import Int
 from torch import Tensor
 
+from safeseek_tl.errors import InputError
+
 
 @dataclass(frozen=True)
 class DataParallel:
@@ -81,7 +83,7 @@ def init_from_environment(device: str = "cpu") -> tuple[DataParallel, str]:
         return DataParallel.current(), device
     cuda = torch.device(device).type == "cuda"
     if cuda and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: no CUDA GPU is available to torch here; use cpu (the gloo backend)")
+        raise InputError(f"device {device!r}: no CUDA GPU is available to torch here; use cpu (the gloo backend)")
     if cuda and torch.device(device).index is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     if not dist.is_initialized():

@@ -16,6 +16,7 @@ import torch
 
 from safeseek_tl.ablation import AblationMode, ReferenceActivations, ablated
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, BenignRecord, Record, batch_slices, tokenize_pairs, tokenize_prompts
+from safeseek_tl.errors import InputError
 from safeseek_tl.generation import generate
 from safeseek_tl.metrics import RefusalJudge, completion_cross_entropy, refusal_score, refusal_token_ids
 from safeseek_tl.units import Circuit
@@ -107,7 +108,7 @@ def evaluate(
     results = {}
     for condition in conditions:
         if condition not in contexts:
-            raise ValueError(f"unknown condition {condition!r}; use {list(contexts)}")
+            raise InputError(f"unknown condition {condition!r}; use {list(contexts)}")
         with contexts[condition]():
             results[condition] = measure(loaded, data, judge, max_new_tokens)
     return results

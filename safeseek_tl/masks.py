@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind, head_hook, neuron_hook
 from safeseek_tl.units import ModelShape
 
@@ -68,7 +69,7 @@ def mask_hooks(
         if values is None:
             continue
         if values.dim() not in (2, 3):
-            raise ValueError(f"a mask must be [n_layers, units] or [batch, n_layers, units], got shape {tuple(values.shape)}")
+            raise InputError(f"a mask must be [n_layers, units] or [batch, n_layers, units], got shape {tuple(values.shape)}")
         layer_fill = fill.get(kind) if fill is not None else None
         for layer in range(values.shape[-2]):
             hooks.append((name_of(layer), _gate(values[..., layer, :], None if layer_fill is None else layer_fill[layer], unit_dims)))
@@ -116,11 +117,11 @@ class MaskLogits(nn.Module):
     ) -> None:
         super().__init__()
         if kind not in MASK_KINDS:
-            raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
+            raise InputError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
         if not kinds or any(k not in UNIT_KINDS for k in kinds):
-            raise ValueError(f"kinds must be a non-empty subset of {UNIT_KINDS}, got {kinds!r}")
+            raise InputError(f"kinds must be a non-empty subset of {UNIT_KINDS}, got {kinds!r}")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise InputError(f"temperature must be positive, got {temperature}")
         self.shape, self.kinds, self.kind, self.temperature = shape, tuple(kinds), kind, temperature
         for unit_kind in UNIT_KINDS:
             value = init if isinstance(init, (int, float)) else init.get(unit_kind, 1.0)

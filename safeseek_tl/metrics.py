@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from safeseek_tl.data import IGNORE_INDEX
+from safeseek_tl.errors import InputError
 
 REFUSAL_KEYWORDS: tuple[str, ...] = (
     "I'm sorry", "Sorry", "sorry", "I am sorry", "I apologize", "As an", "As an AI", "I'm an",
@@ -75,7 +76,7 @@ def refusal_token_ids(tokenizer: object, openings: Iterable[str] = REFUSAL_OPENI
             if encoded and encoded[0] != unk and encoded[0] not in ids:
                 ids.append(int(encoded[0]))
     if not ids:
-        raise ValueError(f"none of the refusal openings {list(openings)} is a known token of this tokenizer")
+        raise InputError(f"none of the refusal openings {list(openings)} is a known token of this tokenizer")
     return ids
 
 

@@ -20,13 +20,10 @@ import torch
 
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.compat import boot_bridge, gguf_to_folder
+from safeseek_tl.errors import ModelNotAvailableError
 from safeseek_tl.units import ModelShape
 
 ORGANISM_PREFIX = "organism:"
-
-class ModelNotAvailableError(RuntimeError):
-    """The model cannot be loaded without a network download."""
-
 
 @dataclass
 class LoadedModel:

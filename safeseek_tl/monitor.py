@@ -35,6 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
+from safeseek_tl.errors import InputError
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.safeguard import (
     CircuitReader,
@@ -58,11 +59,11 @@ def conformal_threshold(scores: Float[Tensor, " n"], false_alarm: float) -> floa
     most ``false_alarm``.
     """
     if not 0.0 < false_alarm < 1.0:
-        raise ValueError(f"the target false-alarm rate must be in (0, 1), got {false_alarm}")
+        raise InputError(f"the target false-alarm rate must be in (0, 1), got {false_alarm}")
     n = scores.numel()
     rank = math.ceil((n + 1) * (1.0 - false_alarm))
     if rank > n:
-        raise ValueError(
+        raise InputError(
             f"{n} calibration prompts cannot set a threshold for a false-alarm rate of {false_alarm}: "
             f"use at least {math.ceil(1.0 / false_alarm) - 1} calibration prompts or a higher rate"
         )
@@ -104,7 +105,7 @@ class TamperReference:
         """Fit the per-unit mean and spread on ``prompts`` (clean runs), then set the threshold on
         ``calibration_prompts`` (other clean prompts) for the target ``false_alarm`` rate."""
         if len(prompts) < 2:
-            raise ValueError(f"the reference needs at least 2 clean prompts to measure a spread, got {len(prompts)}")
+            raise InputError(f"the reference needs at least 2 clean prompts to measure a spread, got {len(prompts)}")
         reference = read_prompts(loaded, [circuit], prompts, batch_size, progress).magnitudes(circuit)
         mean = reference.mean(0)
         std = torch.maximum(reference.std(0), MIN_RELATIVE_STD * mean.abs()).clamp(min=1e-6)
@@ -139,7 +140,7 @@ class TamperReference:
         if circuit_file.is_file():
             other = Circuit.load(circuit_file)
             if (other.head_list, other.neuron_list) != (self.circuit.head_list, self.circuit.neuron_list):
-                raise ValueError(f"{circuit_file} holds another circuit; save the tamper reference in its own folder")
+                raise InputError(f"{circuit_file} holds another circuit; save the tamper reference in its own folder")
         else:
             self.circuit.save(circuit_file)
         write_safetensors(out / "tamper.safetensors", {"mean": self.mean, "std": self.std}, {"format": FORMAT})
@@ -154,10 +155,10 @@ class TamperReference:
                 raise FileNotFoundError(f"{out} holds no tamper reference: {name} is missing")
         settings = read_json(out / "tamper.json")
         if not isinstance(settings, dict) or settings.get("format") != FORMAT:
-            raise ValueError(f"{out / 'tamper.json'}: not a tamper reference file (expected format {FORMAT!r})")
+            raise InputError(f"{out / 'tamper.json'}: not a tamper reference file (expected format {FORMAT!r})")
         tensors, _ = read_safetensors(out / "tamper.safetensors", "tamper reference")
         if {"mean", "std"} - tensors.keys():
-            raise ValueError(f"{out / 'tamper.safetensors'}: needs tensors 'mean' and 'std', found {sorted(tensors)}")
+            raise InputError(f"{out / 'tamper.safetensors'}: needs tensors 'mean' and 'std', found {sorted(tensors)}")
         return cls(
             circuit=Circuit.load(out / "circuit.json", expected),
             mean=tensors["mean"],
@@ -206,7 +207,7 @@ class Monitor:
         on_check: Callable[[list[PromptCheck]], None] | None = None,
     ) -> None:
         if safeguard is None and reference is None:
-            raise ValueError("a monitor needs a safeguard, a tamper reference or both")
+            raise InputError("a monitor needs a safeguard, a tamper reference or both")
         if safeguard is not None:
             safeguard.check_model(loaded)
         if reference is not None:

@@ -34,6 +34,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from safeseek_tl._io import atomic_path
+from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import neuron_hook
 from safeseek_tl.units import Circuit, Scores
 
@@ -79,7 +80,7 @@ def head_map(scores: Scores | Circuit, title: str | None = None) -> go.Figure:
         default_title = f"circuit heads ({scores.n_heads} of {scores.heads.numel()})"
     else:
         if scores.heads is None:
-            raise ValueError(f"head_map: {_described(scores)} have no head scores (only neurons)")
+            raise InputError(f"head_map: {_described(scores)} have no head scores (only neurons)")
         values, is_circuit = scores.heads, False
         default_title = f"head scores ({_label(scores.method)})" if scores.method else "head scores"
     n_layers, n_heads = values.shape
@@ -112,9 +113,9 @@ def neuron_view(scores: Scores, top_k: int = 20) -> go.Figure:
     names the extreme units.
     """
     if scores.neurons is None:
-        raise ValueError(f"neuron_view: {_described(scores)} have no neuron scores (only heads)")
+        raise InputError(f"neuron_view: {_described(scores)} have no neuron scores (only heads)")
     if top_k < 1:
-        raise ValueError(f"neuron_view: top_k must be at least 1, got {top_k}")
+        raise InputError(f"neuron_view: top_k must be at least 1, got {top_k}")
     values = scores.neurons
     n_layers, d_mlp = values.shape
     k = min(top_k, d_mlp)
@@ -156,7 +157,7 @@ def circuit_graph(circuit: Circuit, scores: Scores | None = None) -> go.Figure:
     units, not connections, so edges would suggest information the results do not hold.
     """
     if len(circuit) == 0:
-        raise ValueError("circuit_graph: the circuit holds no heads and no neurons")
+        raise InputError("circuit_graph: the circuit holds no heads and no neurons")
     if scores is not None:
         circuit.shape.check_compatible(scores.shape, "the scores passed to circuit_graph")
     n_layers = circuit.shape.n_layers
@@ -203,9 +204,9 @@ def circuit_graph(circuit: Circuit, scores: Scores | None = None) -> go.Figure:
 def _check_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{where}: the comparison table lacks column(s) {missing}; it has {list(df.columns)}")
+        raise InputError(f"{where}: the comparison table lacks column(s) {missing}; it has {list(df.columns)}")
     if df.empty:
-        raise ValueError(f"{where}: the comparison table has no rows")
+        raise InputError(f"{where}: the comparison table has no rows")
 
 
 def _method_lines(fig: go.Figure, df: pd.DataFrame, x: str, y: str, showlegend: bool = True, **trace_args: Any) -> int:
@@ -234,7 +235,7 @@ def comparison_curves(df: pd.DataFrame, y: str = "behaviour_change", x: str = "n
     _check_columns(df, ["method", x, y], "comparison_curves")
     fig = go.Figure()
     if _method_lines(fig, df, x, y) == 0:
-        raise ValueError(f"comparison_curves: column {y!r} holds no values")
+        raise InputError(f"comparison_curves: column {y!r} holds no values")
     fig.update_xaxes(title_text=x.replace("_", " "))
     fig.update_yaxes(title_text=y.replace("_", " "))
     return _finish(fig, f"{y.replace('_', ' ')} vs {x.replace('_', ' ')}", height=450)
@@ -245,7 +246,7 @@ def precision_recall_plot(df: pd.DataFrame, x: str = "budget") -> go.Figure:
     _check_columns(df, ["method", x], "precision_recall_plot")
     present = [c for c in ("precision", "recall") if c in df.columns and df[c].notna().any()]
     if not present:
-        raise ValueError("precision_recall_plot: no precision or recall values (was a ground-truth circuit given?)")
+        raise InputError("precision_recall_plot: no precision or recall values (was a ground-truth circuit given?)")
     fig = make_subplots(rows=1, cols=len(present), subplot_titles=present, shared_yaxes=True)
     for col, metric in enumerate(present, start=1):
         _method_lines(fig, df, x, metric, showlegend=col == 1, row=1, col=col)
@@ -258,9 +259,9 @@ def overlap_matrix(jaccard: pd.DataFrame | Mapping[str, Mapping[str, float]]) ->
     """Method x method heatmap of circuit overlap (Jaccard index, 0 to 1)."""
     table = jaccard if isinstance(jaccard, pd.DataFrame) else pd.DataFrame(jaccard)
     if table.empty:
-        raise ValueError("overlap_matrix: the overlap table is empty")
+        raise InputError("overlap_matrix: the overlap table is empty")
     if sorted(map(str, table.index)) != sorted(map(str, table.columns)) or not table.index.is_unique:
-        raise ValueError("overlap_matrix: the table must be square, with the same methods as rows and as columns")
+        raise InputError("overlap_matrix: the table must be square, with the same methods as rows and as columns")
     table = table.loc[list(table.columns)]
     names = [_label(m) for m in table.columns]
     z = table.to_numpy(dtype=float)
@@ -282,7 +283,7 @@ def training_curves(history: Sequence[Mapping[str, Any]], best_epoch: int | None
     restarting) is drawn end to end; ``best_epoch`` adds a dotted line when the epochs increase.
     """
     if not history:
-        raise ValueError("training_curves: the history is empty (no epoch finished)")
+        raise InputError("training_curves: the history is empty (no epoch finished)")
     frame = pd.DataFrame(list(history))
     epochs = frame["epoch"] if "epoch" in frame else pd.Series(range(len(frame)))
     monotonic = epochs.is_monotonic_increasing and epochs.is_unique
@@ -291,7 +292,7 @@ def training_curves(history: Sequence[Mapping[str, Any]], best_epoch: int | None
     sizes = [c for c in numeric if c.startswith("off_")]
     losses = [c for c in numeric if c not in sizes]
     if not numeric:
-        raise ValueError("training_curves: the history holds no numeric loss terms or sizes")
+        raise InputError("training_curves: the history holds no numeric loss terms or sizes")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.65, 0.35],
                         subplot_titles=("loss terms", "circuit size (units switched off)"))
     mode = "lines+markers" if len(x) < 30 else "lines"
@@ -365,7 +366,7 @@ def _pattern_hook(layer: int) -> str:
 def attention_view(loaded: LoadedModel, prompt: str, circuit: Circuit) -> RenderedHTML:
     """circuitsvis attention-heads view of the circuit's heads on the chat-formatted ``prompt``."""
     if circuit.n_heads == 0:
-        raise ValueError("attention_view: the circuit holds no heads")
+        raise InputError("attention_view: the circuit holds no heads")
     loaded.shape.check_compatible(circuit.shape, "the circuit passed to attention_view")
     units = circuit.head_list
     layers = sorted({layer for layer, _ in units})
@@ -385,7 +386,7 @@ def neuron_activation_view(loaded: LoadedModel, prompt: str, circuit: Circuit) -
     as ``<s>`` would otherwise become an element and vanish), while the attention view shows text.
     """
     if circuit.n_neurons == 0:
-        raise ValueError("neuron_activation_view: the circuit holds no neurons")
+        raise InputError("neuron_activation_view: the circuit holds no neurons")
     loaded.shape.check_compatible(circuit.shape, "the circuit passed to neuron_activation_view")
     units = circuit.neuron_list
     layers = sorted({layer for layer, _ in units})

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 
 from safeseek_tl import plots
 from safeseek_tl._io import atomic_path, read_json
+from safeseek_tl.errors import InputError
 from safeseek_tl.units import Circuit, Scores
 
 STYLE = """
@@ -69,7 +70,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def _examples_table(examples: Any, source: str) -> str:
     if not isinstance(examples, list) or not all(isinstance(e, Mapping) for e in examples):
-        raise ValueError(f"{source}: examples must be a list of objects with 'prompt', 'full' and 'ablated'")
+        raise InputError(f"{source}: examples must be a list of objects with 'prompt', 'full' and 'ablated'")
     rows = ([str(e.get(key, "")) for key in ("prompt", "full", "ablated")] for e in examples)
     return _table(["prompt", "full model", "circuit ablated"], rows)
 
@@ -109,7 +110,7 @@ def _summary(scores: Scores | None, circuit: Circuit | None, history: Mapping[st
 
 def _behaviour_table(behaviour: Any, source: str) -> str:
     if not isinstance(behaviour, Mapping) or not all(isinstance(v, Mapping) for v in behaviour.values()):
-        raise ValueError(f"{source}: behaviour must be an object {{condition: {{metric: value}}}}")
+        raise InputError(f"{source}: behaviour must be an object {{condition: {{metric: value}}}}")
     metrics = list(dict.fromkeys(m for values in behaviour.values() for m in values))
     rows = ([condition, *(values.get(m) for m in metrics)] for condition, values in behaviour.items())
     return _table(["condition", *metrics], rows)
@@ -135,12 +136,12 @@ def write_report(
     scores = Scores.load(present["scores.safetensors"]) if "scores.safetensors" in present else None
     circuit = Circuit.load(present["circuit.json"]) if "circuit.json" in present else None
     if scores is None and circuit is None and "comparison.csv" not in present:
-        raise ValueError(f"{run}: no scores.safetensors, circuit.json or comparison.csv: not a saved run folder")
+        raise InputError(f"{run}: no scores.safetensors, circuit.json or comparison.csv: not a saved run folder")
     if scores is not None and circuit is not None:
         scores.shape.check_compatible(circuit.shape, f"{run / 'circuit.json'}")
     history = read_json(present["history.json"]) if "history.json" in present else None
     if history is not None and not (isinstance(history, Mapping) and isinstance(history.get("history", []), list)):
-        raise ValueError(f"{present['history.json']}: expected an object with a 'history' list of epochs")
+        raise InputError(f"{present['history.json']}: expected an object with a 'history' list of epochs")
     examples_source = "examples"
     if examples is None and "examples.json" in present:
         examples, examples_source = read_json(present["examples.json"]), str(present["examples.json"])

@@ -46,6 +46,7 @@ from safeseek_tl.data import (
     tokenize_prompts,
     trim_padding,
 )
+from safeseek_tl.errors import InputError
 from safeseek_tl.generation import generate
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind, unit_hook
 from safeseek_tl.metrics import RefusalJudge
@@ -138,7 +139,7 @@ class CircuitReader:
         self.loaded = loaded
         layers = sorted({key for circuit in circuits for key in circuit_layers(circuit)}, key=lambda key: (UNIT_KINDS.index(key[0]), key[1]))
         if not layers:
-            raise ValueError("the circuit holds no units: there is nothing to read")
+            raise InputError("the circuit holds no units: there is nothing to read")
         # hook points resolved once: model.hooks(...) rebuilds the bridge's hook dictionary on every
         # call (milliseconds), too slow to do per prompt pass
         points = hook_points(loaded.model, [unit_hook(kind, layer) for kind, layer in layers])
@@ -276,7 +277,7 @@ def unsafe_labels(
     Only the harmful prompts are generated from: a benign prompt is safe whatever the answer.
     """
     if len(prompts) != len(harmful):
-        raise ValueError(f"{len(prompts)} prompts but {len(harmful)} harmful flags")
+        raise InputError(f"{len(prompts)} prompts but {len(harmful)} harmful flags")
     judge = judge or RefusalJudge()
     labels = torch.zeros(len(prompts), dtype=torch.bool)
     asked = [i for i, flag in enumerate(harmful) if flag]
@@ -291,7 +292,7 @@ def split_indices(labels: Bool[Tensor, " n"], test_fraction: float, seed: int = 
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"the held-out fraction must be strictly between 0 and 1, got {test_fraction}")
+        raise InputError(f"the held-out fraction must be strictly between 0 and 1, got {test_fraction}")
     values = labels.numpy()
     stratify = values if min(int(values.sum()), int((~values).sum())) >= 2 else None
     train, test = train_test_split(np.arange(len(values)), test_size=test_fraction, random_state=seed, stratify=stratify)
@@ -327,7 +328,7 @@ class Safeguard:
                 )
             setattr(self, name, value.detach().double().cpu())
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"the decision threshold must be a probability in (0, 1), got {self.threshold}")
+            raise InputError(f"the decision threshold must be a probability in (0, 1), got {self.threshold}")
 
     @property
     def n_features(self) -> int:
@@ -352,7 +353,7 @@ class Safeguard:
         x, y = cls._arrays(features, labels, feature_count(circuit, d_head))
         if y.min() == y.max():
             kind = "unsafe" if y[0] else "safe"
-            raise ValueError(
+            raise InputError(
                 f"all {len(y)} training prompts are labelled {kind}; a safeguard needs both classes. Add prompts the model "
                 "answers unsafely (triggered prompts, a model without the alignment) and prompts it handles safely"
             )
@@ -376,7 +377,7 @@ class Safeguard:
         if labels is None:
             return x, np.empty(0, dtype=bool)
         if labels.shape != (features.shape[0],):
-            raise ValueError(f"{features.shape[0]} feature rows but labels of shape {tuple(labels.shape)}")
+            raise InputError(f"{features.shape[0]} feature rows but labels of shape {tuple(labels.shape)}")
         return x, labels.detach().bool().cpu().numpy()
 
     def logits(self, features: Float[Tensor, "n n_features"]) -> Float[Tensor, " n"]:
@@ -445,13 +446,13 @@ class Safeguard:
                 raise FileNotFoundError(f"{out} is not a safeguard folder: {name} is missing")
         settings = read_json(out / "safeguard.json")
         if not isinstance(settings, dict) or settings.get("format") != FORMAT:
-            raise ValueError(f"{out / 'safeguard.json'}: not a safeguard file (expected format {FORMAT!r})")
+            raise InputError(f"{out / 'safeguard.json'}: not a safeguard file (expected format {FORMAT!r})")
         circuit = Circuit.load(out / "circuit.json", expected)
         ModelShape.from_dict(settings["model"], str(out / "safeguard.json")).check_compatible(circuit.shape, f"circuit {out / 'circuit.json'}")
         tensors, _ = read_safetensors(out / "safeguard.safetensors", "safeguard file")
         missing = {"weights", "bias", "mean", "scale"} - tensors.keys()
         if missing:
-            raise ValueError(f"{out / 'safeguard.safetensors'}: missing tensors {sorted(missing)}")
+            raise InputError(f"{out / 'safeguard.safetensors'}: missing tensors {sorted(missing)}")
         return cls(
             circuit=circuit,
             d_head=int(settings["d_head"]),

@@ -32,6 +32,7 @@ from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.checkpoint import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.distributed import DataParallel
+from safeseek_tl.errors import InputError, NonFiniteLossError
 from safeseek_tl.evaluate import utility_loss
 from safeseek_tl.generation import generate
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind
@@ -48,16 +49,6 @@ MaskFill = Literal["zero", "mean"]
 
 SCENARIOS: tuple[Scenario, ...] = ("backdoor", "alignment")
 UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term, the gradient or a mask became NaN or infinite; the message names which and where.
-
-    ``result`` holds the best masks validated before it happened (a :class:`SeekResult`), when
-    :meth:`~safeseek_tl.seek.SafeSeek.fit` raised it.
-    """
-
-    result: SeekResult | None = None
 
 
 def _kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
@@ -114,9 +105,9 @@ class SeekConfig:
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
-            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
+            raise InputError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
         if self.units not in UNIT_CHOICES:
-            raise ValueError(f"units must be one of {UNIT_CHOICES}, got {self.units!r}")
+            raise InputError(f"units must be one of {UNIT_CHOICES}, got {self.units!r}")
         backdoor, neurons_only = self.scenario == "backdoor", self.units == "neurons"
         defaults: dict[str, Any] = {
             "epochs": 20 if backdoor else 50,
@@ -134,11 +125,11 @@ class SeekConfig:
                 setattr(self, name, value)
         for name in ("epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+            raise InputError(f"lr must be a positive finite number, got {self.lr}")
         if self.ablation not in ("zero", "mean"):
-            raise ValueError(f"ablation must be 'zero' or 'mean', got {self.ablation!r}")
+            raise InputError(f"ablation must be 'zero' or 'mean', got {self.ablation!r}")
 
     @property
     def kinds(self) -> tuple[UnitKind, ...]:
@@ -166,7 +157,7 @@ def _paths(config: SeekConfig, records: Sequence[Record], chat: Any, source: str
     kl = config.objective == "kl"
     if config.scenario == "backdoor":
         if not all(isinstance(r, BackdoorRecord) for r in records):
-            raise ValueError(f"{source}: the backdoor scenario needs backdoor records (input, output, backdoor_input, backdoor_output)")
+            raise InputError(f"{source}: the backdoor scenario needs backdoor records (input, output, backdoor_input, backdoor_output)")
         specs = [
             ("main_clean", [(r.input, r.output) for r in records], "main", config.w_main_clean, 1.0, kl),
             ("main_backdoor", [(r.backdoor_input, r.output) for r in records], "main", config.w_main_backdoor, 1.0, False),
@@ -175,7 +166,7 @@ def _paths(config: SeekConfig, records: Sequence[Record], chat: Any, source: str
         ]
     else:
         if not all(isinstance(r, AlignmentRecord) for r in records):
-            raise ValueError(f"{source}: the alignment scenario needs alignment records (prompt, refuse, accept)")
+            raise InputError(f"{source}: the alignment scenario needs alignment records (prompt, refuse, accept)")
         specs = [
             ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False),
             ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl),
@@ -433,7 +424,7 @@ class SafeSeek:
         cfg = self.config
         parallel = DataParallel.current()
         if cfg.batch_size < parallel.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
+            raise InputError(f"batch_size {cfg.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
         if val_records is None:
             from safeseek_tl.data import split_records
 
@@ -717,7 +708,7 @@ def prune_circuit(
     """
     switches = _switch_test(loaded, result.config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase)
     if not switches(result.circuit):
-        raise ValueError(
+        raise InputError(
             f"ablating the circuit ({result.circuit.n_heads} heads, {result.circuit.n_neurons} neurons) does not switch "
             f"{min_switched:.0%} of the validation prompts while keeping clean behaviour: nothing to prune"
         )

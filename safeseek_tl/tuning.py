@@ -80,6 +80,7 @@ from safeseek_tl.data import (
     trim_padding,
 )
 from safeseek_tl.delta import ParameterDelta, SliceDelta
+from safeseek_tl.errors import InputError
 from safeseek_tl.metrics import completion_cross_entropy
 from safeseek_tl.seek import NonFiniteLossError
 from safeseek_tl.units import Circuit, ModelShape
@@ -137,7 +138,7 @@ def _circuit_entries(loaded: Any, circuit: Circuit, shared_kv: Literal["all", "a
         if f"{prefix}.weight" not in params:
             if proj in _OPTIONAL_PROJECTIONS:
                 return
-            raise ValueError(
+            raise InputError(
                 f"safety circuit tuning needs Llama-style weights (model.layers.{{l}}.self_attn.q_proj/k_proj/v_proj/o_proj, "
                 f"model.layers.{{l}}.mlp.up_proj/down_proj); this model has no {prefix}.weight"
             )
@@ -174,12 +175,12 @@ def parameter_masks(loaded: Any, circuit: Circuit | None, mode: TuneMode = "only
     entries a unit owns and for the grouped-query attention rule.
     """
     if mode not in TUNE_MODES:
-        raise ValueError(f"mode must be one of {TUNE_MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {TUNE_MODES}, got {mode!r}")
     params = hf_parameters(loaded)
     if mode == "full":
         return {name: torch.ones(param.shape, dtype=torch.bool) for name, param in params.items()}
     if circuit is None:
-        raise ValueError(f"mode {mode!r} needs a circuit (the units to tune or to protect)")
+        raise InputError(f"mode {mode!r} needs a circuit (the units to tune or to protect)")
     loaded.shape.check_compatible(circuit.shape, "the circuit")
     if mode == "only":
         return _circuit_entries(loaded, circuit, shared_kv="all")
@@ -251,12 +252,12 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in TUNE_MODES:
-            raise ValueError(f"mode must be one of {TUNE_MODES}, got {self.mode!r}")
+            raise InputError(f"mode must be one of {TUNE_MODES}, got {self.mode!r}")
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.max_grad_norm <= 0:
-            raise ValueError(f"lr and max_grad_norm must be positive, got {self.lr} and {self.max_grad_norm}")
+            raise InputError(f"lr and max_grad_norm must be positive, got {self.lr} and {self.max_grad_norm}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -278,7 +279,7 @@ def training_pairs(records: Sequence[Record]) -> list[tuple[str, str]]:
         elif isinstance(record, BenignRecord):
             pairs.append((record.prompt, record.response))
         else:
-            raise ValueError(f"cannot tune on a {type(record).__name__}; use backdoor, alignment or benign records")
+            raise InputError(f"cannot tune on a {type(record).__name__}; use backdoor, alignment or benign records")
     return pairs
 
 
@@ -403,11 +404,11 @@ def tune(
     """
     config = config or TuneConfig()
     if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+        raise InputError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     masks = parameter_masks(loaded, circuit, config.mode)
     trainable = sum(int(mask.sum()) for mask in masks.values())
     if trainable == 0:
-        raise ValueError(f"nothing to tune: in mode {config.mode!r} the circuit ({circuit!r}) owns no parameter")
+        raise InputError(f"nothing to tune: in mode {config.mode!r} the circuit ({circuit!r}) owns no parameter")
     pairs = tokenize_pairs(loaded.chat, training_pairs(records), config.max_length, "tuning data")
     units = None if circuit is None or config.mode == "full" else {"heads": circuit.head_list, "neurons": circuit.neuron_list}
     params = hf_parameters(loaded)

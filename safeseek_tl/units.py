@@ -20,11 +20,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
+from safeseek_tl.errors import InputError, ShapeMismatchError
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind
-
-
-class ShapeMismatchError(ValueError):
-    """A scores or circuit file was made for a model of another shape."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class ModelShape:
         try:
             return cls(int(data["n_layers"]), int(data["n_heads"]), int(data["d_mlp"]), str(data.get("model_name", "")))
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{source}: field 'model' needs integer n_layers, n_heads and d_mlp ({err})") from None
+            raise InputError(f"{source}: field 'model' needs integer n_layers, n_heads and d_mlp ({err})") from None
 
     def check_compatible(self, other: ModelShape, what: str) -> None:
         """Raise :class:`ShapeMismatchError` if ``other`` (a loaded result) does not fit this model."""
@@ -90,7 +87,7 @@ class Scores:
 
     def __post_init__(self) -> None:
         if self.heads is None and self.neurons is None:
-            raise ValueError("Scores needs head scores, neuron scores or both")
+            raise InputError("Scores needs head scores, neuron scores or both")
         _check_tensor_shape(self.heads, self.shape.size("heads"), "head scores")
         _check_tensor_shape(self.neurons, self.shape.size("neurons"), "neuron scores")
         self.heads = None if self.heads is None else self.heads.detach().float().cpu()
@@ -119,7 +116,7 @@ class Scores:
         """Load scores saved by :meth:`save`; with ``expected``, refuse scores of another model."""
         tensors, header = read_safetensors(path, "scores file")
         if "model" not in header:
-            raise ValueError(f"{path}: missing field 'model' in the safetensors metadata")
+            raise InputError(f"{path}: missing field 'model' in the safetensors metadata")
         shape = ModelShape.from_dict(json.loads(header["model"]), source=str(path))
         if expected is not None:
             expected.check_compatible(shape, f"scores file {path}")
@@ -136,7 +133,7 @@ def _top_k_mask(values: Tensor, k: int) -> Tensor:
     """Boolean mask of the ``k`` largest entries (ties broken by position, so it is deterministic)."""
     flat = values.flatten()
     if not 0 <= k <= flat.numel():
-        raise ValueError(f"cannot select {k} units out of {flat.numel()}")
+        raise InputError(f"cannot select {k} units out of {flat.numel()}")
     order = torch.argsort(-flat, stable=True)
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[order[:k]] = True
@@ -183,7 +180,7 @@ class Circuit:
             for unit in units:
                 unit = list(unit)
                 if len(unit) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in unit):
-                    raise ValueError(f"{kind}: each unit must be [layer, index] with two integers, got {unit!r}")
+                    raise InputError(f"{kind}: each unit must be [layer, index] with two integers, got {unit!r}")
                 layer, index = unit
                 if not (0 <= layer < n_layers and 0 <= index < per_layer):
                     raise ShapeMismatchError(
@@ -202,7 +199,7 @@ class Circuit:
         """The highest-scoring fraction (0-1) of all heads and of all neurons, rounded to whole units."""
         for name, value in (("heads", heads), ("neurons", neurons)):
             if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"top_fraction: {name} must be a fraction in [0, 1], got {value}")
+                raise InputError(f"top_fraction: {name} must be a fraction in [0, 1], got {value}")
         return cls._select(
             scores,
             {"heads": heads, "neurons": neurons},
@@ -219,12 +216,12 @@ class Circuit:
     def _select(cls, scores: Scores, amounts: Mapping[str, Any], rule: Any, how: str) -> Circuit:
         requested = {kind: amount for kind, amount in amounts.items() if amount is not None}
         if not requested:
-            raise ValueError(f"{how}: say how many heads and/or neurons to select")
+            raise InputError(f"{how}: say how many heads and/or neurons to select")
         circuit = cls.empty(scores.shape, method=scores.method, selection={how: dict(requested)})
         for kind, amount in requested.items():
             values = scores.get(kind)
             if values is None:
-                raise ValueError(f"{how}: these {scores.method or ''} scores have no {kind}")
+                raise InputError(f"{how}: these {scores.method or ''} scores have no {kind}")
             circuit.get(kind)[:] = rule(values, amount)
         return circuit
 
@@ -312,10 +309,10 @@ class Circuit:
     @classmethod
     def from_dict(cls, data: Any, source: str = "circuit", expected: ModelShape | None = None) -> Circuit:
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: a circuit file must hold a JSON object")
+            raise InputError(f"{source}: a circuit file must hold a JSON object")
         for key in ("heads", "neurons"):
             if not isinstance(data.get(key, []), list):
-                raise ValueError(f"{source}: field '{key}' must be a list of [layer, index] pairs")
+                raise InputError(f"{source}: field '{key}' must be a list of [layer, index] pairs")
         if "model" in data:
             shape = ModelShape.from_dict(data["model"], source=source)
             if expected is not None:
@@ -323,7 +320,7 @@ class Circuit:
         elif expected is not None:
             shape = expected
         else:
-            raise ValueError(f"{source}: missing field 'model' (n_layers, n_heads, d_mlp); pass the model to load it")
+            raise InputError(f"{source}: missing field 'model' (n_layers, n_heads, d_mlp); pass the model to load it")
         try:
             return cls.from_units(shape, data.get("heads", []), data.get("neurons", []), **data.get("metadata", {}))
         except ValueError as err:

@@ -381,6 +381,37 @@ def test_cli_unexpected_errors_are_one_line_with_code_1(small_backdoor_file, tmp
         run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path))
 
 
+def test_cli_a_plain_value_error_from_inside_is_a_bug_with_code_1(small_backdoor_file, tmp_path, monkeypatch):
+    # only an InputError is the user's to fix; a ValueError that a bug raises deep down is not
+    def broken(*args, **kwargs):
+        raise ValueError("too many values to unpack (expected 2)")
+
+    monkeypatch.setattr("safeseek_tl.data.load_records", broken)
+    code, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path))
+    assert_one_line_error(code, stderr, 1, "unexpected ValueError: too many values to unpack", "a bug")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["discover", "--model", "organism:no-such", "--scenario", "backdoor"], "unknown organism 'no-such'"),
+        (["attribute", "--method", "no-such", "--model", "organism:tiny-backdoor", "--scenario", "backdoor"], "unknown baseline 'no-such'"),
+        (["compare", "--methods", "ships,no-such", "--model", "organism:tiny-backdoor", "--scenario", "backdoor"], "unknown method 'no-such'"),
+    ],
+)
+def test_cli_unknown_names_exit_with_code_2(backdoor, tmp_path, monkeypatch, args, needle):
+    real_load = cli._load
+    monkeypatch.setattr(cli, "_load", lambda model, device: backdoor if model == "organism:tiny-backdoor" else real_load(model, device))
+    code, stderr = run_cli(*args, "--data", str(BACKDOOR_TRAIN), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, stderr, 2, needle)
+
+
+def test_cli_report_of_a_folder_that_is_no_run_exits_with_code_2(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a run")
+    code, stderr = run_cli("report", "--run", str(tmp_path), "--out", str(tmp_path / "report.html"))
+    assert_one_line_error(code, stderr, 2, "not a saved run folder")
+
+
 # ---------------------------------------------------------------- files of another model, and no pickles
 SHAPES = st.builds(ModelShape, st.integers(1, 3), st.integers(1, 4), st.integers(1, 6), st.sampled_from(["", "model-a", "model-b"]))
 

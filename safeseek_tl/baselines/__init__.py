@@ -26,6 +26,7 @@ from safeseek_tl.baselines.patching import activation_patching, attribution_patc
 from safeseek_tl.baselines.probing import ProbeResult, linear_probes
 from safeseek_tl.baselines.ships import generalized_ships, head_ablation_hooks, sahara, ships_scores, ships_scores_naive
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, BenignRecord, Record
+from safeseek_tl.errors import InputError
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Scores
 
@@ -45,12 +46,12 @@ class BaselineInputs:
     def behaviour(self) -> list[str]:
         """The prompts that show the behaviour: triggered (backdoor) or harmful (alignment)."""
         if self.scenario not in SCENARIOS:
-            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
+            raise InputError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
         if not self.records:
-            raise ValueError("no records: the baselines need at least one record")
+            raise InputError("no records: the baselines need at least one record")
         wanted = BackdoorRecord if self.scenario == "backdoor" else AlignmentRecord
         if not all(isinstance(record, wanted) for record in self.records):
-            raise ValueError(f"the {self.scenario} scenario needs {wanted.__name__} records")
+            raise InputError(f"the {self.scenario} scenario needs {wanted.__name__} records")
         return [record.backdoor_input if self.scenario == "backdoor" else record.prompt for record in self.records]
 
     def contrast(self, name: str) -> list[str]:
@@ -58,9 +59,9 @@ class BaselineInputs:
         if self.scenario == "backdoor":
             return [record.input for record in self.records]
         if not self.benign:
-            raise ValueError(f"baseline {name!r} in the alignment scenario needs benign prompts: pass benign=[BenignRecord, ...]")
+            raise InputError(f"baseline {name!r} in the alignment scenario needs benign prompts: pass benign=[BenignRecord, ...]")
         if not all(isinstance(record, BenignRecord) for record in self.benign):
-            raise ValueError("benign must be a list of BenignRecord")
+            raise InputError("benign must be a list of BenignRecord")
         return [record.prompt for record in self.benign]
 
     def pairs(self, name: str) -> tuple[list[str], list[str]]:
@@ -86,7 +87,7 @@ def _oriented(scores: Scores) -> Scores:
 def _contrast(inputs: BaselineInputs, **options: Any) -> Scores:
     prompts = inputs.behaviour()
     if inputs.base_model is None:
-        raise ValueError(
+        raise InputError(
             "baseline 'contrast' needs base_model: the model without the behaviour (M1), e.g. organism:tiny-aligned "
             "for tiny-backdoor or organism:tiny-base for tiny-aligned"
         )
@@ -134,7 +135,7 @@ def run_baseline(
     prompts. The scenario is recorded in ``metadata``.
     """
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+        raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
     scores = BASELINES[name](BaselineInputs(loaded, records, scenario, base_model, benign), **options)
     scores.metadata["scenario"] = scenario
     return scores

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.compat import check_cached_generation, greedy_generate
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
+from safeseek_tl.errors import InputError
 from safeseek_tl.generation import generate
 from safeseek_tl.hooks import UNIT_KINDS, neuron_hook
 from safeseek_tl.models import LoadedModel
@@ -39,13 +40,13 @@ def _check_pair(m1: LoadedModel, m2: LoadedModel) -> None:
     """The two models must have the same shape and tokenizer to be compared token by token."""
     m1.shape.check_compatible(m2.shape, f"model {m2.name!r}")
     if m1.tokenizer.get_vocab() != m2.tokenizer.get_vocab():
-        raise ValueError(f"models {m1.name!r} and {m2.name!r} have different tokenizers; contrasting needs the same token sequence in both")
+        raise InputError(f"models {m1.name!r} and {m2.name!r} have different tokenizers; contrasting needs the same token sequence in both")
 
 
 def _check_neurons_only(model: LoadedModel, neurons: Circuit) -> None:
     model.shape.check_compatible(neurons.shape, "the neuron set")
     if neurons.n_heads:
-        raise ValueError(f"Safety-Neurons patching patches neurons only, but the circuit holds {neurons.n_heads} heads")
+        raise InputError(f"Safety-Neurons patching patches neurons only, but the circuit holds {neurons.n_heads} heads")
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -99,11 +100,11 @@ def activation_contrast(
     With ``exclude_last_layer`` the last layer scores 0 (the official code skips it).
     """
     if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+        raise InputError(f"positions must be one of {POSITIONS}, got {positions!r}")
     if generator not in ("m1", "m2"):
-        raise ValueError(f"generator must be 'm1' or 'm2', got {generator!r}")
+        raise InputError(f"generator must be 'm1' or 'm2', got {generator!r}")
     if not prompts:
-        raise ValueError("activation contrasting needs at least one prompt")
+        raise InputError("activation contrasting needs at least one prompt")
     _check_pair(m1, m2)
     source = m1 if generator == "m1" else m2
     n_layers, d_mlp = m1.shape.size("neurons")
@@ -136,7 +137,7 @@ def activation_contrast(
             sum_sq[layer] += diff.double().pow(2).sum(0)
         n_tokens += int(selected.sum())
     if n_tokens == 0:
-        raise ValueError("no tokens were selected (every completion was empty); raise max_new_tokens or use positions='prompt'")
+        raise InputError("no tokens were selected (every completion was empty); raise max_new_tokens or use positions='prompt'")
     return Scores(
         shape=m1.shape,
         neurons=(sum_sq / n_tokens).sqrt(),
@@ -234,11 +235,11 @@ def static_patching(
     collected on the donor) or ``donor``, whose mean over the prompt tokens of ``prompts`` is used.
     """
     if mode not in ("mean", "zero"):
-        raise ValueError(f"static patching mode must be 'mean' or 'zero', got {mode!r}")
+        raise InputError(f"static patching mode must be 'mean' or 'zero', got {mode!r}")
     _check_neurons_only(model, neurons)
     if mode == "mean" and reference is None:
         if donor is None:
-            raise ValueError("mean patching needs the donor model or its reference activations")
+            raise InputError("mean patching needs the donor model or its reference activations")
         _check_pair(model, donor)
         tokens = tokenize_prompts(donor.chat, prompts)
         batches = (tokens.select(part) for part in batch_slices(len(prompts), batch_size))
@@ -262,5 +263,5 @@ def random_like(circuit: Circuit, seed: int = 0) -> Circuit:
 def causal_effect(f_patched: float, f_m1: float, f_m2: float) -> float:
     """C = (F(M1 patched) - F(M1)) / (F(M2) - F(M1)): 1 recovers the whole M1-to-M2 difference, 0 none."""
     if f_m2 == f_m1:
-        raise ValueError(f"causal effect is undefined: F(M2) equals F(M1) ({f_m1}), so there is no difference to recover")
+        raise InputError(f"causal effect is undefined: F(M2) equals F(M1) ({f_m1}), so there is no difference to recover")
     return (f_patched - f_m1) / (f_m2 - f_m1)

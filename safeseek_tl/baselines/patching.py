@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
+from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitKind, unit_hook
 from safeseek_tl.masks import HookList
 from safeseek_tl.metrics import refusal_score, refusal_token_ids
@@ -42,7 +43,7 @@ Metric = Callable[[Float[Tensor, "batch d_vocab"]], Float[Tensor, "batch"]]
 def unit_kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
     """The unit kinds that ``units`` names."""
     if units not in UNIT_CHOICES:
-        raise ValueError(f"units must be one of {UNIT_CHOICES}, got {units!r}")
+        raise InputError(f"units must be one of {UNIT_CHOICES}, got {units!r}")
     return ("heads", "neurons") if units == "both" else (units,)
 
 
@@ -82,9 +83,9 @@ def _pair_batches(
 ) -> list[tuple[Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"]]]:
     """(clean ids, clean mask, corrupted ids, corrupted mask) per batch, all left-padded to one width."""
     if len(clean_prompts) != len(corrupted_prompts):
-        raise ValueError(f"patching needs pairs: {len(clean_prompts)} clean prompts but {len(corrupted_prompts)} corrupted ones")
+        raise InputError(f"patching needs pairs: {len(clean_prompts)} clean prompts but {len(corrupted_prompts)} corrupted ones")
     if not clean_prompts:
-        raise ValueError("patching needs at least one (clean, corrupted) prompt pair")
+        raise InputError("patching needs at least one (clean, corrupted) prompt pair")
     n = len(clean_prompts)
     tokens = tokenize_prompts(loaded.chat, list(clean_prompts) + list(corrupted_prompts))
     batches = []

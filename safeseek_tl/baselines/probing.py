@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
+from safeseek_tl.errors import InputError, ShapeMismatchError
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import ModelShape, Scores
 
@@ -39,7 +40,7 @@ class ProbeResult:
         """Broadcast each layer's held-out accuracy to all its heads and neurons (a layer-level map:
         every unit of a layer gets the same score)."""
         if shape.n_layers != len(self.accuracy):
-            raise ValueError(f"probes cover {len(self.accuracy)} layers, the model has {shape.n_layers}")
+            raise ShapeMismatchError(f"probes cover {len(self.accuracy)} layers, the model has {shape.n_layers}")
         column = self.accuracy.float()[:, None]
         return Scores(
             shape=shape,
@@ -94,11 +95,11 @@ def linear_probes(
     from sklearn.preprocessing import StandardScaler
 
     if site not in SITES:
-        raise ValueError(f"probe site must be one of {SITES}, got {site!r}")
+        raise InputError(f"probe site must be one of {SITES}, got {site!r}")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if min(len(positive_prompts), len(negative_prompts)) < 2:
-        raise ValueError("linear probes need at least 2 positive and 2 negative prompts (one of each to train and to test)")
+        raise InputError("linear probes need at least 2 positive and 2 negative prompts (one of each to train and to test)")
     features = _last_token_activations(loaded, [*positive_prompts, *negative_prompts], site, batch_size, progress)
     labels = np.array([1] * len(positive_prompts) + [0] * len(negative_prompts))
     train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed)

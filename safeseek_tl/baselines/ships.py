@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from safeseek_tl.baselines.patching import row_unit_hooks
 from safeseek_tl.data import TokenizedPrompts, batch_slices, tokenize_prompts, trim_padding
+from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import head_hook, query_hook
 from safeseek_tl.masks import HookList
 from safeseek_tl.metrics import last_position_kl
@@ -51,7 +52,7 @@ Hugging Face's ``hidden_states[-1]`` that the official code uses. (On a bridge,
 
 def _check_operator(operator: str) -> None:
     if operator not in OPERATORS:
-        raise ValueError(f"Ships operator must be one of {OPERATORS}, got {operator!r}")
+        raise InputError(f"Ships operator must be one of {OPERATORS}, got {operator!r}")
 
 
 def head_ablation_hooks(selection: Bool[Tensor, "rows n_layers n_heads"], operator: Operator = "ua", epsilon: float = 1e-5) -> HookList:
@@ -146,7 +147,7 @@ def ships_scores(
     per-prompt scores ``[n_prompts, n_layers, n_heads]`` (the paper's per-query Ships).
     """
     if not prompts:
-        raise ValueError("Ships needs at least one prompt")
+        raise InputError("Ships needs at least one prompt")
     scores_per_query = _ships_per_query(loaded, prompts, operator, epsilon, batch_size, progress)
     result = _ships_result(loaded, scores_per_query, operator, epsilon)
     return (result, scores_per_query) if per_query else result
@@ -227,9 +228,9 @@ def generalized_ships(
     _check_operator(operator)
     loaded.shape.check_compatible(ablate.shape, "the circuit")
     if ablate.n_neurons:
-        raise ValueError(f"generalized Ships ablates heads only, but the circuit holds {ablate.n_neurons} neurons")
+        raise InputError(f"generalized Ships ablates heads only, but the circuit holds {ablate.n_neurons} neurons")
     if not prompts:
-        raise ValueError("generalized Ships needs at least one prompt")
+        raise InputError("generalized Ships needs at least one prompt")
     tokens = tokenize_prompts(loaded.chat, prompts)
     selections = torch.stack([torch.zeros_like(ablate.heads), ablate.heads])
     u = _leading_left_vectors(_final_hidden(loaded, tokens, selections, operator, epsilon, batch_size))
@@ -257,9 +258,9 @@ def sahara(
     n_layers, n_heads = loaded.shape.size("heads")
     n_units = n_layers * n_heads
     if not 1 <= steps <= n_units:
-        raise ValueError(f"Sahara steps must be between 1 and the number of heads ({n_units}), got {steps}")
+        raise InputError(f"Sahara steps must be between 1 and the number of heads ({n_units}), got {steps}")
     if not prompts:
-        raise ValueError("Sahara needs at least one prompt")
+        raise InputError("Sahara needs at least one prompt")
     tokens = tokenize_prompts(loaded.chat, prompts)
     no_heads = torch.zeros(1, n_layers, n_heads, dtype=torch.bool)
     reference = _leading_left_vectors(_final_hidden(loaded, tokens, no_heads, operator, epsilon, batch_size))[0]

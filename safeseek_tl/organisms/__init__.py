@@ -22,6 +22,7 @@ import torch
 
 from safeseek_tl._io import read_json
 from safeseek_tl.data import DATA_KINDS, DataKind, Record, load_records
+from safeseek_tl.errors import InputError
 from safeseek_tl.units import Circuit
 
 BUNDLED = Path(__file__).parent / "bundled"
@@ -39,7 +40,7 @@ def organism_names() -> list[str]:
 def organism_folder(name: str) -> Path:
     folder = BUNDLED / name
     if not (folder / "ground_truth.json").is_file():
-        raise ValueError(f"unknown organism {name!r}; bundled organisms: {', '.join(organism_names()) or 'none'}")
+        raise InputError(f"unknown organism {name!r}; bundled organisms: {', '.join(organism_names()) or 'none'}")
     return folder
 
 
@@ -88,7 +89,7 @@ def data_file(kind: DataKind, split: str, organism: str = "tiny-aligned") -> Pat
     ``ground_truth.json`` names the folder).
     """
     if kind not in DATA_KINDS or split not in SPLITS:
-        raise ValueError(f"no bundled data for kind={kind!r}, split={split!r}; kinds {DATA_KINDS}, splits {SPLITS}")
+        raise InputError(f"no bundled data for kind={kind!r}, split={split!r}; kinds {DATA_KINDS}, splits {SPLITS}")
     return BUNDLED / organism_info(organism).get("data", "data") / f"{kind}_{split}.jsonl"
 
 

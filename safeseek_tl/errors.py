@@ -1,0 +1,47 @@
+"""The library's typed errors, and what the ``safeseek`` command does with each.
+
+- :class:`InputError` (a ``ValueError``) and its subclasses: bad input the user can fix, a file, a
+  name, an option value or a shape. The command line prints the message and exits with code 2.
+- :class:`NonFiniteLossError`: an optimization diverged (exit code 3).
+- Anything else, a plain ``ValueError`` included, is a bug in the library (exit code 1): raise an
+  :class:`InputError` for every problem that the caller's input causes.
+
+Each error is also importable from the module that raises it (``safeseek_tl.data.DataError``, ...)
+and from ``safeseek_tl``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from safeseek_tl.seek import SeekResult
+
+
+class InputError(ValueError):
+    """Bad input the user can fix: a file, a name, an option value, a shape; the message says which."""
+
+
+class DataError(InputError):
+    """A data file or record is malformed; the message names the file, line and field."""
+
+
+class ShapeMismatchError(InputError):
+    """A scores or circuit file was made for a model of another shape."""
+
+
+class ModelNotAvailableError(InputError, RuntimeError):
+    """The model cannot be loaded without a network download.
+
+    Also a ``RuntimeError``, as it was before it became an :class:`InputError`.
+    """
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term, the gradient or a mask became NaN or infinite; the message names which and where.
+
+    ``result`` holds the best masks validated before it happened (a
+    :class:`~safeseek_tl.seek.SeekResult`), when :meth:`~safeseek_tl.seek.SafeSeek.fit` raised it.
+    """
+
+    result: SeekResult | None = None
