@@ -49,3 +49,9 @@ demo: setup
 
 organisms: setup
 	.venv/bin/python -m safeseek_tl.organisms.build
+
+# Mutation testing (mutmut) of the core modules against their fast tests, in .mutation/ (about an
+# hour on 2 cores; scripts/mutation.py says how). One part: make mutation MODULES="units metrics".
+mutation: setup
+	.venv/bin/python -m pip install --quiet --constraint requirements.lock -e ".[mutation]"
+	.venv/bin/python scripts/mutation.py $(MODULES) $(MUTATION_ARGS)
