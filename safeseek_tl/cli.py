@@ -316,7 +316,7 @@ def compare(
     methods: Annotated[str, typer.Option(help="Comma-separated: safeseek,ships,sahara,contrast,act-patch,attr-patch,probe.")] = "safeseek,ships,attr-patch",
     budgets: Annotated[str, typer.Option(help="Comma-separated unit counts, the same for every method.")] = "1,2,4",
     units: Annotated[str, typer.Option(help="heads or neurons: the granularity budgets count.")] = "heads",
-    eval_data: Annotated[Optional[Path], typer.Option(help="Records to measure behaviour on (default: --data).")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Records to measure behaviour on. Default: a random quarter of --data (and of --benign), seed 0, held out from the methods; the eval_data column says which.")] = None,
     benign: Annotated[Optional[Path], typer.Option(help="Benign records: utility, and alignment contrast prompts.")] = None,
     base_model: Annotated[Optional[str], typer.Option(help="contrast: the model without the behaviour.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="SafeSeek epochs (default: the official script's).")] = None,
@@ -324,7 +324,7 @@ def compare(
     device: DeviceOption = "cpu",
 ) -> None:
     """Compare methods at matched budgets: behaviour change, utility change, time, precision/recall."""
-    from safeseek_tl.compare import compare as run_compare, method_runners
+    from safeseek_tl.compare import HELD_OUT_SEED, compare as run_compare, held_out_split, method_runners
     from safeseek_tl.data import load_records
     from safeseek_tl.seek import SeekConfig
 
@@ -335,8 +335,17 @@ def compare(
     except ValueError:
         raise InputError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
     records = load_records(data, scenario)
-    eval_records = load_records(eval_data, scenario) if eval_data else records
     benign_records = load_records(benign, "benign") if benign else []
+    eval_benign = benign_records
+    if eval_data:
+        eval_records, evaluated_on = load_records(eval_data, scenario), f"--eval-data {eval_data}"
+    else:  # circuits are judged on prompts their methods did not see
+        records, eval_records = held_out_split(records)
+        evaluated_on = f"held out: {len(eval_records)} of {len(records) + len(eval_records)} --data records"
+        if benign_records:
+            benign_records, eval_benign = held_out_split(benign_records)
+            evaluated_on += f", {len(eval_benign)} of {len(benign_records) + len(eval_benign)} --benign"
+        evaluated_on += f" (seed {HELD_OUT_SEED})"
     loaded = _load(model, device)
     base = _load(base_model, device) if base_model else None
     truth = _organism_truth(model, loaded)
@@ -346,7 +355,8 @@ def compare(
     )  # fmt: skip
     from safeseek_tl.evaluate import BehaviourData
 
-    result = run_compare(loaded, runners, budget_list, scenario, BehaviourData.from_records(eval_records, benign_records), units, truth, max_new_tokens=max_new_tokens)
+    result = run_compare(loaded, runners, budget_list, scenario, BehaviourData.from_records(eval_records, eval_benign), units, truth, max_new_tokens=max_new_tokens)
+    result.table["eval_data"] = evaluated_on
     result.save(out)
     typer.echo(result.table.to_string(index=False))
     typer.echo(f"written to {out}/comparison.csv")
