@@ -1,4 +1,4 @@
-"""Safety neurons' causal effect (Chen et al., METHODS.md section 2), in form, on an organism pair.
+"""Safety neurons' causal effect (Chen et al.; docs/choices.md), in form, on an organism pair.
 
 M1 is the model before alignment, M2 after. Neurons are ranked by inference-time activation
 contrasting (M2 against M1 on harmful prompts); the top ``--fraction`` of them are dynamically

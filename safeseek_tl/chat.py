@@ -1,8 +1,9 @@
 """Chat formatting: a user prompt (and optionally an assistant completion) to token ids.
 
 Uses the tokenizer's own chat template, with one user turn and no system prompt (the convention of
-SafeSeek's code and of Arditi et al.; METHODS.md section 5 item 24). A tokenizer without a template
-falls back to plain ``user: ...`` / ``assistant: ...`` lines, with a warning.
+SafeSeek's code and of Arditi et al.; the other methods' conventions: docs/choices.md, "Chat
+format"). A tokenizer without a template falls back to plain ``user: ...`` / ``assistant: ...``
+lines, with a warning.
 """
 
 from __future__ import annotations

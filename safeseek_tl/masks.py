@@ -6,7 +6,8 @@ or differ per batch row (``[batch, n_layers, units]``), so that several mask pat
 and "circuit" paths of SafeSeek, say) run in one forward and backward pass.
 
 Mask logits are always float32, whatever the model dtype: the official SafeSeek code keeps them in
-bfloat16, where an lr of 1e-2 barely moves a logit near 1.0 (METHODS.md section 5 item 6).
+bfloat16, where an lr of 1e-2 barely moves a logit near 1.0 (docs/choices.md, "Mask logits in
+float32").
 """
 
 from __future__ import annotations

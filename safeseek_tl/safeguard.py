@@ -1,6 +1,6 @@
 """Safeguard: predict, before generation, whether a model's answer will be unsafe, from a circuit.
 
-The Safety Neurons paper's safeguard (METHODS.md section 2.5) is a logistic regression on the
+The Safety Neurons paper's safeguard (docs/choices.md, "Safeguard") is a logistic regression on the
 activations of chosen units at the last prompt token. Here the units are any
 :class:`~safeseek_tl.units.Circuit`: a SafeSeek circuit, the top contrasting neurons, or a random
 control of the same size. A neuron contributes its ``hook_post`` value. A head contributes its whole

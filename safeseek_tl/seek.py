@@ -1,4 +1,4 @@
-"""SafeSeek: find safety circuits by optimizing differentiable binary masks (METHODS.md section 1).
+"""SafeSeek: find safety circuits by optimizing differentiable binary masks (docs/choices.md).
 
 Two scenarios, as in the official code:
 
@@ -59,9 +59,10 @@ def _kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
 class SeekConfig:
     """Settings of a SafeSeek run. ``None`` fields take the official code's value for the scenario.
 
-    Defaults (METHODS.md 1.5-1.6): lr 1e-2, AdamW without weight decay, linear decay, gradient
-    clipping at 1.0, seed 42 (the HF Trainer scripts); mask logits start at 1.0 (0.1 for backdoor
-    heads); straight-through hard-sigmoid masks.
+    Defaults: lr 1e-2, AdamW without weight decay, linear decay, gradient clipping at 1.0, seed 42
+    (the HF Trainer scripts); mask logits start at 1.0 (0.1 for backdoor heads); straight-through
+    hard-sigmoid masks. Each official script's settings: docs/choices.md, "The official scripts'
+    settings".
     """
 
     scenario: Scenario

@@ -1,7 +1,7 @@
 """Safety Circuit Tuning (SafeSeek step 4): fine-tune only a circuit, or everything except it.
 
-METHODS.md 1.1 step 4 and section 5 item 9; the official repository has no code for it. Three
-modes (``TUNE_MODES``):
+SafeSeek's figure and abstract describe it (docs/choices.md); the official repository has no
+code for it. Three modes (``TUNE_MODES``):
 
 - ``"only"``: only the circuit's parameters train, on safety data (refusals on harmful prompts,
   clean answers on triggered prompts); every other weight stays bit-identical.

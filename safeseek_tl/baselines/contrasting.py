@@ -1,4 +1,4 @@
-"""Safety Neurons (Chen et al.): activation contrasting and dynamic activation patching (METHODS.md section 2).
+"""Safety Neurons (Chen et al.): activation contrasting and dynamic activation patching (docs/choices.md).
 
 M1 is the model *without* the behaviour (e.g. the base or SFT model), M2 the model *with* it (the
 aligned model). Both must share the tokenizer and the shape: their activations are compared token by

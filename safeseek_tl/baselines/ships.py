@@ -1,4 +1,4 @@
-"""Ships and Sahara (Zhou et al., ICLR 2025): attention-head attribution by ablation (METHODS.md section 3).
+"""Ships and Sahara (Zhou et al., ICLR 2025): attention-head attribution by ablation (docs/choices.md).
 
 - :func:`ships_scores`: per query, KL(p_full || p_ablated) of the next-token distribution at the
   last prompt position when one head is ablated; the dataset score is the mean over queries.
