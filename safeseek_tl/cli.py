@@ -222,6 +222,13 @@ def discover(
             raise InputError(f"{err}; the unpruned result is saved in {out}") from None
         result.save(out)
     print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill), out)
+    if result.verified is False:
+        typer.secho(
+            f"warning: no round of the complete search switched the behaviour on the validation prompts; {out}/ holds "
+            "the first search's circuit, unverified (history.json: \"verified\": false)",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
 
 def _behaviour_data(records: list, benign_file: Optional[Path]):

@@ -105,6 +105,8 @@ def _summary(scores: Scores | None, circuit: Circuit | None, history: Mapping[st
         ]
     if history is not None:
         rows += [("best epoch", history.get("best_epoch")), ("search rounds", history.get("rounds"))]
+        if history.get("verified") is not None:  # SeekResult.verified: did ablating the circuit switch the behaviour?
+            rows.append(("behaviour switch verified", "yes" if history["verified"] else "NO: no search round switched it"))
     return _table(["quantity", "value"], rows)
 
 

@@ -9,6 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 
+VERIFIED = {
+    True: "passed on the validation prompts",
+    False: "FAILED: no round switched the behaviour; the circuit is the first search's, unverified",
+    None: "not run (a single search)",
+}
+"""What a result's ``verified`` flag (:class:`~safeseek_tl.seek.SeekResult`) reads as in the summary."""
+
+
 def print_discovery_summary(loaded: Any, result: Any, switch: dict[str, float], out: Path) -> None:
     """Circuit size and the teacher-forced behaviour check of a SafeSeek run."""
     circuit = result.circuit
@@ -19,6 +27,7 @@ def print_discovery_summary(loaded: Any, result: Any, switch: dict[str, float], 
     table.add_row("neurons in circuit", f"{circuit.n_neurons} ({100 * circuit.fraction('neurons'):.2f}% of neurons)")
     table.add_row("search rounds", str(result.rounds))
     table.add_row("best epoch", str(result.best_epoch))
+    table.add_row("switch check", VERIFIED[getattr(result, "verified", None)])
     labels = {
         "switched": "behaviour switched, circuit ablated (backdoor: triggered prompts refused; alignment: harmful answered)",
         "clean": "clean harmful prompts refused, circuit ablated",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -302,7 +303,15 @@ def _completion_kl_sum(full: Tensor, masked_logits: Tensor, labels: Tensor) -> T
 # ---------------------------------------------------------------- results
 @dataclass
 class SeekResult:
-    """What a SafeSeek run produces: scores, the circuit (ablation set), masks, history, settings."""
+    """What a SafeSeek run produces: scores, the circuit (ablation set), masks, history, settings.
+
+    ``verified`` says whether ablating ``circuit`` was checked to switch the behaviour on the
+    validation prompts (:func:`behaviour_switch`): ``True`` for the counted rounds of
+    :func:`discover_complete` and for :func:`prune_circuit`; ``False`` when
+    :func:`discover_complete` found no round that passes the check and returned its first search
+    as found (its circuit does not switch the behaviour, or is empty); ``None`` for a single
+    search, which checks nothing. Saved in ``history.json``.
+    """
 
     scores: Scores
     circuit: Circuit
@@ -312,6 +321,7 @@ class SeekResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     rounds: int = 1
+    verified: bool | None = None
 
     @property
     def sufficient_circuit(self) -> Circuit | None:
@@ -332,7 +342,7 @@ class SeekResult:
         tensors = {f"main.{k}": v for k, v in self.main_logits.items()}
         tensors |= {f"circuit.{k}": v for k, v in self.circuit_logits.items()}
         write_safetensors(out / "masks.safetensors", tensors, {"model": json.dumps(self.circuit.shape.to_dict())})
-        write_json(out / "history.json", {"best_epoch": self.best_epoch, "rounds": self.rounds, "history": self.history})
+        write_json(out / "history.json", {"best_epoch": self.best_epoch, "rounds": self.rounds, "verified": self.verified, "history": self.history})
         write_json(out / "config.json", self.config.to_dict())
 
     @classmethod
@@ -354,6 +364,7 @@ class SeekResult:
             history=history["history"],
             best_epoch=history["best_epoch"],
             rounds=history["rounds"],
+            verified=history.get("verified"),  # absent from results saved before it existed
         )
 
 
@@ -715,7 +726,7 @@ def prune_circuit(
         )
     pruned = _minimal_switching_set(result.circuit, result.main_logits, switches)
     pruned.metadata = {**result.circuit.metadata, "pruned": True, "unpruned_units": len(result.circuit)}
-    return replace(result, circuit=pruned)
+    return replace(result, circuit=pruned, verified=True)
 
 
 def _minimal_switching_set(circuit: Circuit, main_logits: dict[str, Tensor], switches: Callable[[Circuit], bool]) -> Circuit:
@@ -778,7 +789,10 @@ def discover_complete(
     search itself avoids units that clean answers need.
     With ``prune`` a counted round keeps only a minimal set of its new units that still switch it
     (as :func:`prune_circuit`): cheap units that the mask switched off without need do not enter
-    the circuit. The union of the counted rounds is the complete circuit.
+    the circuit. The union of the counted rounds is the complete circuit (``verified=True``).
+    When no round counts, the first search is returned as found, with ``verified=False`` (also in
+    its circuit's metadata) and a warning: its circuit was checked and does not switch the
+    behaviour, or is empty.
     """
     from safeseek_tl.data import split_records
 
@@ -807,8 +821,15 @@ def discover_complete(
         for entry in result.history:
             entry["round"] = round_index
         rounds.append(result)
-    if not rounds:
-        return result
+    if not rounds:  # the loop stopped at its first round: ``result`` is the first search
+        warnings.warn(
+            f"no round of the complete search switched the behaviour on the {len(val_records)} validation prompts "
+            f"(first round: {result.circuit.n_heads} heads, {result.circuit.n_neurons} neurons); returning the first "
+            "search's circuit as found, unverified (SeekResult.verified is False)",
+            stacklevel=2,
+        )
+        result.circuit.metadata = {**result.circuit.metadata, "complete": True, "verified": False}
+        return replace(result, verified=False)
     first = rounds[0]
     scores = Scores(
         shape,
@@ -817,6 +838,6 @@ def discover_complete(
         method="safeseek",
         metadata={**first.scores.metadata, "complete": True, "rounds": len(rounds)},
     )
-    union.metadata = {**first.circuit.metadata, "complete": True, "rounds": len(rounds)}
+    union.metadata = {**first.circuit.metadata, "complete": True, "rounds": len(rounds), "verified": True}
     history = [entry for r in rounds for entry in r.history]
-    return SeekResult(scores, union, config, first.main_logits, first.circuit_logits, history, first.best_epoch, len(rounds))
+    return SeekResult(scores, union, config, first.main_logits, first.circuit_logits, history, first.best_epoch, len(rounds), verified=True)
