@@ -51,6 +51,12 @@ class Module:
     path: str
     tests: tuple[str, ...]
     sample: int | None = None  # mutants run: a seeded sample of this many, or all
+    deselect: tuple[str, ...] = ()  # slow tests of those files left out (pytest node ids)
+
+    @property
+    def own_tests(self) -> str:
+        """The file of tests written for this module's mutants."""
+        return f"tests/test_mutants_{self.name.rpartition('.')[2]}.py"
 
 
 # Module -> the fast tests that exercise it (slow and gpu tests stay out through the pytest
@@ -60,7 +66,8 @@ MODULES = [
     Module("units", "safeseek_tl/units.py", ("tests/test_units.py",)),
     Module("metrics", "safeseek_tl/metrics.py", ("tests/test_metrics.py", "tests/test_judge.py", "tests/test_pinned_components.py")),
     Module("evaluate", "safeseek_tl/evaluate.py", ("tests/test_compare.py", "tests/test_evaluate_organisms.py", "tests/test_judge.py")),
-    Module("tuning", "safeseek_tl/tuning.py", ("tests/test_tuning.py", "tests/test_tune_resume.py"), sample=200),
+    Module("tuning", "safeseek_tl/tuning.py", ("tests/test_tuning.py", "tests/test_tune_resume.py"), sample=200,
+           deselect=("tests/test_tune_resume.py::test_tune_command_stopped_by_a_signal_resumes_to_the_same_delta",)),
     Module("baselines.patching", "safeseek_tl/baselines/patching.py", ("tests/test_baselines.py",), sample=150),
     Module("baselines.probing", "safeseek_tl/baselines/probing.py", ("tests/test_baselines.py",)),
     Module("baselines.ships", "safeseek_tl/baselines/ships.py", ("tests/test_baselines.py",), sample=150),
@@ -83,7 +90,38 @@ DO_NOT_MUTATE = [
 
 # Equivalent mutants: mutant name -> (the mutated line, stripped, as mutmut shows it; why the
 # change cannot be observed).
-EQUIVALENT: dict[str, tuple[str, str]] = {}
+_NOT_HEADS = ("ModelShape.size, Scores.get and Circuit.get read every kind but 'heads' as neurons, so a "
+              "mangled 'neurons' (None, 'XXneuronsXX', 'NEURONS') gives the same neuron count or tensor")
+_FLOAT_TO_BOOL = ("the tensor is made float instead of bool, but its only use stores it into a bool tensor "
+                  "(Circuit._select) or Circuit.__post_init__ converts it to bool, which gives the same values")
+_CPU_ONLY = ("the device argument of .to(): on a machine without a GPU every tensor is on the CPU already; "
+             "moving CUDA tensors is checked by tests/test_cuda.py (gpu marker)")
+_OR_EMPTY = "a default that only reaches `x or ''`: None or '' and '' or '' are both ''"
+EQUIVALENT: dict[str, tuple[str, str]] = {
+    "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
+    "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
+    "safeseek_tl.units.xǁCircuitǁempty__mutmut_10": ("return cls(shape, torch.zeros(shape.size(\"heads\"), dtype=None), torch.zeros(shape.size(\"neurons\"), dtype=torch.bool), dict(metadata))", _FLOAT_TO_BOOL),
+    "safeseek_tl.units.xǁCircuitǁempty__mutmut_12": ("return cls(shape, torch.zeros(shape.size(\"heads\"), ), torch.zeros(shape.size(\"neurons\"), dtype=torch.bool), dict(metadata))", _FLOAT_TO_BOOL),
+    "safeseek_tl.units.xǁCircuitǁempty__mutmut_17": ("return cls(shape, torch.zeros(shape.size(\"heads\"), dtype=torch.bool), torch.zeros(shape.size(\"neurons\"), dtype=None), dict(metadata))", _FLOAT_TO_BOOL),
+    "safeseek_tl.units.xǁCircuitǁempty__mutmut_19": ("return cls(shape, torch.zeros(shape.size(\"heads\"), dtype=torch.bool), torch.zeros(shape.size(\"neurons\"), ), dict(metadata))", _FLOAT_TO_BOOL),
+    "safeseek_tl.units.xǁCircuitǁ__post_init____mutmut_18": ("_check_tensor_shape(self.neurons, self.shape.size(None), \"circuit neurons\")", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁ__post_init____mutmut_19": ("_check_tensor_shape(self.neurons, self.shape.size(\"XXneuronsXX\"), \"circuit neurons\")", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁ__post_init____mutmut_20": ("_check_tensor_shape(self.neurons, self.shape.size(\"NEURONS\"), \"circuit neurons\")", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁempty__mutmut_20": ("return cls(shape, torch.zeros(shape.size(\"heads\"), dtype=torch.bool), torch.zeros(shape.size(None), dtype=torch.bool), dict(metadata))", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁempty__mutmut_21": ("return cls(shape, torch.zeros(shape.size(\"heads\"), dtype=torch.bool), torch.zeros(shape.size(\"XXneuronsXX\"), dtype=torch.bool), dict(metadata))", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁempty__mutmut_22": ("return cls(shape, torch.zeros(shape.size(\"heads\"), dtype=torch.bool), torch.zeros(shape.size(\"NEURONS\"), dtype=torch.bool), dict(metadata))", _NOT_HEADS),
+    "safeseek_tl.units.xǁScoresǁ__post_init____mutmut_21": ("_check_tensor_shape(self.neurons, self.shape.size(None), \"neuron scores\")", _NOT_HEADS),
+    "safeseek_tl.units.xǁScoresǁ__post_init____mutmut_22": ("_check_tensor_shape(self.neurons, self.shape.size(\"XXneuronsXX\"), \"neuron scores\")", _NOT_HEADS),
+    "safeseek_tl.units.xǁScoresǁ__post_init____mutmut_23": ("_check_tensor_shape(self.neurons, self.shape.size(\"NEURONS\"), \"neuron scores\")", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁ__post_init____mutmut_24": ("self.heads = self.heads.detach().to(device=None, dtype=torch.bool)", _CPU_ONLY),
+    "safeseek_tl.units.xǁCircuitǁ__post_init____mutmut_26": ("self.heads = self.heads.detach().to(dtype=torch.bool)", _CPU_ONLY),
+    "safeseek_tl.units.xǁCircuitǁ__post_init____mutmut_31": ("self.neurons = self.neurons.detach().to(device=None, dtype=torch.bool)", _CPU_ONLY),
+    "safeseek_tl.units.xǁCircuitǁ__post_init____mutmut_33": ("self.neurons = self.neurons.detach().to(dtype=torch.bool)", _CPU_ONLY),
+    "safeseek_tl.units.xǁCircuitǁ__repr____mutmut_8": ("f\"{self.n_neurons} neurons ({100 * self.fraction(None):.2f}%), model={self.shape.model_name or '?'})\"", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁ__repr____mutmut_9": ("f\"{self.n_neurons} neurons ({100 * self.fraction('XXneuronsXX'):.2f}%), model={self.shape.model_name or '?'})\"", _NOT_HEADS),
+    "safeseek_tl.units.xǁCircuitǁ__repr____mutmut_10": ("f\"{self.n_neurons} neurons ({100 * self.fraction('NEURONS'):.2f}%), model={self.shape.model_name or '?'})\"", _NOT_HEADS),
+    "safeseek_tl.units.xǁModelShapeǁof__mutmut_10": ("name = model_name if model_name is not None else str(getattr(cfg, \"model_name\", None) or \"\")", _OR_EMPTY),
+}
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
     0: "survived", 1: "killed", 3: "killed", 5: "no tests", 33: "no tests", 34: "skipped",
@@ -93,9 +131,12 @@ STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
 
 
 def module_tests(module: Module) -> list[str]:
-    """The module's test files that exist (with tests/test_mutants_<name>.py when there is one)."""
-    tests = [*module.tests, f"tests/test_mutants_{module.name.rpartition('.')[2]}.py"]
-    return [t for t in tests if (ROOT / t.partition("::")[0]).exists()]
+    """pytest's arguments that select the module's tests: the files that exist, the module's own
+    tests/test_mutants_<name>.py (an empty one in the snapshot until it exists, so that adding it
+    does not change mutmut's test selection, which would make it rerun every mutant), and the
+    slow tests left out."""
+    tests = [t for t in module.tests if (ROOT / t.partition("::")[0]).exists()] + [module.own_tests]
+    return tests + [arg for node in module.deselect for arg in ("--deselect", node)]
 
 
 def _sync(source: Path, target: Path) -> None:
@@ -118,10 +159,15 @@ def toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def prepare(module: Module) -> Path:
+def prepare(module: Module) -> tuple[Path, bool]:
+    """The module's work folder, brought up to date; and whether its mutmut settings changed (then
+    mutmut forgets every result, so every mutant is run again)."""
     folder = WORK / module.name
     _sync(ROOT / PACKAGE, folder / PACKAGE)
     _sync(ROOT / "tests", folder / "tests")
+    own = folder / module.own_tests
+    if not own.exists():
+        own.write_text('"""Placeholder: no tests written for these mutants yet."""\n', encoding="utf-8")
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     section = "\n".join([
         "",
@@ -131,16 +177,17 @@ def prepare(module: Module) -> Path:
         f"pytest_add_cli_args_test_selection = {toml_list(module_tests(module))}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
         f"do_not_mutate_patterns = {toml_list(DO_NOT_MUTATE)}",
-        # torch is not fork-safe once used: workers fork from a server that only collected the tests
-        'process_isolation = "forkserver"',
+        # each mutant's tests run in a process forked from mutmut's, which ran the tests once
+        # (torch runs single-threaded, see environment(), so forking after it is safe)
+        'process_isolation = "fork"',
         "use_git_change_detection = false",
         "",
     ])
     text = pyproject + section
     target = folder / "pyproject.toml"
-    if not target.exists() or target.read_text(encoding="utf-8") != text:
-        target.write_text(text, encoding="utf-8")
-    return folder
+    changed = target.exists() and target.read_text(encoding="utf-8") != text
+    target.write_text(text, encoding="utf-8")
+    return folder, changed
 
 
 def environment() -> dict[str, str]:
@@ -213,19 +260,21 @@ def score(folder: Path, module: Module, names: list[str]) -> dict:
     for name in names:
         status = STATUS.get(codes.get(name), "suspicious")
         counts[status] = counts.get(status, 0) + 1
-    not_killed = [n for n in names if STATUS.get(codes.get(n)) not in ("killed", "timeout", "killed by signal")]
+    not_killed = [n for n in names if STATUS.get(codes.get(n)) not in KILLED]
     found = diffs(folder, [n for n in not_killed if n in EQUIVALENT])
     equivalent, stale = [], []
     for name, diff in found.items():
         (equivalent if changed_line(diff) == EQUIVALENT[name][0] else stale).append(name)
-    killed = sum(counts.get(s, 0) for s in ("killed", "timeout", "killed by signal"))
-    considered = len(names) - len(equivalent)
+    killed = sum(counts.get(s, 0) for s in KILLED)
+    unchecked = counts.get("not checked", 0)
+    considered = len(names) - len(equivalent) - unchecked
     return {
         "module": module.name,
         "mutants": len(names),
         "killed": killed,
         "equivalent": len(equivalent),
         "survived": considered - killed,
+        "not_checked": unchecked,
         "score": round(100 * killed / considered, 1) if considered else None,
         "counts": counts,
         "survivors": sorted(set(not_killed) - set(equivalent)),
@@ -233,33 +282,43 @@ def score(folder: Path, module: Module, names: list[str]) -> dict:
     }
 
 
-def run_module(module: Module, sample: int | None, seed: int, jobs: int, log) -> dict:
-    folder = prepare(module)
+KILLED = ("killed", "timeout", "killed by signal")
+
+
+def run_module(module: Module, sample: int | None, seed: int, jobs: int, recheck: bool, log) -> dict:
+    folder, settings_changed = prepare(module)
     names = chosen(folder, module, sample if sample is not None else module.sample, seed)
     everything = len(meta(folder, module))
     codes = meta(folder, module)
-    todo = [n for n in names if codes.get(n) is None]
+    todo = [n for n in names if settings_changed or codes.get(n) is None
+            or (recheck and STATUS.get(codes[n]) not in KILLED and n not in EQUIVALENT)]
     start = time.monotonic()
     if todo:
-        # unnamed, mutmut runs every mutant without a result; named (a sample), it reruns each
-        # one, so only those without a result are named
-        args = todo if len(names) < everything else []
+        # unnamed, mutmut runs every mutant without a result; named (a sample, or survivors to
+        # check again), it reruns each one, so only those without a result are named
+        args = todo if len(todo) < everything else []
         log.write(f"\n=== {module.name}: {len(todo)} of {len(names)} mutants to run ===\n")
         log.flush()
         subprocess.run([mutmut(), "run", "--max-children", str(jobs), *args], cwd=folder, env=environment(),
                        stdout=log, stderr=subprocess.STDOUT, check=False)
     result = score(folder, module, names)
-    result.update(total_generated=everything, seconds=round(time.monotonic() - start, 1), tests=module_tests(module))
+    result.update(total_generated=everything, seconds=round(time.monotonic() - start, 1), tests=module_tests(module),
+                  names=names)
     (folder / "score.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
 
 
 def last_results(modules: list[Module]) -> list[dict]:
+    """The last run of each module, scored again (EQUIVALENT may have changed since)."""
     out = []
     for module in modules:
         path = WORK / module.name / "score.json"
         if path.exists():
-            out.append(json.loads(path.read_text(encoding="utf-8")))
+            last = json.loads(path.read_text(encoding="utf-8"))
+            names = [n for n in last.get("names", []) if n]
+            if names:
+                last.update(score(WORK / module.name, module, names))
+            out.append(last)
     return out
 
 
@@ -273,6 +332,9 @@ def print_table(results: list[dict]) -> None:
     considered = mutants - equivalent
     overall = round(100 * killed / considered, 1) if considered else None
     print(f"{'overall':24} {mutants:>8} {killed:>7} {equivalent:>7} {considered - killed:>9} {overall!s:>6}%")
+    unchecked = [r["module"] for r in results if r.get("not_checked")]
+    if unchecked:
+        print("not every mutant was checked (mutmut stopped) in:", ", ".join(unchecked))
     stale = [n for r in results for n in r.get("stale_equivalents", [])]
     if stale:
         print("stale EQUIVALENT entries (their mutant changed; counted as survivors):", *stale, sep="\n  ")
@@ -285,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutants tested at once")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of these modules")
+    parser.add_argument("--recheck", action="store_true", help="test the surviving mutants again (after adding tests)")
     parser.add_argument("--report", action="store_true", help="print the scores of the last runs and stop")
     parser.add_argument("--survivors", action="store_true", help="print the diff of each surviving mutant and stop")
     parser.add_argument("--log", type=Path, default=WORK / "mutmut.log", help="mutmut's output (appended)")
@@ -317,15 +380,18 @@ def main(argv: list[str] | None = None) -> int:
         for module in modules:
             if args.fresh:
                 shutil.rmtree(WORK / module.name, ignore_errors=True)
-            result = run_module(module, args.sample, args.seed, args.jobs, log)
+            result = run_module(module, args.sample, args.seed, args.jobs, args.recheck, log)
             results.append(result)
             print(f"{module.name}: {result['killed']}/{result['mutants'] - result['equivalent']} killed "
                   f"({result['score']}%), {result['seconds']} s", flush=True)
+            if result["not_checked"]:
+                print(f"  {result['not_checked']} mutants not checked: mutmut stopped (a mapped test fails "
+                      f"without mutation?); its output is in {args.log}", flush=True)
     print()
     print_table(results)
     print(f"\n{platform.machine()}, {os.cpu_count()} cores, started {started:%Y-%m-%d %H:%M} UTC, "
           f"wall time {time.monotonic() - t0:.0f} s")
-    return 0
+    return 1 if any(r["not_checked"] for r in results) else 0
 
 
 if __name__ == "__main__":
