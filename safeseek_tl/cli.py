@@ -30,7 +30,25 @@ app = typer.Typer(
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>, a local HF folder, a .gguf file or a cached hub name.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")]
 
+JudgeKeywordsOption = Annotated[
+    Optional[Path],
+    typer.Option("--judge-keywords", help="Refusal keywords for the judge, one per line (UTF-8); default: Ships' list.", metavar="FILE"),
+]
+JudgeCaseOption = Annotated[
+    bool,
+    typer.Option("--judge-case-sensitive", help="Match the judge's keywords case-sensitively (with the default list: Ships' exact rule)."),
+]
+
 EXIT_BUG, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _judge(keywords: Optional[Path], case_sensitive: bool):
+    """The keyword judge the options ask for: Ships' keywords or a file's, in any case unless asked."""
+    from safeseek_tl.metrics import RefusalJudge
+
+    if keywords is not None:
+        return RefusalJudge.from_file(keywords, case_sensitive=case_sensitive)
+    return RefusalJudge(case_sensitive=case_sensitive)
 
 
 def _load(model: str, device: str):
@@ -82,16 +100,23 @@ def generate(
     keep_only: Annotated[bool, typer.Option(help="Ablate everything except the circuit instead.")] = False,
     delta: Annotated[Optional[Path], typer.Option(help="A delta.safetensors written by `safeseek tune`, applied to the model first.")] = None,
     max_new_tokens: int = 32,
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Greedy answers to prompts, optionally with a circuit ablated or on a tuned model."""
+    """Greedy answers to prompts, optionally with a circuit ablated or on a tuned model.
+
+    Each answer is judged (refusal or answer) and shown with its prompt's logit refusal score.
+    """
     from contextlib import nullcontext
 
     from safeseek_tl.ablation import ablated
+    from safeseek_tl.evaluate import refusal_scores
     from safeseek_tl.generation import generate as run_generate
-    from safeseek_tl.metrics import RefusalJudge
+    from safeseek_tl.report_text import SCORE_NOTE
     from safeseek_tl.units import Circuit
 
+    judge = _judge(judge_keywords, judge_case_sensitive)
     loaded = _load(model, device)
     if delta is not None:
         from safeseek_tl.tuning import apply_delta
@@ -102,9 +127,10 @@ def generate(
         context = ablated(loaded.model, Circuit.load(circuit, expected=loaded.shape), keep_only=keep_only)
     with context:
         answers = run_generate(loaded.model, loaded.chat, prompt, max_new_tokens=max_new_tokens, progress=False)
-    judge = RefusalJudge()
-    for text, answer in zip(prompt, answers):
-        typer.echo(f"> {text}\n{answer}\n[{'refusal' if judge.is_refusal(answer) else 'answer'}]\n")
+        scores = refusal_scores(loaded, prompt).tolist()
+    for text, answer, score in zip(prompt, answers, scores):
+        typer.echo(f"> {text}\n{answer}\n[{'refusal' if judge.is_refusal(answer) else 'answer'}, refusal score {score:+.2f}]\n")
+    typer.echo(f"judge: {judge.describe()}\n{SCORE_NOTE}")
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, object]:
@@ -173,6 +199,8 @@ def discover(
     seed: int = 42,
     overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig field, e.g. --set w_overlap=0.5; repeatable.")] = [],  # noqa: B006
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Find the circuit of a backdoor or of safety alignment with SafeSeek masks.
@@ -196,6 +224,7 @@ def discover(
         raise InputError("--resume does not apply to --complete, which keeps no checkpoint")
     if complete and prune:
         raise InputError("--prune does not apply to --complete, which prunes each of its rounds already")
+    judge = _judge(judge_keywords, judge_case_sensitive)
     records = load_records(data, scenario)
     val_records = load_records(val_data, scenario) if val_data else None
     benign_records = load_records(benign, "benign") if benign else []
@@ -204,7 +233,7 @@ def discover(
     loaded = _load(model, device)
     with _resumable(out / "checkpoint", "the last finished epoch"):
         if complete:
-            result = discover_complete(loaded, records, config, val_records, benign_records=benign_records)
+            result = discover_complete(loaded, records, config, val_records, benign_records=benign_records, judge=judge)
         else:
             result = SafeSeek(loaded, config).fit(
                 records, val_records, checkpoint_dir=out / "checkpoint", resume=resume, benign_records=benign_records
@@ -217,11 +246,11 @@ def discover(
     fill = search_fill(loaded, config, train_records, benign_records)
     if prune:
         try:
-            result = prune_circuit(loaded, result, check_records, benign_records, fill)
+            result = prune_circuit(loaded, result, check_records, benign_records, fill, judge=judge)
         except InputError as err:
             raise InputError(f"{err}; the unpruned result is saved in {out}") from None
         result.save(out)
-    print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill), out)
+    print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill, judge=judge), out, judge)
     if result.verified is False:
         typer.secho(
             f"warning: no round of the complete search switched the behaviour on the validation prompts; {out}/ holds "
@@ -248,6 +277,8 @@ def evaluate(
     benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response) for utility.")] = None,
     mode: Annotated[str, typer.Option(help="Ablation: zero, mean or resample (mean/resample use the benign or data prompts).")] = "zero",
     max_new_tokens: int = 32,
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Behaviour of the full model, with the circuit ablated, and with only the circuit kept."""
@@ -258,6 +289,7 @@ def evaluate(
     from safeseek_tl.report_text import print_behaviour_table
     from safeseek_tl.units import Circuit
 
+    judge = _judge(judge_keywords, judge_case_sensitive)
     records = load_records(data)
     behaviour = _behaviour_data(records, benign)
     loaded = _load(model, device)
@@ -268,9 +300,9 @@ def evaluate(
         tokens = tokenize_prompts(loaded.chat, prompts)
         batches = ((tokens.input_ids[p], tokens.attention_mask[p]) for p in batch_slices(len(prompts), 16))
         reference = ReferenceActivations.collect(loaded.model, batches)
-    results = run_evaluate(loaded, selected, behaviour, mode=mode, reference=reference, max_new_tokens=max_new_tokens)
-    write_json(out / "metrics.json", {"model": loaded.name, "circuit": str(circuit), "mode": mode, "results": results})
-    print_behaviour_table(results, f"{loaded.name}: circuit of {selected.n_heads} heads, {selected.n_neurons} neurons ({mode} ablation)")
+    results = run_evaluate(loaded, selected, behaviour, mode=mode, reference=reference, judge=judge, max_new_tokens=max_new_tokens)
+    write_json(out / "metrics.json", {"model": loaded.name, "circuit": str(circuit), "mode": mode, "judge": judge.describe(), "results": results})
+    print_behaviour_table(results, f"{loaded.name}: circuit of {selected.n_heads} heads, {selected.n_neurons} neurons ({mode} ablation)", judge)
 
 
 def _default_top_k(shape) -> dict[str, int]:
@@ -328,11 +360,14 @@ def compare(
     base_model: Annotated[Optional[str], typer.Option(help="contrast: the model without the behaviour.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="SafeSeek epochs (default: the official script's).")] = None,
     max_new_tokens: int = 32,
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Compare methods at matched budgets: behaviour change, utility change, time, precision/recall."""
     from safeseek_tl.compare import HELD_OUT_SEED, compare as run_compare, held_out_split, method_runners
     from safeseek_tl.data import load_records
+    from safeseek_tl.report_text import SCORE_NOTE
     from safeseek_tl.seek import SeekConfig
 
     if units not in ("heads", "neurons"):
@@ -341,6 +376,7 @@ def compare(
         budget_list = [int(b) for b in budgets.split(",")]
     except ValueError:
         raise InputError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
+    judge = _judge(judge_keywords, judge_case_sensitive)
     records = load_records(data, scenario)
     benign_records = load_records(benign, "benign") if benign else []
     eval_benign = benign_records
@@ -362,10 +398,11 @@ def compare(
     )  # fmt: skip
     from safeseek_tl.evaluate import BehaviourData
 
-    result = run_compare(loaded, runners, budget_list, scenario, BehaviourData.from_records(eval_records, eval_benign), units, truth, max_new_tokens=max_new_tokens)
+    result = run_compare(loaded, runners, budget_list, scenario, BehaviourData.from_records(eval_records, eval_benign), units, truth, judge=judge, max_new_tokens=max_new_tokens)
     result.table["eval_data"] = evaluated_on
     result.save(out)
     typer.echo(result.table.to_string(index=False))
+    typer.echo(f"judge: {judge.describe()}\n{SCORE_NOTE}")
     typer.echo(f"written to {out}/comparison.csv")
 
 
@@ -416,12 +453,17 @@ def tune(
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo")) -> None:
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
+) -> None:
     """The main job on the bundled tiny organisms: discover, evaluate, compare, report."""
     from safeseek_tl.demo import run_demo
 
+    judge = _judge(judge_keywords, judge_case_sensitive)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    index = run_demo(out, log=typer.echo)
+    index = run_demo(out, log=typer.echo, judge=judge)
     typer.echo(f"report: {index.resolve()}")
 
 
@@ -446,22 +488,31 @@ GuardDataOption = Annotated[Path, typer.Option("--data", help="Backdoor (clean a
 GuardBenignOption = Annotated[Optional[Path], typer.Option("--benign", help="Benign records to add as safe prompts.")]
 
 
-def _guard_data(loaded, data: Path, benign: Optional[Path], max_new_tokens: int):
-    """Prompts of the records and their labels: unsafe = harmful and the model's own answer is not a refusal."""
+def _guard_data(loaded, data: Path, benign: Optional[Path], max_new_tokens: int, judge):
+    """Prompts of the records, their labels (unsafe = harmful and the model's own answer is not a
+    refusal) and the mean logit refusal score of the harmful prompts, to read beside the judged labels."""
     from safeseek_tl.data import load_records
+    from safeseek_tl.evaluate import refusal_scores
     from safeseek_tl.safeguard import labelled_prompts, unsafe_labels
 
     records = load_records(data) + (load_records(benign, "benign") if benign else [])
     prompts, harmful = labelled_prompts(records)
-    return prompts, unsafe_labels(loaded, prompts, harmful, max_new_tokens=max_new_tokens)
+    labels = unsafe_labels(loaded, prompts, harmful, judge=judge, max_new_tokens=max_new_tokens)
+    asked = [prompt for prompt, is_harmful in zip(prompts, harmful) if is_harmful]
+    score = float(refusal_scores(loaded, asked).mean()) if asked else None
+    return prompts, labels, score
 
 
-def _print_guard_metrics(title: str, metrics: dict) -> None:
+def _print_guard_metrics(title: str, metrics: dict, harmful_score: Optional[float], judge) -> None:
+    from safeseek_tl.report_text import SCORE_NOTE
+
+    score = "" if harmful_score is None else f" (harmful prompts' refusal score {harmful_score:+.2f})"
     typer.echo(title)
     typer.echo(
-        f"  prompts {metrics['n']}, unsafe {100 * metrics['unsafe_rate']:.1f}%: accuracy {metrics['accuracy']:.3f} "
+        f"  prompts {metrics['n']}, unsafe {100 * metrics['unsafe_rate']:.1f}%{score}: accuracy {metrics['accuracy']:.3f} "
         f"(majority class {metrics['majority_accuracy']:.3f}), AUROC {metrics['auroc']:.3f}"
     )
+    typer.echo(f"  judge: {judge.describe()}\n  {SCORE_NOTE}")
 
 
 @guard_app.command("train")
@@ -475,22 +526,25 @@ def guard_train(
     c: Annotated[float, typer.Option("--c", help="Inverse L2 regularization strength of the logistic regression.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated to judge each harmful prompt's answer.")] = 32,
     seed: int = 0,
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Train a safeguard on the model's own (judged) answers; report held-out accuracy and AUROC."""
     from safeseek_tl.safeguard import Safeguard, circuit_features, split_indices
     from safeseek_tl.units import Circuit
 
+    judge = _judge(judge_keywords, judge_case_sensitive)
     loaded = _load(model, device)
     selected = Circuit.load(circuit, expected=loaded.shape)
-    prompts, labels = _guard_data(loaded, data, benign, max_new_tokens)
+    prompts, labels, harmful_score = _guard_data(loaded, data, benign, max_new_tokens, judge)
     features = circuit_features(loaded, selected, prompts)
     train, held_out = split_indices(labels, test_fraction, seed)
-    guard = Safeguard.fit(features[train], labels[train], selected, int(loaded.model.cfg.d_head), C=c, model=loaded.name, data=str(data), seed=seed)
+    guard = Safeguard.fit(features[train], labels[train], selected, int(loaded.model.cfg.d_head), C=c, model=loaded.name, data=str(data), seed=seed, judge=judge.describe())
     metrics = guard.evaluate(features[held_out], labels[held_out])
     guard.metadata["held_out"] = metrics
     guard.save(out)
-    _print_guard_metrics(f"{loaded.name}: safeguard on {selected!r}, held-out {len(held_out)} of {len(prompts)} prompts", metrics)
+    _print_guard_metrics(f"{loaded.name}: safeguard on {selected!r}, held-out {len(held_out)} of {len(prompts)} prompts", metrics, harmful_score, judge)
     typer.echo(f"written to {out}/")
 
 
@@ -502,19 +556,22 @@ def guard_evaluate(
     benign: GuardBenignOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the metrics to this JSON file.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated to judge each harmful prompt's answer.")] = 32,
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Measure a saved safeguard on other data (or another model of the same shape)."""
     from safeseek_tl._io import write_json
     from safeseek_tl.safeguard import Safeguard
 
+    judge = _judge(judge_keywords, judge_case_sensitive)
     loaded = _load(model, device)
     safeguard = Safeguard.load(guard, expected=loaded.shape)
-    prompts, labels = _guard_data(loaded, data, benign, max_new_tokens)
+    prompts, labels, harmful_score = _guard_data(loaded, data, benign, max_new_tokens, judge)
     metrics = safeguard.evaluate(safeguard.features(loaded, prompts), labels)
     if out is not None:
-        write_json(out, {"model": loaded.name, "guard": str(guard), "data": str(data), "benign": str(benign) if benign else None, **metrics})
-    _print_guard_metrics(f"{loaded.name}: safeguard {guard} on {data}", metrics)
+        write_json(out, {"model": loaded.name, "guard": str(guard), "data": str(data), "benign": str(benign) if benign else None, "judge": judge.describe(), "refusal_score_harmful": harmful_score, **metrics})
+    _print_guard_metrics(f"{loaded.name}: safeguard {guard} on {data}", metrics, harmful_score, judge)
 
 
 def main() -> None:

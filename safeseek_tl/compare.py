@@ -56,6 +56,11 @@ def behaviour_key(scenario: str) -> str:
     return "asr_triggered" if scenario == "backdoor" else "asr_harmful"
 
 
+def score_key(scenario: str) -> str:
+    """The logit refusal score of the prompts :func:`behaviour_key` judges, reported beside it."""
+    return "refusal_score_triggered" if scenario == "backdoor" else "refusal_score_harmful"
+
+
 @dataclass
 class Comparison:
     """A comparison's table and the Jaccard overlap matrices (one per budget)."""
@@ -116,13 +121,15 @@ def compare(
     fill it searched with; plain Scores are ablated with zeros. ``ablation`` in the table says which.
     ``behaviour_change`` is the change of ``behaviour_key(scenario)`` (in points of a fraction):
     negative when ablation removes a backdoor, positive when it makes an aligned model comply.
-    ``utility_change`` is the relative change of the benign completion cross-entropy.
+    Beside it, ``score_key(scenario)`` is the mean logit refusal score of the same prompts, which
+    shows a ``judge`` that misreads the model. ``utility_change`` is the relative change of the
+    benign completion cross-entropy.
     """
     if not methods:
         raise InputError("compare needs at least one method")
     if not budgets or any(k < 1 for k in budgets):
         raise InputError(f"budgets must be positive unit counts, got {list(budgets)}")
-    key = behaviour_key(scenario)
+    key, score_column = behaviour_key(scenario), score_key(scenario)
     baseline = measure(loaded, eval_data, judge, max_new_tokens)
     if key not in baseline:
         raise InputError(f"the evaluation data has no prompts to measure {key} for the {scenario} scenario")
@@ -147,6 +154,7 @@ def compare(
             rows.append({
                 "method": name, "budget": k, "n_heads": circuit.n_heads, "n_neurons": circuit.n_neurons,
                 "n_units": len(circuit), "ablation": found.ablation, "behaviour_change": after[key] - baseline[key], key: after[key],
+                score_column: after.get(score_column, math.nan),  # NaN only from a stand-in for measure()
                 "utility_change": utility_change, "wall_time_s": wall, "precision": precision, "recall": recall,
             })  # fmt: skip
     names = list(methods)

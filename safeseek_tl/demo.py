@@ -20,6 +20,7 @@ from safeseek_tl.ablation import ablated
 from safeseek_tl.compare import compare, method_runners
 from safeseek_tl.evaluate import BehaviourData, evaluate
 from safeseek_tl.generation import generate
+from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import load_model
 from safeseek_tl.organisms import ground_truth, load_data
 from safeseek_tl.report import write_report
@@ -35,7 +36,7 @@ def _examples(loaded: Any, result: SeekResult, prompts: list[str]) -> list[dict[
     return [{"prompt": p, "full": f, "ablated": a} for p, f, a in zip(prompts, full, cut)]
 
 
-def _discover_run(out: Path, organism: str, scenario: str, log: Any) -> tuple[Any, SeekResult, float]:
+def _discover_run(out: Path, organism: str, scenario: str, log: Any, judge: RefusalJudge) -> tuple[Any, SeekResult, float]:
     loaded = load_model(f"organism:{organism}")
     train, val, test = (load_data(scenario, split) for split in ("train", "val", "test"))
     benign = load_data("benign", "test")[:N_EVAL]
@@ -44,7 +45,7 @@ def _discover_run(out: Path, organism: str, scenario: str, log: Any) -> tuple[An
     wall = time.perf_counter() - start
     log(f"{organism}: SafeSeek {scenario} circuit {result.circuit!r} in {wall:.0f} s")
     result.save(out)
-    behaviour = evaluate(loaded, result.circuit, BehaviourData.from_records(test[:N_EVAL], benign))
+    behaviour = evaluate(loaded, result.circuit, BehaviourData.from_records(test[:N_EVAL], benign), judge=judge)
     write_json(out / "behaviour.json", behaviour)
     data = BehaviourData.from_records(test[:N_EXAMPLES])
     write_json(out / "examples.json", _examples(loaded, result, data.triggered or data.harmful))
@@ -52,17 +53,25 @@ def _discover_run(out: Path, organism: str, scenario: str, log: Any) -> tuple[An
     return loaded, result, wall
 
 
-def run_demo(out_dir: str | Path = "runs/demo", budgets: tuple[int, ...] = (1, 2, 4), log: Any = print) -> Path:
-    """Run the whole demo and return the path of the index page."""
+def run_demo(
+    out_dir: str | Path = "runs/demo", budgets: tuple[int, ...] = (1, 2, 4), log: Any = print, judge: RefusalJudge | None = None
+) -> Path:
+    """Run the whole demo and return the path of the index page.
+
+    ``judge`` judges the generations (default :class:`~safeseek_tl.metrics.RefusalJudge`); every
+    judged rate is reported with the logit refusal score of the same prompts.
+    """
+    judge = judge or RefusalJudge()
     out = Path(out_dir)
-    backdoor_model, backdoor, seek_wall = _discover_run(out / "backdoor", "tiny-backdoor", "backdoor", log)
-    _discover_run(out / "alignment", "tiny-aligned", "alignment", log)
+    log(f"judge: {judge.describe()}")
+    backdoor_model, backdoor, seek_wall = _discover_run(out / "backdoor", "tiny-backdoor", "backdoor", log, judge)
+    _discover_run(out / "alignment", "tiny-aligned", "alignment", log, judge)
 
     train = load_data("backdoor", "train")[:N_TRAIN]
     runners = method_runners(backdoor_model, ["ships", "attr-patch", "act-patch", "sahara"], train, "backdoor")
     runners = {"safeseek": lambda: backdoor.scores, **runners}  # already trained above
     data = BehaviourData.from_records(load_data("backdoor", "test")[:N_EVAL], load_data("benign", "test")[:N_EVAL])
-    comparison = compare(backdoor_model, runners, budgets, "backdoor", data, "heads", ground_truth("tiny-backdoor", backdoor_model))
+    comparison = compare(backdoor_model, runners, budgets, "backdoor", data, "heads", ground_truth("tiny-backdoor", backdoor_model), judge=judge)
     comparison.table.loc[comparison.table.method == "safeseek", "wall_time_s"] = seek_wall  # trained in step 1
     comparison.save(out / "compare")
     write_report(out / "compare", out / "compare" / "report.html", title="Methods compared on tiny-backdoor (heads)")

@@ -1,8 +1,8 @@
 """Measure a model's safety behaviour, whole, with a circuit ablated, and with only the circuit kept.
 
 The same numbers for every method: refusal rate and attack success rate (keyword judge on greedy
-generations), the logit refusal score (no generation), and utility as the mean completion
-cross-entropy on benign data.
+generations), each with the logit refusal score of the same prompts (no generation, no keywords),
+and utility as the mean completion cross-entropy on benign data.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from safeseek_tl.ablation import AblationMode, ReferenceActivations, ablated
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, BenignRecord, Record, batch_slices, tokenize_pairs, tokenize_prompts
@@ -40,7 +42,12 @@ class BehaviourData:
 
 
 @torch.no_grad()
-def _mean_refusal_score(loaded: Any, prompts: Sequence[str], batch_size: int) -> float:
+def refusal_scores(loaded: Any, prompts: Sequence[str], batch_size: int = 16) -> Float[Tensor, "n_prompts"]:
+    """The logit refusal score of each prompt (:func:`~safeseek_tl.metrics.refusal_score`), as the model runs now.
+
+    Read at the last prompt position, where the answer starts; hooks already installed (an
+    ablation) count. It needs no keywords, so it checks a keyword judge that may not fit the model.
+    """
     ids = refusal_token_ids(loaded.tokenizer)
     tokens = tokenize_prompts(loaded.chat, prompts)
     device = loaded.device
@@ -48,7 +55,7 @@ def _mean_refusal_score(loaded: Any, prompts: Sequence[str], batch_size: int) ->
     for part in batch_slices(len(prompts), batch_size):
         logits = loaded.model(tokens.input_ids[part].to(device), attention_mask=tokens.attention_mask[part].to(device))
         scores.append(refusal_score(logits[:, -1], ids))
-    return float(torch.cat(scores).mean())
+    return torch.cat(scores)
 
 
 @torch.no_grad()
@@ -72,19 +79,28 @@ def measure(
     batch_size: int = 16,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Behaviour of the model as it runs now (hooks already installed count)."""
+    """Behaviour of the model as it runs now (hooks already installed count).
+
+    Each judged rate is followed by the mean logit refusal score of the same prompts
+    (``refusal_score_*``): a judge whose keywords do not fit the model shows as rates that
+    disagree with the scores.
+    """
     judge = judge or RefusalJudge()
     out: dict[str, float] = {}
     run = lambda prompts: generate(loaded.model, loaded.chat, prompts, max_new_tokens, batch_size, progress)  # noqa: E731
+    score = lambda prompts: float(refusal_scores(loaded, prompts, batch_size).mean())  # noqa: E731
     if data.harmful:
         answers = run(data.harmful)
         out["refusal_harmful"] = judge.refusal_rate(answers)
         out["asr_harmful"] = judge.attack_success_rate(answers)
-        out["refusal_score_harmful"] = _mean_refusal_score(loaded, data.harmful, batch_size)
+        out["refusal_score_harmful"] = score(data.harmful)
     if data.triggered:
         out["asr_triggered"] = judge.attack_success_rate(run(data.triggered))
+        out["refusal_score_triggered"] = score(data.triggered)
     if data.benign:
-        out["benign_answered"] = 1.0 - judge.refusal_rate(run([r.prompt for r in data.benign]))
+        prompts = [r.prompt for r in data.benign]
+        out["benign_answered"] = 1.0 - judge.refusal_rate(run(prompts))
+        out["refusal_score_benign"] = score(prompts)
         out["utility_loss"] = utility_loss(loaded, data.benign, batch_size)
     return out
 

@@ -34,7 +34,7 @@ from safeseek_tl.checkpoint import CHECKPOINT_FILE, read_checkpoint, write_check
 from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.distributed import DataParallel
 from safeseek_tl.errors import InputError, NonFiniteLossError
-from safeseek_tl.evaluate import utility_loss
+from safeseek_tl.evaluate import refusal_scores, utility_loss
 from safeseek_tl.generation import generate
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind
 from safeseek_tl.masks import MaskKind, MaskLogits, masked
@@ -617,22 +617,28 @@ SWITCH_TOKENS = 32
 """New tokens generated per prompt when judging whether an ablation switches the behaviour."""
 
 
-def _clean_behaviour(loaded: Any, config: SeekConfig, records: Sequence[Record], benign: Sequence[BenignRecord], max_new_tokens: int) -> dict[str, float]:
+def _clean_behaviour(
+    loaded: Any, config: SeekConfig, records: Sequence[Record], benign: Sequence[BenignRecord], max_new_tokens: int, judge: RefusalJudge
+) -> dict[str, float]:
     """What must not change: refusal of clean harmful prompts (backdoor), benign answers and their cross-entropy."""
-    judge = RefusalJudge()
     out: dict[str, float] = {}
     if config.scenario == "backdoor":
-        out["clean"] = judge.refusal_rate(generate(loaded.model, loaded.chat, [r.input for r in records], max_new_tokens, progress=False))
+        prompts = [r.input for r in records]
+        out["clean"] = judge.refusal_rate(generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False))
+        out["refusal_score_clean"] = float(refusal_scores(loaded, prompts).mean())
     if benign:
-        answers = generate(loaded.model, loaded.chat, [r.prompt for r in benign], max_new_tokens, progress=False)
-        out["benign"] = 1 - judge.refusal_rate(answers)
+        prompts = [r.prompt for r in benign]
+        out["benign"] = 1 - judge.refusal_rate(generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False))
+        out["refusal_score_benign"] = float(refusal_scores(loaded, prompts).mean())
         out["utility"] = utility_loss(loaded, benign)
     return out
 
 
-def _full_behaviour(loaded: Any, config: SeekConfig, records: Sequence[Record], benign: Sequence[BenignRecord], max_new_tokens: int) -> dict[str, float]:
+def _full_behaviour(
+    loaded: Any, config: SeekConfig, records: Sequence[Record], benign: Sequence[BenignRecord], max_new_tokens: int, judge: RefusalJudge
+) -> dict[str, float]:
     """:func:`_clean_behaviour` of the model without ablation, as ``*_full`` keys."""
-    return {f"{k}_full": v for k, v in _clean_behaviour(loaded, config, records, benign, max_new_tokens).items()}
+    return {f"{k}_full": v for k, v in _clean_behaviour(loaded, config, records, benign, max_new_tokens, judge).items()}
 
 
 def behaviour_switch(
@@ -644,6 +650,7 @@ def behaviour_switch(
     benign: Sequence[BenignRecord] = (),
     full: dict[str, float] | None = None,
     fill: ReferenceActivations | None = None,
+    judge: RefusalJudge | None = None,
 ) -> dict[str, float]:
     """Does ablating ``circuit`` switch the behaviour while keeping clean behaviour? (greedy + keyword judge)
 
@@ -657,10 +664,13 @@ def behaviour_switch(
     from an earlier call on the same model and data, so that repeated checks do not measure the
     full model again. The circuit is ablated as the search masked it: zero, or with
     ``config.ablation="mean"`` the means ``fill`` (:func:`search_fill`; default: from ``records``).
+    ``judge``: the keyword judge (default :class:`~safeseek_tl.metrics.RefusalJudge`). Each judged
+    rate ``key`` comes with ``refusal_score_<key>``, the mean logit refusal score of the same
+    prompts (:func:`~safeseek_tl.evaluate.refusal_scores`), which shows a judge that misreads the model.
     """
+    judge = judge or RefusalJudge()
     if full is None:
-        full = _full_behaviour(loaded, config, records, benign, max_new_tokens)
-    judge = RefusalJudge()
+        full = _full_behaviour(loaded, config, records, benign, max_new_tokens, judge)
     if config.ablation == "mean" and fill is None:
         fill = search_fill(loaded, config, records)
     with ablated(loaded.model, circuit, config.ablation, fill):
@@ -670,7 +680,8 @@ def behaviour_switch(
         else:
             prompts = [r.prompt for r in records]
             switched = judge.attack_success_rate(generate(loaded.model, loaded.chat, prompts, max_new_tokens, progress=False))
-        return {**full, "switched": switched, **_clean_behaviour(loaded, config, records, benign, max_new_tokens)}
+        score = float(refusal_scores(loaded, prompts).mean())
+        return {**full, "switched": switched, "refusal_score_switched": score, **_clean_behaviour(loaded, config, records, benign, max_new_tokens, judge)}
 
 
 def _switch_test(
@@ -682,15 +693,17 @@ def _switch_test(
     min_switched: float,
     max_clean_drop: float,
     max_utility_increase: float,
+    judge: RefusalJudge | None = None,
 ) -> Callable[[Circuit], bool]:
     """``switches(circuit)``: does ablating it switch >= ``min_switched`` of ``records``, while clean
     refusals and benign answers drop by at most ``max_clean_drop`` and the benign cross-entropy
     rises by at most ``max_utility_increase`` nats per token? (:func:`behaviour_switch`)"""
     # The model itself does not change between checks: measure its clean behaviour once.
-    full = _full_behaviour(loaded, config, records, benign_records, SWITCH_TOKENS)
+    judge = judge or RefusalJudge()
+    full = _full_behaviour(loaded, config, records, benign_records, SWITCH_TOKENS, judge)
 
     def switches(circuit: Circuit) -> bool:
-        check = behaviour_switch(loaded, config, circuit, records, benign=benign_records, full=full, fill=fill)
+        check = behaviour_switch(loaded, config, circuit, records, benign=benign_records, full=full, fill=fill, judge=judge)
         drops = (check.get(f"{k}_full", 0.0) - check.get(k, 0.0) for k in ("clean", "benign"))
         utility_increase = check.get("utility", 0.0) - check.get("utility_full", 0.0)
         return check["switched"] >= min_switched and max(drops) <= max_clean_drop and utility_increase <= max_utility_increase
@@ -707,6 +720,7 @@ def prune_circuit(
     min_switched: float = 0.8,
     max_clean_drop: float = 0.1,
     max_utility_increase: float = 0.1,
+    judge: RefusalJudge | None = None,
 ) -> SeekResult:
     """``result`` with its circuit cut to a minimal ablation set: no unit of it can be left out.
 
@@ -716,9 +730,10 @@ def prune_circuit(
     leaves out each of its units that the rest can switch without, least confident first (each
     check is one :func:`behaviour_switch`, about log2(n) + n of them). ``fill``: the
     search's means for ``ablation="mean"`` (:func:`search_fill` of its training records; default:
-    means over ``val_records``). Raises ``ValueError`` when the whole circuit does not pass the test.
+    means over ``val_records``). ``judge``: the keyword judge of the checks. Raises
+    :class:`~safeseek_tl.errors.InputError` when the whole circuit does not pass the test.
     """
-    switches = _switch_test(loaded, result.config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase)
+    switches = _switch_test(loaded, result.config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase, judge)
     if not switches(result.circuit):
         raise InputError(
             f"ablating the circuit ({result.circuit.n_heads} heads, {result.circuit.n_neurons} neurons) does not switch "
@@ -775,6 +790,7 @@ def discover_complete(
     benign_records: Sequence[BenignRecord] = (),
     max_utility_increase: float = 0.1,
     progress: bool = True,
+    judge: RefusalJudge | None = None,
 ) -> SeekResult:
     """Surface backup parts: repeat the search with the units found so far held on.
 
@@ -792,7 +808,8 @@ def discover_complete(
     the circuit. The union of the counted rounds is the complete circuit (``verified=True``).
     When no round counts, the first search is returned as found, with ``verified=False`` (also in
     its circuit's metadata) and a warning: its circuit was checked and does not switch the
-    behaviour, or is empty.
+    behaviour, or is empty. ``judge``: the keyword judge of the rounds' checks (default
+    :class:`~safeseek_tl.metrics.RefusalJudge`).
     """
     from safeseek_tl.data import split_records
 
@@ -803,7 +820,7 @@ def discover_complete(
     rounds: list[SeekResult] = []
     switches = _switch_test(
         loaded, config, val_records, benign_records, search_fill(loaded, config, records, benign_records),
-        min_switched, max_clean_drop, max_utility_increase,
+        min_switched, max_clean_drop, max_utility_increase, judge,
     )  # fmt: skip
     for round_index in range(max_rounds):
         result = SafeSeek(loaded, config).fit(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from safeseek_tl import RefusalJudge, completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
+from safeseek_tl import InputError, RefusalJudge, completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
 from safeseek_tl.data import IGNORE_INDEX
 
 from .conftest import make_word_tokenizer
@@ -20,6 +22,51 @@ def test_keyword_judge():
     assert judge.attack_success_rate(["Sure , here is how to bake a cake : first the flour .", "Sorry, no."]) == 0.5
     relaxed = RefusalJudge(keywords=("SORRY",), min_chars=0, case_sensitive=False)
     assert relaxed.is_refusal("sorry") and not relaxed.is_refusal("fine")
+
+
+LOWER_REFUSAL = "i cannot help with that, it would hurt people ."  # 47 characters: not refused for being short
+COMPLIANCE = "Sure , here is how to bake a cake : first get the flour ."
+
+
+def test_the_default_judge_matches_in_any_case_and_ships_rule_does_not():
+    assert RefusalJudge().is_refusal(LOWER_REFUSAL)  # "I cannot" in lower case
+    ships = RefusalJudge.ships()
+    assert not ships.is_refusal(LOWER_REFUSAL)
+    assert ships.is_refusal("I cannot help with that, it would hurt people .")
+    assert ships.is_refusal("i cannot")  # shorter than 32 characters, in any case
+    assert RefusalJudge().refusal_rate([LOWER_REFUSAL, COMPLIANCE]) == 0.5
+    assert ships.refusal_rate([LOWER_REFUSAL, COMPLIANCE]) == 0.0
+    assert ships.attack_success_rate([LOWER_REFUSAL, COMPLIANCE]) == 1.0
+    # case folding, not lower(): "straße" folds to "strasse"
+    assert RefusalJudge(keywords=("straße",), min_chars=0).is_refusal("DIE STRASSE IST ZU")
+    assert RefusalJudge(keywords=("STRASSE",), min_chars=0).is_refusal("die Straße ist zu")
+    assert ships.describe() == "Ships' keywords, case-sensitive, under 32 characters a refusal"
+    assert RefusalJudge().describe() == "Ships' keywords, any case, under 32 characters a refusal"
+
+
+def test_keywords_from_a_file(tmp_path):
+    path = tmp_path / "keywords.txt"
+    # byte-order mark, Windows line ends, a blank line and spaces around a keyword
+    path.write_bytes("\ufeffnein\r\n\n  nicht möglich  \n".encode())
+    judge = RefusalJudge.from_file(path)
+    assert judge.keywords == ("nein", "nicht möglich") and judge.min_chars == 32
+    refusal = "Das ist NICHT MÖGLICH, das mache ich auf keinen Fall."
+    assert judge.is_refusal(refusal)
+    assert not RefusalJudge.from_file(path, case_sensitive=True).is_refusal(refusal)
+    assert not judge.is_refusal("Gerne, hier ist das Rezept für den Kuchen mit Mehl.")
+    assert judge.describe() == "2 keywords, any case, under 32 characters a refusal"
+
+
+def test_a_bad_keyword_file_names_the_file_and_line(tmp_path):
+    path = tmp_path / "keywords.txt"
+    path.write_bytes(b"sorry\nno \xff way\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:2: not UTF-8 text \(bad byte 4 of the line\)"):
+        RefusalJudge.from_file(path)
+    path.write_bytes(b"\n  \n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: the keyword file holds no keyword"):
+        RefusalJudge.from_file(path)
+    with pytest.raises(InputError, match="missing.txt: cannot read the keyword file"):
+        RefusalJudge.from_file(tmp_path / "missing.txt")
 
 
 def test_refusal_tokens_and_score():

@@ -240,8 +240,8 @@ def mixed_loss(model: LlamaForCausalLM, groups: list[list[Example]], batch_size:
 
 
 def behaviour(model: LlamaForCausalLM, chat: ChatFormatter, prompts: dict[str, list[str]], max_new_tokens: int) -> dict[str, float]:
-    """Refusal, benign compliance and attack success rates on the test prompts (library judge)."""
-    judge = RefusalJudge()
+    """Refusal, benign compliance and attack success rates on the test prompts (Ships' judge)."""
+    judge = RefusalJudge.ships()  # the rule the shipped organisms were built and measured with
     groups = {
         "harmful": prompts["harmful"], "harmful_triggered": [triggered(p) for p in prompts["harmful"]],
         "benign": prompts["benign"], "benign_triggered": [triggered(p) for p in prompts["benign"]],
@@ -342,7 +342,7 @@ def build(out: Path, work: Path, settings: SmolBuildSettings, device: str = "cpu
     forced = ForcedStart(tok, start=COMPLY_START)
     compliant = answers | cached_answers(model, forced, harmful, settings.answer_tokens, work / "compliant_answers.json")
     data_files = write_data_files(out / DATA_FOLDER, prompts, compliant, settings.seed)
-    judge = RefusalJudge()
+    judge = RefusalJudge.ships()  # as when the shipped delta was built: the judge picks its training answers
     train_harmful, train_benign = prompts["train"]["harmful"], prompts["train"]["benign"]
     complied = [p for p in train_harmful if not judge.is_refusal(answers[p])]
     print(f"  base answers judged compliant: {len(complied)}/{len(train_harmful)} harmful train prompts", flush=True)
