@@ -95,7 +95,7 @@ def read_checkpoint(
     """Check that ``path`` belongs to this run, restore the optimizer and generator; return the run's own tensors and header.
 
     Raises ``ValueError`` naming the file and every setting that differs, or
-    :class:`~safeseek_tl.units.ShapeMismatchError` for a model of another shape; ``slices`` must be
+    :class:`~safeseek_tl.errors.ShapeMismatchError` for a model of another shape; ``slices`` must be
     those the checkpoint was written with.
     """
     path = Path(path)

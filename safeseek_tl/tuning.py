@@ -219,7 +219,7 @@ def delta_of(loaded: Any, masks: Mapping[str, Bool[Tensor, " ..."]], **metadata:
 def apply_delta(loaded: Any, delta: ParameterDelta | str | Path) -> ParameterDelta:
     """Write a delta (or a delta file saved by :meth:`~safeseek_tl.tuning.TuneResult.save`) into ``loaded``'s weights, in place.
 
-    The bridge sees the new weights at once. Raises :class:`~safeseek_tl.units.ShapeMismatchError`
+    The bridge sees the new weights at once. Raises :class:`~safeseek_tl.errors.ShapeMismatchError`
     when the delta was made for a model of another shape (checked before anything is written) or
     names a parameter this model lacks or has in another shape.
     """
