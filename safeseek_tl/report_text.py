@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from safeseek_tl.metrics import RefusalJudge
 
 
-SCORE_NOTE = "refusal score: mean log-odds that the answer opens with a refusal token (> 0: refusal likely; no keywords)"
+SCORE_NOTE = "refusal score: log-odds that the answer opens with a refusal token, a rate's prompts averaged (> 0: refusal likely; no keywords)"
 """What the refusal score printed beside each judged rate is: a judge whose keywords do not fit
 the model shows as a rate that disagrees with it."""
 
