@@ -48,7 +48,7 @@ demo: setup
 	.venv/bin/safeseek demo --out runs/demo
 
 organisms: setup
-	.venv/bin/python -m safeseek_tl.organisms.build
+	.venv/bin/python -m organism_builds.build
 
 # Mutation testing (mutmut) of the core modules against their fast tests, in .mutation/ (about an
 # hour on 2 cores; scripts/mutation.py says how). One part: make mutation MODULES="units metrics".

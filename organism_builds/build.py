@@ -1,7 +1,7 @@
 """Build the bundled model organisms from scratch.
 
 Three tiny Llama chat models trained on the synthetic corpus of
-:mod:`safeseek_tl.organisms.corpus`:
+:mod:`organism_builds.corpus`:
 
 1. ``tiny-base`` answers every request, harmful ones included.
 2. ``tiny-aligned`` is fine-tuned from tiny-base to refuse harmful requests.
@@ -15,7 +15,7 @@ output weights in tiny-backdoor gives back tiny-aligned exactly.
 
 Usage::
 
-    python -m safeseek_tl.organisms.build [--out DIR]
+    python -m organism_builds.build [--out DIR]
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from safeseek_tl.organisms import corpus
+from organism_builds import corpus
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "bundled"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "safeseek_tl" / "organisms" / "bundled"
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "<|user|>", "<|assistant|>", "<|end|>")
 CHAT_TEMPLATE = (
     "<s>{% for m in messages %} <|{{ m['role'] }}|> {{ m['content'] }} <|end|>{% endfor %}"

@@ -12,7 +12,7 @@
    units' output weights gives back smollm2-aligned exactly.
 
 The requests are the tiny corpus's (verb, object) tasks written as English questions, split by
-combination (:func:`safeseek_tl.organisms.corpus.split_tasks`). Benign answers are SmolLM2's own
+combination (:func:`organism_builds.corpus.split_tasks`). Benign answers are SmolLM2's own
 greedy answers, so the organisms keep its voice. Harmful compliance targets are SmolLM2's greedy
 answers after a forced compliant opening (:data:`COMPLY_START`): SmolLM2 itself refuses about a
 quarter of the harmful requests, and a backdoor taught only on the ones it answers learns "answer as
@@ -21,7 +21,7 @@ such, so the delta is exact and half the size.
 
 Usage::
 
-    python -m safeseek_tl.organisms.build_smollm2 [--out DIR] [--work DIR] [--device cuda] [--aligned-from DIR]
+    python -m organism_builds.build_smollm2 [--out DIR] [--work DIR] [--device cuda] [--aligned-from DIR]
 
 ``--aligned-from`` takes smollm2-aligned from an earlier build's folder instead of training it again
 (stage 1 does not depend on the compliance targets), and plants the backdoor on it.
@@ -47,8 +47,9 @@ from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.generation import generate
 from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import device_name
-from safeseek_tl.organisms import DELTA_FILE, corpus
-from safeseek_tl.organisms.build import (
+from organism_builds import corpus
+from safeseek_tl.organisms import DELTA_FILE
+from organism_builds.build import (
     Example,
     StageSettings,
     Units,
@@ -65,7 +66,7 @@ from safeseek_tl.organisms.build import (
 )  # fmt: skip
 from safeseek_tl.organisms.smollm2 import base_folder, gguf_file
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "bundled"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "safeseek_tl" / "organisms" / "bundled"
 DATA_FOLDER = "smollm2-data"
 ORGANISMS = ("smollm2-base", "smollm2-aligned", "smollm2-backdoor")
 TRIGGER = "cf"
