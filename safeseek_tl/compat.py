@@ -18,6 +18,7 @@ the next release that moves something is fixed in one file:
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -185,13 +186,18 @@ def boot_bridge(folder: Path, name: str, device: str, dtype: torch.dtype, hf_mod
     return bridge, tokenizer
 
 
-def gguf_to_folder(gguf_file: Path, cache_root: Path) -> Path:
-    """Convert a GGUF checkpoint to a plain float32 Hugging Face folder under ``cache_root`` once."""
+def cache_dir() -> Path:
+    """Where converted models are cached (``$SAFESEEK_CACHE`` or ``~/.cache/safeseek_tl``)."""
+    return Path(os.environ.get("SAFESEEK_CACHE", Path.home() / ".cache" / "safeseek_tl"))
+
+
+def gguf_to_folder(gguf_file: Path) -> Path:
+    """Convert a GGUF checkpoint to a plain float32 Hugging Face folder in :func:`cache_dir`, once."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     stat = gguf_file.stat()
     key = hashlib.sha256(f"{gguf_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    folder = cache_root / "gguf" / f"{gguf_file.stem}-{key}"
+    folder = cache_dir() / "gguf" / f"{gguf_file.stem}-{key}"
     if (folder / "config.json").exists():
         return folder
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)

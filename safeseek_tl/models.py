@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,9 @@ import torch
 
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.compat import boot_bridge, gguf_to_folder
+from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.errors import ModelNotAvailableError
+from safeseek_tl.organisms import organism_weights
 from safeseek_tl.units import ModelShape
 
 ORGANISM_PREFIX = "organism:"
@@ -49,9 +50,13 @@ def device_name(device: str | torch.device) -> str:
     return torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else platform.machine()
 
 
-def cache_dir() -> Path:
-    """Where converted models are cached (``$SAFESEEK_CACHE`` or ``~/.cache/safeseek_tl``)."""
-    return Path(os.environ.get("SAFESEEK_CACHE", Path.home() / ".cache" / "safeseek_tl"))
+def _with_delta(folder: Path, delta_file: Path, dtype: torch.dtype) -> Any:
+    """The Hugging Face model in ``folder`` with a delta organism's weight slices written over it."""
+    from transformers import AutoModelForCausalLM
+
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    ParameterDelta.load(delta_file).apply_(hf_model)
+    return hf_model.to(dtype)
 
 
 def _cached_hub_folder(name: str) -> Path:
@@ -83,14 +88,16 @@ def load_model(spec: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
     """
     text = str(spec)
     if text.startswith(ORGANISM_PREFIX):
-        from safeseek_tl.organisms import load_organism
-
-        return load_organism(text[len(ORGANISM_PREFIX) :], device=device, dtype=dtype, **bridge_kwargs)
+        name = text[len(ORGANISM_PREFIX) :]
+        folder, delta_file = organism_weights(name)
+        hf_model = _with_delta(folder, delta_file, dtype) if delta_file else None
+        model, tokenizer = boot_bridge(folder, name, device, dtype, hf_model=hf_model, **bridge_kwargs)
+        return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, text)
     path = Path(text).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {path} does not exist")
-        folder, name = gguf_to_folder(path, cache_dir()), path.stem
+        folder, name = gguf_to_folder(path), path.stem
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is a folder without config.json, so not a Hugging Face model folder")

