@@ -12,10 +12,7 @@ and from ``safeseek_tl``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from safeseek_tl.seek import SeekResult
+from typing import Any
 
 
 class InputError(ValueError):
@@ -42,6 +39,7 @@ class NonFiniteLossError(FloatingPointError):
 
     ``result`` holds the best masks validated before it happened (a
     :class:`~safeseek_tl.seek.SeekResult`), when :meth:`~safeseek_tl.seek.SafeSeek.fit` raised it.
+    (Typed ``Any``: this module imports nothing of the library, so that every module can raise.)
     """
 
-    result: SeekResult | None = None
+    result: Any = None
