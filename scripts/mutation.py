@@ -97,6 +97,25 @@ _FLOAT_TO_BOOL = ("the tensor is made float instead of bool, but its only use st
 _CPU_ONLY = ("the device argument of .to(): on a machine without a GPU every tensor is on the CPU already; "
              "moving CUDA tensors is checked by tests/test_cuda.py (gpu marker)")
 _OR_EMPTY = "a default that only reaches `x or ''`: None or '' and '' or '' are both ''"
+_ONLY_ALL = "_circuit_entries compares shared_kv with 'all' only: every other value means 'any'"
+_ZERO_GRAD = ("zero_grad(set_to_none=None) zeroes the gradients instead of dropping them; backward() then "
+              "leaves the same gradient in every tuned parameter (each takes part in every forward pass)")
+_FIRST_ORDER = ("the first next() draws a new order before reading one (position starts at the end of a pass), "
+                "so the initial order is never used")
+_SAME_DTYPE = "the checkpoint holds the slices in the parameter's own dtype (saved from it): the cast changes nothing"
+_NEG_INDEX = "arange(n)[part] - n indexes the 2n rows from their end: row i - n is row n + i, the same rows"
+_PADDING = ("trim_padding(right=False) drops the left columns that are padding in every row of a batch; keeping "
+            "them changes no real token's result (padding is masked as a key and rotary positions are relative), "
+            "up to float rounding")
+_PRECISION = "the dtype an intermediate sum or angle is kept in: the result changes by float rounding only"
+_CACHE_ALL = "without names_filter the cache holds every hook point, the ones read among them: same values, more memory"
+_LAST_LOGITS = "only the last position's logits are read ([:, -1]); unembedding more positions leaves them as they are"
+_REACHES = ("every head's hook_z and neuron's hook_post reaches the last position's logits, so no gradient is "
+            "unused and allow_unused never matters")
+_BATCHING = "how many rows share a forward pass: the same results, up to float rounding"
+_PROGRESS = "whether a progress bar is shown"
+_FULL_SVD = "full_matrices=True only adds columns after the first: U[..., 0] is the same (and _angles uses |cos|)"
+_NO_SELECTION = "the reference run ablates no head, so no hook is made: the selection's dtype and epsilon are never used"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -121,6 +140,43 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.xǁCircuitǁ__repr____mutmut_9": ("f\"{self.n_neurons} neurons ({100 * self.fraction('XXneuronsXX'):.2f}%), model={self.shape.model_name or '?'})\"", _NOT_HEADS),
     "safeseek_tl.units.xǁCircuitǁ__repr____mutmut_10": ("f\"{self.n_neurons} neurons ({100 * self.fraction('NEURONS'):.2f}%), model={self.shape.model_name or '?'})\"", _NOT_HEADS),
     "safeseek_tl.units.xǁModelShapeǁof__mutmut_10": ("name = model_name if model_name is not None else str(getattr(cfg, \"model_name\", None) or \"\")", _OR_EMPTY),
+    "safeseek_tl.tuning.x_tune__mutmut_134": ("logits = loaded.model(input_ids.to(device), attention_mask=attention_mask.to(None))", _CPU_ONLY),
+    "safeseek_tl.tuning.x_tune__mutmut_140": ("loss = completion_cross_entropy(logits, labels.to(None))", _CPU_ONLY),
+    "safeseek_tl.tuning.x_tune__mutmut_79": ("device = None", _CPU_ONLY),
+    "safeseek_tl.tuning.xǁ_Checkpointǁload__mutmut_21": ("param.index_copy_(dim, index.to(None), tensors[f\"param.{name}\"].to(param.device, param.dtype))", _CPU_ONLY),
+    "safeseek_tl.tuning.x_parameter_masks__mutmut_39": ("frozen = _circuit_entries(loaded, circuit, shared_kv=\"ANY\")", _ONLY_ALL),
+    "safeseek_tl.tuning.x_tune__mutmut_143": ("optimizer.zero_grad(set_to_none=None)", _ZERO_GRAD),
+    "safeseek_tl.tuning.xǁ_BatchOrderǁ__init____mutmut_6": ("self.order: Int[Tensor, \" n\"] = None", _FIRST_ORDER),
+    "safeseek_tl.tuning.xǁ_Checkpointǁload__mutmut_25": ("param.index_copy_(dim, index.to(param.device), tensors[f\"param.{name}\"].to(param.device, ))", _SAME_DTYPE),
+    "safeseek_tl.baselines.patching.x__pair_batches__mutmut_20": ("rows = torch.cat([torch.arange(n)[part], torch.arange(n)[part] - n])", _NEG_INDEX),
+    "safeseek_tl.baselines.patching.x__pair_batches__mutmut_25": ("ids, mask = trim_padding(tokens.input_ids[rows], tokens.attention_mask[rows], right=None)", _PADDING),
+    "safeseek_tl.baselines.patching.x__pair_batches__mutmut_28": ("ids, mask = trim_padding(tokens.input_ids[rows], tokens.attention_mask[rows], )", _PADDING),
+    "safeseek_tl.baselines.patching.x__pair_batches__mutmut_31": ("ids, mask = ids.to(None), mask.to(loaded.device)", _CPU_ONLY),
+    "safeseek_tl.baselines.patching.x__pair_batches__mutmut_32": ("ids, mask = ids.to(loaded.device), mask.to(None)", _CPU_ONLY),
+    "safeseek_tl.baselines.patching.x_row_unit_hooks__mutmut_15": ("sel = chosen.to(None).view(chosen.shape[0], 1, chosen.shape[1], *([1] * (act.dim() - 3)))", _CPU_ONLY),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_16": ("totals = {kind: torch.zeros(shape.size(kind), dtype=None) for kind in kinds}", _PRECISION),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_32": ("clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=None, logits_to_keep=1)", _CACHE_ALL),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_36": ("clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, logits_to_keep=1)", _CACHE_ALL),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_40": ("clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names, logits_to_keep=2)", _LAST_LOGITS),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_70": ("values = metric(model(corr_ids, attention_mask=corr_mask, )[:, -1])", _LAST_LOGITS),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_71": ("values = metric(model(corr_ids, attention_mask=corr_mask, logits_to_keep=2)[:, -1])", _LAST_LOGITS),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_80": ("grads = torch.autograd.grad(values.sum(), [deltas[key] for key in keys], )", _REACHES),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_81": ("grads = torch.autograd.grad(values.sum(), [deltas[key] for key in keys], allow_unused=False)", _REACHES),
+    "safeseek_tl.baselines.probing.x_linear_probes__mutmut_5": ("batch_size: int = 17,", _BATCHING),
+    "safeseek_tl.baselines.probing.x_linear_probes__mutmut_6": ("progress: bool = False,", _PROGRESS),
+    "safeseek_tl.baselines.probing.x_linear_probes__mutmut_24": ("features = _last_token_activations(loaded, [*positive_prompts, *negative_prompts], site, batch_size, None)", _PROGRESS),
+    "safeseek_tl.baselines.probing.xǁProbeResultǁto_scores__mutmut_18": ("neurons=column.expand(shape.size(None)).clone(),", _NOT_HEADS),
+    "safeseek_tl.baselines.probing.xǁProbeResultǁto_scores__mutmut_19": ("neurons=column.expand(shape.size(\"XXneuronsXX\")).clone(),", _NOT_HEADS),
+    "safeseek_tl.baselines.probing.xǁProbeResultǁto_scores__mutmut_20": ("neurons=column.expand(shape.size(\"NEURONS\")).clone(),", _NOT_HEADS),
+    "safeseek_tl.baselines.ships.x__batch__mutmut_10": ("return ids.to(loaded.device), mask.to(None)", _CPU_ONLY),
+    "safeseek_tl.baselines.ships.x__batch__mutmut_8": ("ids, mask = trim_padding(tokens.input_ids[part], tokens.attention_mask[part], right=True)", _PADDING),
+    "safeseek_tl.baselines.ships.x__leading_left_vectors__mutmut_5": ("return torch.linalg.svd(hidden, full_matrices=True).U[..., 0]", _FULL_SVD),
+    "safeseek_tl.baselines.ships.x_sahara__mutmut_28": ("no_heads = torch.zeros(1, n_layers, n_heads, dtype=None)", _NO_SELECTION),
+    "safeseek_tl.baselines.ships.x_sahara__mutmut_40": ("reference = _leading_left_vectors(_final_hidden(loaded, tokens, no_heads, operator, None, batch_size))[0]", _NO_SELECTION),
+    "safeseek_tl.baselines.ships.x_sahara__mutmut_61": ("per_pass = max(2, batch_size // len(prompts))", _BATCHING),
+    "safeseek_tl.baselines.ships.x_sahara__mutmut_68": ("step_angles = torch.empty(len(candidates), dtype=None)", _PRECISION),
+    "safeseek_tl.baselines.ships.x_sahara__mutmut_70": ("step_angles = torch.empty(len(candidates), )", _PRECISION),
+    "safeseek_tl.baselines.ships.x_ships_scores__mutmut_6": ("progress: bool = False,", _PROGRESS),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
