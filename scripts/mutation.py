@@ -116,6 +116,16 @@ _BATCHING = "how many rows share a forward pass: the same results, up to float r
 _PROGRESS = "whether a progress bar is shown"
 _FULL_SVD = "full_matrices=True only adds columns after the first: U[..., 0] is the same (and _angles uses |cos|)"
 _NO_SELECTION = "the reference run ablates no head, so no hook is made: the selection's dtype and epsilon are never used"
+_ELSE_MEAN = "completion_cross_entropy gives the mean for every reduction but 'sum' and 'none': a mangled 'mean' still means"
+_IGNORE_DEFAULT = "IGNORE_INDEX is -100, F.cross_entropy's own default ignore_index"
+_LAST_DIM_2D = ("these functions take [rows, d_vocab]: on 2-D input dim +1, dim -1 and no dim (softmax's implicit "
+                "choice for 2-D is dim 1) are the same dimension")
+_CODEC_CASE = "Python's codec names are case-insensitive: 'UTF-8' is 'utf-8'"
+_DEFAULTS = "the value passed is the class default (REFUSAL_KEYWORDS, min_chars=32): leaving it out gives the same judge"
+_DEFAULT_FLOAT = "torch.full of a Python float makes torch's default dtype, float32, which the library never changes"
+_FALSY = "None is as false as False for an `if stochastic:` test"
+_NOISE_CLAMP = ("torch.rand draws from [0, 1): the upper bound never binds, and the lower one only when a draw is "
+                "exactly 0 (probability 2**-24 per unit), so clamping differently changes no gate in practice")
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -177,6 +187,39 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.baselines.ships.x_sahara__mutmut_68": ("step_angles = torch.empty(len(candidates), dtype=None)", _PRECISION),
     "safeseek_tl.baselines.ships.x_sahara__mutmut_70": ("step_angles = torch.empty(len(candidates), )", _PRECISION),
     "safeseek_tl.baselines.ships.x_ships_scores__mutmut_6": ("progress: bool = False,", _PROGRESS),
+    "safeseek_tl.metrics.x_completion_cross_entropy__mutmut_1": ("logits: Float[Tensor, \"batch pos d_vocab\"], labels: Int[Tensor, \"batch pos\"], reduction: str = \"XXmeanXX\"", _ELSE_MEAN),
+    "safeseek_tl.metrics.x_completion_cross_entropy__mutmut_2": ("logits: Float[Tensor, \"batch pos d_vocab\"], labels: Int[Tensor, \"batch pos\"], reduction: str = \"MEAN\"", _ELSE_MEAN),
+    "safeseek_tl.metrics.x_completion_cross_entropy__mutmut_15": ("token_loss = F.cross_entropy(shifted_logits.transpose(1, 2), targets, reduction=\"none\")", _IGNORE_DEFAULT),
+    "safeseek_tl.metrics.x_last_position_kl__mutmut_3": ("base = F.log_softmax(base_logits.float(), dim=None)", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_last_position_kl__mutmut_5": ("base = F.log_softmax(base_logits.float(), )", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_last_position_kl__mutmut_6": ("base = F.log_softmax(base_logits.float(), dim=+1)", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_last_position_kl__mutmut_10": ("other = F.log_softmax(other_logits.float(), dim=None)", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_last_position_kl__mutmut_12": ("other = F.log_softmax(other_logits.float(), )", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_last_position_kl__mutmut_13": ("other = F.log_softmax(other_logits.float(), dim=+1)", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_last_position_kl__mutmut_18": ("return (base.exp() * (base - other)).sum(+1)", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_refusal_score__mutmut_6": ("probs = torch.softmax(last_logits.double(), dim=+1)", _LAST_DIM_2D),
+    "safeseek_tl.metrics.x_refusal_score__mutmut_11": ("p_ref = probs[:, list(refusal_ids)].sum(+1)", _LAST_DIM_2D),
+    "safeseek_tl.metrics.xǁRefusalJudgeǁfrom_file__mutmut_19": ("text = line.decode(\"UTF-8-SIG\" if number == 1 else \"utf-8\")", _CODEC_CASE),
+    "safeseek_tl.metrics.xǁRefusalJudgeǁfrom_file__mutmut_23": ("text = line.decode(\"utf-8-sig\" if number == 1 else \"UTF-8\")", _CODEC_CASE),
+    "safeseek_tl.metrics.xǁRefusalJudgeǁships__mutmut_4": ("return cls(min_chars=32, case_sensitive=True)", _DEFAULTS),
+    "safeseek_tl.metrics.xǁRefusalJudgeǁships__mutmut_5": ("return cls(REFUSAL_KEYWORDS, case_sensitive=True)", _DEFAULTS),
+    "safeseek_tl.masks.x__gate__mutmut_6": ("m = mask.to(device=None, dtype=act.dtype)  # layers of a sharded model sit on several devices", _CPU_ONLY),
+    "safeseek_tl.masks.x__gate__mutmut_8": ("m = mask.to(dtype=act.dtype)  # layers of a sharded model sit on several devices", _CPU_ONLY),
+    "safeseek_tl.masks.x__gate__mutmut_18": ("base = fill.to(device=None, dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.masks.x__gate__mutmut_20": ("base = fill.to(dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_23": ("noise_device = None", _CPU_ONLY),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_24": ("noise_device = generator.device if (generator is not None) and False else a.device", _CPU_ONLY),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_32": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(None).clamp(1e-6, 1 - 1e-6)", _CPU_ONLY),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_35": ("u = torch.rand(a.shape, generator=generator, device=None).to(a.device).clamp(1e-6, 1 - 1e-6)", _CPU_ONLY),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_38": ("u = torch.rand(a.shape, generator=generator, ).to(a.device).clamp(1e-6, 1 - 1e-6)", _CPU_ONLY),
+    "safeseek_tl.masks.xǁMaskLogitsǁ__init____mutmut_28": ("param = nn.Parameter(torch.full(shape.size(unit_kind), float(value), dtype=None)) if unit_kind in self.kinds else None", _DEFAULT_FLOAT),
+    "safeseek_tl.masks.xǁMaskLogitsǁ__init____mutmut_31": ("param = nn.Parameter(torch.full(shape.size(unit_kind), float(value), )) if unit_kind in self.kinds else None", _DEFAULT_FLOAT),
+    "safeseek_tl.masks.xǁMaskLogitsǁkept__mutmut_3": ("return {unit_kind: value > 0.5 for unit_kind, value in self.values(stochastic=None).items()}", _FALSY),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_28": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(None, 1 - 1e-6)", _NOISE_CLAMP),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_29": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, None)", _NOISE_CLAMP),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_31": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, )", _NOISE_CLAMP),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_40": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, 1 + 1e-6)", _NOISE_CLAMP),
+    "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_41": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, 2 - 1e-6)", _NOISE_CLAMP),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
