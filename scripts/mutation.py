@@ -126,6 +126,8 @@ _DEFAULT_FLOAT = "torch.full of a Python float makes torch's default dtype, floa
 _FALSY = "None is as false as False for an `if stochastic:` test"
 _NOISE_CLAMP = ("torch.rand draws from [0, 1): the upper bound never binds, and the lower one only when a draw is "
                 "exactly 0 (probability 2**-24 per unit), so clamping differently changes no gate in practice")
+_ZERO_DIM = ("a 0-d float32 zero does not change the dtype of act + s * (0 - act): a 0-d tensor takes the dtype of "
+             "the other operand of the same category")
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -220,6 +222,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_31": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, )", _NOISE_CLAMP),
     "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_40": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, 1 + 1e-6)", _NOISE_CLAMP),
     "safeseek_tl.masks.xǁMaskLogitsǁvalues__mutmut_41": ("u = torch.rand(a.shape, generator=generator, device=noise_device).to(a.device).clamp(1e-6, 2 - 1e-6)", _NOISE_CLAMP),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_4": ("sel = selected.to(None).view(*selected.shape, *([1] * (act.dim() - 3)))", _CPU_ONLY),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_15": ("replacement = torch.zeros((), dtype=act.dtype, device=None)", _CPU_ONLY),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_18": ("replacement = torch.zeros((), dtype=act.dtype, )", _CPU_ONLY),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_23": ("replacement = mean.to(device=None, dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_25": ("replacement = mean.to(dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_37": ("replacement = pool[index].to(device=None, dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_39": ("replacement = pool[index].to(dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_14": ("replacement = torch.zeros((), dtype=None, device=act.device)", _ZERO_DIM),
+    "safeseek_tl.ablation.x__replace_hook__mutmut_17": ("replacement = torch.zeros((), device=act.device)", _ZERO_DIM),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
