@@ -305,7 +305,8 @@ class Safeguard:
     """Logistic regression on standardized circuit features; ``unsafe`` is probability >= ``threshold``.
 
     Prediction uses the stored parameters (float64), so a loaded safeguard predicts exactly what
-    the saved one did: ``p = sigmoid(((x - mean) / scale) @ weights + bias)``.
+    the saved one did: ``p = sigmoid(((x - mean) / scale) @ weights + bias)``, the sum of each row
+    rounded once (:meth:`logits`).
     """
 
     circuit: Circuit
@@ -381,9 +382,20 @@ class Safeguard:
         return x, labels.detach().bool().cpu().numpy()
 
     def logits(self, features: Float[Tensor, "n n_features"]) -> Float[Tensor, " n"]:
-        """Log-odds that each answer will be unsafe (float64)."""
-        x = torch.from_numpy(self._arrays(features, None, self.n_features)[0])
-        return ((x - self.mean) / self.scale) @ self.weights + self.bias
+        """Log-odds that each answer will be unsafe (float64).
+
+        Each row's ``sum(weights * (x - mean) / scale) + bias`` is rounded once, from its exact value
+        (``math.fsum``), so it does not depend on the order its terms are added in. A BLAS
+        matrix-vector product (``@``, as this was) promises no order: MKL, outside its
+        reproducibility mode, does not promise the same bits for operands at other memory
+        alignments or thread counts, and the same weights are held by numpy after fitting and by
+        torch after loading (a fitted and a reloaded safeguard once predicted probabilities that
+        were not bit-identical). The products are elementwise IEEE operations, the same bits on
+        any path.
+        """
+        x = self._arrays(features, None, self.n_features)[0]
+        terms = (x - self.mean.numpy()) / self.scale.numpy() * self.weights.numpy()
+        return torch.tensor([math.fsum([*row, self.bias]) for row in terms.tolist()], dtype=torch.float64)
 
     def probability(self, features: Float[Tensor, "n n_features"]) -> Float[Tensor, " n"]:
         """Probability that each answer will be unsafe."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
 import torch
 
 from safeseek_tl import Circuit, ShapeMismatchError, load_model, tokenize_prompts
+from safeseek_tl.units import ModelShape
 from safeseek_tl.hooks import head_hook, neuron_hook
 from safeseek_tl.organisms import data_file, ground_truth, load_data
 from safeseek_tl.safeguard import (
@@ -109,10 +111,30 @@ def test_save_and_load_give_identical_predictions(backdoor, circuit, train, test
     guard.save(tmp_path / "guard")
     assert sorted(p.name for p in (tmp_path / "guard").iterdir()) == ["circuit.json", "safeguard.json", "safeguard.safetensors"]
     loaded = Safeguard.load(tmp_path / "guard", expected=backdoor.shape)
+    for name in ("weights", "mean", "scale"):  # float64 in the file: the same bits come back
+        assert torch.equal(getattr(loaded, name), getattr(guard, name))
+    assert loaded.bias == guard.bias
     features = circuit_features(backdoor, circuit, test_set[0], progress=False)
+    # Exact, not close: the logits are exactly rounded sums (math.fsum), which do not depend on where
+    # the parameters sit in memory; a BLAS product of the fitted (numpy-owned) and the reloaded
+    # (torch-owned) weights could differ in the last bit (test_logits_are_exactly_rounded_sums).
     assert torch.equal(loaded.probability(features), guard.probability(features))
     assert loaded.circuit.head_list == circuit.head_list and loaded.circuit.neuron_list == circuit.neuron_list
     assert loaded.metadata["source"] == "backdoor train" and loaded.metadata["n_train"] == len(train[0])
+
+
+def test_logits_are_exactly_rounded_sums():
+    circuit = Circuit.from_units(ModelShape(n_layers=1, n_heads=2, d_mlp=3), neurons=[[0, 0], [0, 1], [0, 2]])
+    guard = Safeguard(circuit, 4, weights=torch.tensor([2.0, 3.0, 7.0]), bias=0.5, mean=torch.ones(3), scale=torch.tensor([2.0, 4.0, 1.0]))
+    # standardized (x - mean) / scale = [(3 - 1) / 2, (5 - 1) / 4, (1 - 1) / 1] = [1, 1, 0]; 2 + 3 + 0 + 0.5 = 5.5
+    features = torch.tensor([[3.0, 5.0, 1.0]])
+    assert guard.logits(features).tolist() == [5.5]
+    assert guard.probability(features).item() == pytest.approx(1 / (1 + math.exp(-5.5)), rel=1e-12)
+    # 1e16 + 1 - 1e16: added left to right in float64 this is 0 (1e16 + 1 rounds to 1e16), exactly it is 1;
+    # the answer must not depend on the order of the terms, which a BLAS product does not fix.
+    for weights in ([1e16, 1.0, -1e16], [1.0, 1e16, -1e16], [-1e16, 1e16, 1.0]):
+        cancelling = Safeguard(circuit, 4, weights=torch.tensor(weights, dtype=torch.float64), bias=0.0, mean=torch.zeros(3), scale=torch.ones(3))
+        assert cancelling.logits(torch.ones(2, 3)).tolist() == [1.0, 1.0]
 
 
 def test_mismatched_shapes_are_refused(backdoor, circuit, gqa, tmp_path):
