@@ -55,5 +55,12 @@ def _random_scores(shape) -> Scores:
 def test_evaluate_circuit_only_of_the_full_model_changes_nothing(backdoor):
     loaded, _, data, _ = backdoor
     everything = Circuit.empty(loaded.shape).complement()
-    results = evaluate(loaded, everything, data, max_new_tokens=8, conditions=("full", "circuit_only"))
+    results = evaluate(loaded, everything, data, max_new_tokens=8, conditions=("full", "circuit_only", "ablated"))
     assert results["circuit_only"] == pytest.approx(results["full"])
+    # ...and circuit_only does ablate the rest: keeping only the empty circuit zeroes every head and
+    # neuron, exactly what ablating every unit does, and a model left with its embeddings alone
+    # predicts the benign answers worse than the full model (an evaluate that ignored circuit_only
+    # would give the full model's numbers here).
+    nothing = evaluate(loaded, Circuit.empty(loaded.shape), data, max_new_tokens=8, conditions=("circuit_only",))["circuit_only"]
+    assert nothing == pytest.approx(results["ablated"])
+    assert nothing["utility_loss"] > results["full"]["utility_loss"]
