@@ -128,6 +128,7 @@ _NOISE_CLAMP = ("torch.rand draws from [0, 1): the upper bound never binds, and 
                 "exactly 0 (probability 2**-24 per unit), so clamping differently changes no gate in practice")
 _ZERO_DIM = ("a 0-d float32 zero does not change the dtype of act + s * (0 - act): a 0-d tensor takes the dtype of "
              "the other operand of the same category")
+_POOL_UNUSED = "mean patching reads the reference means only: the resample pool collected beside them is never used"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -231,6 +232,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.ablation.x__replace_hook__mutmut_39": ("replacement = pool[index].to(dtype=act.dtype)", _CPU_ONLY),
     "safeseek_tl.ablation.x__replace_hook__mutmut_14": ("replacement = torch.zeros((), dtype=None, device=act.device)", _ZERO_DIM),
     "safeseek_tl.ablation.x__replace_hook__mutmut_17": ("replacement = torch.zeros((), device=act.device)", _ZERO_DIM),
+    "safeseek_tl.baselines.contrasting.x__overwrite_hook__mutmut_7": ("return torch.where(selected.to(None), donor_act.to(act.device, act.dtype), act)", _CPU_ONLY),
+    "safeseek_tl.baselines.contrasting.x__overwrite_hook__mutmut_8": ("return torch.where(selected.to(act.device), donor_act.to(None, act.dtype), act)", _CPU_ONLY),
+    "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_4": ("batch_size: int = 9,", _BATCHING),
+    "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_62": ("return generate(model.model, model.chat, prompts, max_new_tokens=max_new_tokens, progress=progress)", _BATCHING),
+    "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_5": ("progress: bool = False,", _PROGRESS),
+    "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_57": ("return generate(model.model, model.chat, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=None)", _PROGRESS),
+    "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_63": ("return generate(model.model, model.chat, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, )", _PROGRESS),
+    "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_42": ("reference = ReferenceActivations.collect(donor.model, ((t.input_ids, t.attention_mask) for t in batches), )", _POOL_UNUSED),
+    "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_43": ("reference = ReferenceActivations.collect(donor.model, ((t.input_ids, t.attention_mask) for t in batches), pool_size=1)", _POOL_UNUSED),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)

@@ -1,0 +1,62 @@
+"""Safety-Neurons baselines pinned (gaps found by mutation testing: ``make mutation
+MODULES=baselines.contrasting``): the checks' messages, the donor overwrite's dtype, the padding
+id, static patching's defaults and mean mode, random_like's record."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from safeseek_tl import Circuit, ModelShape, ShapeMismatchError
+from safeseek_tl.ablation import ReferenceActivations, ablated
+from safeseek_tl.baselines import activation_contrast, random_like, static_patching
+from safeseek_tl.baselines.contrasting import _overwrite_hook, _pad_id
+from safeseek_tl.generation import generate
+from tests.test_baselines import PROMPTS, _load_sharp
+
+
+@pytest.fixture(scope="module")
+def sharp(gqa_dir):
+    return _load_sharp(gqa_dir)
+
+
+def test_the_checks_name_what_does_not_fit(sharp):
+    other = SimpleNamespace(shape=ModelShape(3, 4, 96, "other"), name="other")
+    with pytest.raises(ShapeMismatchError, match=r"^model 'other' was made for a model with n_layers, n_heads, d_mlp = \(3, 4, 96\)"):
+        activation_contrast(sharp, other, PROMPTS, progress=False)
+    with pytest.raises(ShapeMismatchError, match="^the neuron set was made for a model"):
+        static_patching(sharp, PROMPTS, Circuit.empty(ModelShape(2, 4, 97)), mode="zero", progress=False)
+
+
+def test_the_donor_overwrite_keeps_the_activations_dtype():
+    hook = _overwrite_hook(torch.tensor([False, True]), torch.full((1, 1, 2), 3.0))
+    out = hook(torch.ones(1, 1, 2, dtype=torch.float16), None)
+    assert out.dtype == torch.float16 and out.tolist() == [[[1.0, 3.0]]]
+
+
+def test_padding_id_is_the_pad_token_or_else_eos():
+    assert _pad_id(SimpleNamespace(pad_token_id=3, eos_token_id=5)) == 3
+    assert _pad_id(SimpleNamespace(pad_token_id=0, eos_token_id=5)) == 0
+    assert _pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=5)) == 5
+
+
+def test_random_like_records_its_seed():
+    circuit = Circuit.from_units(ModelShape(2, 4, 8), heads=[[0, 1]], neurons=[[1, 2], [1, 3]])
+    assert random_like(circuit).metadata == {"method": "random_like", "seed": 0}
+    assert random_like(circuit, seed=4).metadata == {"method": "random_like", "seed": 4}
+
+
+def test_static_patching_defaults_to_mean_and_32_tokens(sharp):
+    # means far from any activation, so that mean patching changes what the model writes
+    neurons = Circuit.from_units(sharp.shape, neurons=[[0, 1], [1, 2], [1, 5]])
+    reference = ReferenceActivations(
+        means={"heads": torch.zeros(2, 4, 16), "neurons": torch.full((2, 96), 50.0)},
+        pools={"heads": torch.zeros(2, 0, 4, 16), "neurons": torch.zeros(2, 0, 96)},
+    )
+    with ablated(sharp.model, neurons, mode="mean", reference=reference):
+        expected = generate(sharp.model, sharp.chat, PROMPTS, max_new_tokens=32, progress=False)
+    zero = static_patching(sharp, PROMPTS, neurons, mode="zero", progress=False)
+    assert expected != zero  # the check below tells mean from zero
+    assert static_patching(sharp, PROMPTS, neurons, reference=reference, progress=False) == expected
