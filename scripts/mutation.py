@@ -74,8 +74,10 @@ MODULES = [
     Module("baselines.contrasting", "safeseek_tl/baselines/contrasting.py", ("tests/test_baselines.py", "tests/test_pinned_components.py")),
     Module("masks", "safeseek_tl/masks.py", ("tests/test_masks.py", "tests/test_pinned_components.py")),
     Module("ablation", "safeseek_tl/ablation.py", ("tests/test_masks.py", "tests/test_pinned_components.py")),
-    Module("compare", "safeseek_tl/compare.py", ("tests/test_compare.py", "tests/test_evaluate_organisms.py", "tests/test_pinned_components.py"), sample=150),
-    Module("seek", "safeseek_tl/seek.py", ("tests/test_seek_mechanics.py", "tests/test_pinned_objective.py"), sample=300),
+    Module("compare", "safeseek_tl/compare.py", ("tests/test_compare.py", "tests/test_evaluate_organisms.py", "tests/test_pinned_components.py",
+                                                 "tests/test_judge.py"), sample=150),
+    Module("seek", "safeseek_tl/seek.py", ("tests/test_seek_mechanics.py", "tests/test_pinned_objective.py", "tests/test_complete_search.py"),
+           sample=300),
 ]
 
 # Lines whose expressions only build a message or report progress: their mutants change what a
@@ -129,6 +131,8 @@ _NOISE_CLAMP = ("torch.rand draws from [0, 1): the upper bound never binds, and 
 _ZERO_DIM = ("a 0-d float32 zero does not change the dtype of act + s * (0 - act): a 0-d tensor takes the dtype of "
              "the other operand of the same category")
 _POOL_UNUSED = "mean patching reads the reference means only: the resample pool collected beside them is never used"
+_RIGHT_PADDED = ("training pairs are right-padded (tokenize_pairs): in a causal model no real token attends to the "
+                 "padding after it, and padding carries no label, so the loss is the same without the mask")
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -241,6 +245,8 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_63": ("return generate(model.model, model.chat, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, )", _PROGRESS),
     "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_42": ("reference = ReferenceActivations.collect(donor.model, ((t.input_ids, t.attention_mask) for t in batches), )", _POOL_UNUSED),
     "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_43": ("reference = ReferenceActivations.collect(donor.model, ((t.input_ids, t.attention_mask) for t in batches), pool_size=1)", _POOL_UNUSED),
+    "safeseek_tl.tuning.x_tune__mutmut_132": ("logits = loaded.model(input_ids.to(device), )", _RIGHT_PADDED),
+    "safeseek_tl.baselines.contrasting.x__overwrite_hook__mutmut_10": ("return torch.where(selected.to(act.device), donor_act.to(act.dtype), act)", _CPU_ONLY),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)

@@ -43,6 +43,10 @@ def test_sahara_records_its_run_and_may_rank_every_head(sharp):
     assert sorted(scores.heads.flatten().tolist()) == [float(s) for s in range(1, 9)]
     group = scores.metadata["group"]
     assert sorted(map(tuple, group)) == [(layer, head) for layer in range(2) for head in range(4)]
+    # the first head is the one whose ablation alone turns the hidden states furthest: every
+    # candidate was measured, one pass each
+    single = [generalized_ships(sharp, prompts, Circuit.from_units(sharp.shape, heads=[[layer, head]])) for layer in range(2) for head in range(4)]
+    assert group[0] == list(divmod(max(range(8), key=single.__getitem__), 4))
     # each step's angle is generalized Ships of the group so far
     for step in (0, 1):
         angle = generalized_ships(sharp, prompts, Circuit.from_units(sharp.shape, heads=group[: step + 1]))
