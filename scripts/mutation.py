@@ -133,6 +133,10 @@ _ZERO_DIM = ("a 0-d float32 zero does not change the dtype of act + s * (0 - act
 _POOL_UNUSED = "mean patching reads the reference means only: the resample pool collected beside them is never used"
 _RIGHT_PADDED = ("training pairs are right-padded (tokenize_pairs): in a causal model no real token attends to the "
                  "padding after it, and padding carries no label, so the loss is the same without the mask")
+_ONE_KIND = ("compare's circuits come from Circuit.top_k on one granularity, so the other is empty in all of them "
+             "and a Jaccard over both kinds equals the Jaccard over that one")
+_SPLIT_AGAIN = ("the split's label names the data in split_records' error, which cannot come: fit() has just split "
+                "the same records by the same val_size without error")
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -247,6 +251,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.baselines.contrasting.x_static_patching__mutmut_43": ("reference = ReferenceActivations.collect(donor.model, ((t.input_ids, t.attention_mask) for t in batches), pool_size=1)", _POOL_UNUSED),
     "safeseek_tl.tuning.x_tune__mutmut_132": ("logits = loaded.model(input_ids.to(device), )", _RIGHT_PADDED),
     "safeseek_tl.baselines.contrasting.x__overwrite_hook__mutmut_10": ("return torch.where(selected.to(act.device), donor_act.to(act.dtype), act)", _CPU_ONLY),
+    "safeseek_tl.compare.x_compare__mutmut_119": ("k: pd.DataFrame([[circuits[(a, k)].jaccard(circuits[(b, k)], ) for b in names] for a in names], index=names, columns=names)", _ONE_KIND),
+    "safeseek_tl.compare.x_method_runners__mutmut_19": ("train, _ = split_records(records, config.val_size, )  # as fit() splits them", _SPLIT_AGAIN),
+    "safeseek_tl.compare.x_method_runners__mutmut_20": ("train, _ = split_records(records, config.val_size, \"XXtraining dataXX\")  # as fit() splits them", _SPLIT_AGAIN),
+    "safeseek_tl.compare.x_method_runners__mutmut_3": ("progress: bool = True,", _PROGRESS),
+    "safeseek_tl.compare.x_method_runners__mutmut_6": ("scores = SafeSeek(loaded, config).fit(records, progress=None).scores", _PROGRESS),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
@@ -466,6 +475,39 @@ def print_table(results: list[dict]) -> None:
         print("stale EQUIVALENT entries (their mutant changed; counted as survivors):", *stale, sep="\n  ")
 
 
+def short_name(name: str) -> str:
+    """``safeseek_tl.units.xǁCircuitǁempty__mutmut_10`` -> ``units.Circuit.empty#10``."""
+    module, _, rest = name.removeprefix(PACKAGE + ".").rpartition(".")
+    function, _, number = rest.rpartition("__mutmut_")
+    function = function[2:].replace("ǁ", ".") if function.startswith("xǁ") else function.removeprefix("x_")
+    return f"{module}.{function}#{number}"
+
+
+def print_markdown(results: list[dict]) -> None:
+    """The scores as a Markdown table, then the equivalent mutants by reason (for benchmarks/RESULTS.md)."""
+    print("| module | tests | mutants run (of all) | killed | equivalent | survived | score |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        tests = ", ".join(t.removeprefix("tests/") for t in r.get("tests", []) if t.startswith("tests/"))
+        print(f"| {r['module']} | {tests} | {r['mutants']} ({r.get('total_generated', '?')}) | {r['killed']} | "
+              f"{r['equivalent']} | {r['survived']} | {r['score']}% |")
+    mutants = sum(r["mutants"] for r in results)
+    killed = sum(r["killed"] for r in results)
+    equivalent = sum(r["equivalent"] for r in results)
+    overall = round(100 * killed / (mutants - equivalent), 1)
+    print(f"| **all** | | {mutants} | {killed} | {equivalent} | {mutants - equivalent - killed} | **{overall}%** |")
+    run = {n for r in results for n in r.get("names", [])}
+    by_reason: dict[str, list[str]] = {}
+    for name, (_, reason) in EQUIVALENT.items():
+        if name in run:
+            by_reason.setdefault(reason, []).append(short_name(name))
+    print()
+    print("| why equivalent | mutants |")
+    print("|---|---|")
+    for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        print(f"| {reason} | {len(names)}: {', '.join(f'`{n}`' for n in sorted(names))} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="module names from MODULES (default: all)")
@@ -475,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of these modules")
     parser.add_argument("--recheck", action="store_true", help="test the surviving mutants again (after adding tests)")
     parser.add_argument("--report", action="store_true", help="print the scores of the last runs and stop")
+    parser.add_argument("--markdown", action="store_true", help="with --report: as Markdown, with the equivalent mutants")
     parser.add_argument("--survivors", action="store_true", help="print the diff of each surviving mutant and stop")
     parser.add_argument("--log", type=Path, default=WORK / "mutmut.log", help="mutmut's output (appended)")
     args = parser.parse_args(argv)
@@ -486,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     modules = [by_name[n] for n in args.modules] if args.modules else MODULES
 
     if args.report:
-        print_table(last_results(modules))
+        (print_markdown if args.markdown else print_table)(last_results(modules))
         return 0
     if args.survivors:
         for r in last_results(modules):

@@ -1,0 +1,119 @@
+"""compare.py pinned with stand-ins for measuring, ablating and the methods (gaps found by mutation
+testing: ``make mutation MODULES=compare``): the metric keys, the held-out split, what reaches each
+measurement, the utility change, the runners' arguments and the saved files."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from safeseek_tl import BackdoorRecord, BenignRecord, ModelShape, Scores
+from safeseek_tl import baselines as baselines_module
+from safeseek_tl import compare as cmp
+from safeseek_tl import seek as seek_module
+from safeseek_tl.evaluate import BehaviourData
+
+SHAPE = ModelShape(1, 2, 3)
+LOADED = SimpleNamespace(model="the model", shape=SHAPE)
+
+
+def test_metric_keys_by_scenario():
+    assert (cmp.behaviour_key("backdoor"), cmp.score_key("backdoor")) == ("asr_triggered", "refusal_score_triggered")
+    assert (cmp.behaviour_key("alignment"), cmp.score_key("alignment")) == ("asr_harmful", "refusal_score_harmful")
+
+
+def test_held_out_split_of_two_records_and_its_seed():
+    assert cmp.held_out_split(["a", "b"], fraction=0.5) in ((["a"], ["b"]), (["b"], ["a"]))
+    records = list(range(20))
+    splits = {tuple(cmp.held_out_split(records, seed=seed)[1]) for seed in range(4)}
+    assert len(splits) > 1  # the seed reaches the split
+    kept, held = cmp.held_out_split(records)
+    assert len(held) == 5 and sorted(kept + held) == records and kept == sorted(kept)
+
+
+def test_compare_measures_with_its_length_and_reports_the_relative_utility_change(monkeypatch):
+    measured, installed = [], []
+
+    def measure(loaded, data, judge, max_new_tokens):
+        measured.append(max_new_tokens)
+        ablating = bool(installed) and installed[-1] is not None
+        return {"asr_harmful": 0.5 if ablating else 0.25, "refusal_score_harmful": 1.0, "utility_loss": 3.0 if ablating else 2.0}
+
+    @contextmanager
+    def ablated(model, circuit, mode, fill):
+        installed.append(circuit)
+        yield
+        installed.append(None)
+
+    monkeypatch.setattr(cmp, "measure", measure)
+    monkeypatch.setattr(cmp, "ablated", ablated)
+    scores = Scores(SHAPE, heads=torch.tensor([[0.5, 0.1]]), neurons=torch.tensor([[0.3, 0.2, 0.1]]))
+    result = cmp.compare(LOADED, {"m": lambda: scores}, [1], "alignment", BehaviourData(["x"], [], []))
+    assert measured == [32, 32]
+    row = result.table.iloc[0]
+    assert row["behaviour_change"] == pytest.approx(0.25)
+    assert row["utility_change"] == pytest.approx(0.5)  # (3 - 2) / 2
+    assert result.baseline == {"asr_harmful": 0.25, "refusal_score_harmful": 1.0, "utility_loss": 2.0}
+
+
+def test_method_runners_pass_their_arguments(monkeypatch):
+    calls = []
+
+    def run_baseline(name, loaded, records, scenario, *, base_model=None, benign=None, **options):
+        calls.append((name, scenario, base_model, benign, options))
+        return "scores"
+
+    monkeypatch.setattr(baselines_module, "run_baseline", run_baseline)
+    records = [BackdoorRecord("a", "no", "cf a", "yes")] * 4
+    benign = (BenignRecord("b", "ok"),)
+    runners = cmp.method_runners(LOADED, ["act-patch", "ships"], records, "backdoor", benign=benign, base_model="base")
+    assert runners["act-patch"]() == "scores" and runners["ships"]() == "scores"
+    assert calls == [
+        ("act-patch", "backdoor", "base", [benign[0]], {"units": "heads"}),
+        ("ships", "backdoor", "base", [benign[0]], {}),
+    ]
+    cmp.method_runners(LOADED, ["attr-patch"], records, "backdoor", units="neurons")["attr-patch"]()
+    assert calls[-1][4] == {"units": "neurons"}
+
+
+def test_the_safeseek_runner_searches_with_the_scenario_and_returns_its_scores_and_fill(monkeypatch):
+    fitted, fills = [], []
+    found = Scores(SHAPE, heads=torch.ones(1, 2))
+
+    class FakeSafeSeek:
+        def __init__(self, loaded, config):
+            self.config = config
+
+        def fit(self, records, progress):
+            fitted.append((self.config.scenario, progress))
+            return SimpleNamespace(scores=found)
+
+    def search_fill(loaded, config, train):
+        fills.append(len(train))
+        return "the fill"
+
+    monkeypatch.setattr(seek_module, "SafeSeek", FakeSafeSeek)
+    monkeypatch.setattr(seek_module, "search_fill", search_fill)
+    records = [BackdoorRecord(f"p{i}", "no", f"cf p{i}", "yes") for i in range(30)]
+    attribution = cmp.method_runners(LOADED, ["safeseek"], records, "backdoor")["safeseek"]()
+    assert attribution.scores is found and attribution.fill == "the fill" and attribution.ablation == "mean"
+    assert fitted == [("backdoor", False)]
+    assert fills == [10]  # the means of the 30 - 20 training records (SeekConfig.val_size = 20 validate)
+
+
+def test_save_writes_every_file_into_a_new_folder(tmp_path):
+    table = pd.DataFrame([{"method": "m", "budget": 1, "asr": 0.5}])
+    overlap = {1: pd.DataFrame([[1.0]], index=["m"], columns=["m"]), 2: pd.DataFrame([[0.5]], index=["m"], columns=["m"])}
+    out = tmp_path / "a" / "b"
+    cmp.Comparison(table, overlap, {"asr": 0.25}).save(out)
+    assert (out / "comparison.csv").read_text().splitlines() == ["method,budget,asr", "m,1,0.5"]
+    assert json.loads((out / "comparison.json").read_text()) == {"baseline": {"asr": 0.25}, "rows": [{"method": "m", "budget": 1, "asr": 0.5}]}
+    assert (out / "overlap.csv").read_text().splitlines() == [",m", "m,0.5"]  # the largest budget
+    assert json.loads((out / "overlap.json").read_text()) == {"1": {"m": {"m": 1.0}}, "2": {"m": {"m": 0.5}}}
+    assert not math.isnan(table["asr"][0])
