@@ -1,0 +1,213 @@
+"""SafeSeek's settings, result, saved files and behaviour checks pinned (gaps found by mutation
+testing: ``make mutation MODULES=seek``). The behaviour checks run on recording stand-ins for
+generation, refusal scores, utility and ablation, so every expected rate is counted by hand."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from safeseek_tl import AlignmentRecord, BackdoorRecord, BenignRecord, RefusalJudge, seek
+from safeseek_tl._io import write_safetensors
+from safeseek_tl.errors import InputError
+from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult, _State, behaviour_switch, discover, prune_circuit
+from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
+
+SHAPE = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_scenario_defaults():
+    backdoor = SeekConfig("backdoor")
+    assert (backdoor.epochs, backdoor.init_heads, backdoor.init_neurons) == (20, 0.1, 1.0)
+    assert (backdoor.w_circuit_sparsity, backdoor.circuit_sparsity, backdoor.w_accept, backdoor.w_refuse) == (1.0, "mean", 2.0, 2.0)
+    assert (backdoor.w_sparsity_heads, backdoor.w_sparsity_neurons) == (0.1, 0.1)
+    assert (SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_heads, SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_neurons) == (0.3, 0.3)
+    alignment = SeekConfig("alignment")
+    assert (alignment.epochs, alignment.init_heads, alignment.w_sparsity_heads, alignment.w_sparsity_neurons) == (50, 1.0, 0.1, 0.1)
+    neurons = SeekConfig("alignment", units="neurons", w_main_sparsity=0.3)
+    assert (neurons.w_circuit_sparsity, neurons.circuit_sparsity, neurons.w_accept, neurons.w_refuse) == (3.0, "log", 1.0, 1.0)
+    assert (neurons.w_sparsity_heads, neurons.w_sparsity_neurons) == (0.1, 1.0)
+    assert SeekConfig("backdoor", ablation="mean").ablation == "mean"
+    with pytest.raises(InputError, match="ablation must be 'zero' or 'mean', got 'max'"):
+        SeekConfig("backdoor", ablation="max")
+
+
+# ---------------------------------------------------------------- result and files
+
+
+def test_result_reads_the_best_main_mask():
+    # main logits 2, -1, -3 (hard sigmoid, T = 1): heads 1 and 2 are off, the circuit; scores are
+    # 1 - sigmoid(logit). Head 2 held on (protected) belongs to an earlier round: not this one's.
+    seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="heads"))
+    state = _State(best_epoch=4, best_main={"heads": torch.tensor([[2.0, -1.0, -3.0]])})
+    result = seeker._result(state, None)
+    assert result.circuit.head_list == [[0, 1], [0, 2]] and result.circuit.neuron_list == []
+    assert result.circuit.metadata == {"method": "safeseek", "scenario": "backdoor", "units": "heads", "best_epoch": 4}
+    assert result.scores.heads[0].tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(v)).item() for v in (2.0, -1.0, -3.0)])
+    assert result.scores.neurons is None and result.scores.method == "safeseek"
+    assert result.scores.metadata == {"scenario": "backdoor", "units": "heads", "score": "1 - keep probability of the main mask"}
+    held = seeker._result(state, Circuit.from_units(SHAPE, heads=[[0, 2]]))
+    assert held.circuit.head_list == [[0, 1]] and held.scores.heads[0, 2].item() == 0.0
+
+
+def test_result_of_both_granularities():
+    seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="both"))
+    state = _State(best_main={"heads": torch.tensor([[1.0, 1.0, -1.0]]), "neurons": torch.tensor([[-2.0, 2.0]])})
+    result = seeker._result(state, None)
+    assert (result.circuit.head_list, result.circuit.neuron_list) == ([[0, 2]], [[0, 0]])
+    assert result.scores.neurons[0].tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(-2.0)).item(), 1 - torch.sigmoid(torch.tensor(2.0)).item()])
+
+
+def _saved(tmp_path) -> SeekResult:
+    main = {"heads": torch.tensor([[1.0, -1.0, 1.0]])}
+    result = SeekResult(Scores(SHAPE, heads=torch.tensor([[0.1, 0.9, 0.2]]), method="safeseek"), Circuit.from_units(SHAPE, heads=[[0, 1]]),
+                        SeekConfig("backdoor"), main, {"heads": torch.zeros(1, 3)}, [{"epoch": 0}], best_epoch=0, rounds=3, verified=True)
+    result.save(tmp_path)
+    return result
+
+
+def test_save_load_round_trip_and_the_mask_file(tmp_path):
+    _saved(tmp_path)
+    from safeseek_tl._io import read_safetensors
+
+    _, header = read_safetensors(tmp_path / "masks.safetensors", "x")
+    assert json.loads(header["model"]) == SHAPE.to_dict()
+    loaded = SeekResult.load(tmp_path, expected=SHAPE)
+    assert (loaded.rounds, loaded.verified, loaded.best_epoch) == (3, True, 0)
+    assert loaded.main_logits["heads"].tolist() == [[1.0, -1.0, 1.0]] and loaded.circuit_logits["heads"].tolist() == [[0.0, 0.0, 0.0]]
+    # masks of another model beside this model's circuit and scores
+    write_safetensors(tmp_path / "masks.safetensors", {"main.heads": torch.zeros(1, 3)}, {"model": json.dumps(ModelShape(1, 3, 5).to_dict())})
+    with pytest.raises(ShapeMismatchError, match=r"^mask file .*masks\.safetensors was made for a model with n_layers, n_heads, d_mlp = \(1, 3, 5\)"):
+        SeekResult.load(tmp_path, expected=SHAPE)
+    (tmp_path / "masks.safetensors").write_bytes(b"\x00" * 8)
+    with pytest.raises(InputError, match="not a readable safetensors mask file"):
+        SeekResult.load(tmp_path)
+
+
+# ---------------------------------------------------------------- behaviour checks on stand-ins
+
+BACKDOOR = [BackdoorRecord("c1", "no", "t1", "yes"), BackdoorRecord("c2", "no", "t2", "yes")]
+BENIGN = [BenignRecord("b1", "ok"), BenignRecord("b2", "ok")]
+LOADED = SimpleNamespace(model="the model", chat="the chat", shape=SHAPE)
+JUDGE = RefusalJudge(("no",), min_chars=0)
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """generate answers 'no' (a refusal to JUDGE) or 'sure thing' by prompt and by what is ablated;
+    refusal scores are 1 per refusing prompt, 0 otherwise; utility is 1 + the number of ablated heads."""
+    state = SimpleNamespace(ablated=None, generated=[], fills=[], answer=None, utility=lambda circuit: 1.0 + (0 if circuit is None else circuit.n_heads))
+    judge_refuses = {"c1", "c2", "t1", "t2", "b1", "b2", "h1", "h2"}  # with nothing ablated
+
+    def answer(prompt):
+        if state.answer is not None:
+            return state.answer(prompt, state.ablated)
+        return "no" if prompt in judge_refuses and not (prompt.startswith("b")) else "sure thing"
+
+    def generate(model, chat, prompts, max_new_tokens, progress):
+        state.generated.append((model, chat, tuple(prompts), max_new_tokens, progress))
+        return [answer(p) for p in prompts]
+
+    def refusal_scores(loaded, prompts):
+        assert loaded is LOADED
+        return torch.tensor([1.0 if answer(p) == "no" else 0.0 for p in prompts])
+
+    def utility_loss(loaded, benign):
+        assert loaded is LOADED and [b.prompt for b in benign] == ["b1", "b2"]
+        return state.utility(state.ablated)
+
+    @contextmanager
+    def ablated(model, circuit, mode, fill):
+        assert model == "the model"
+        state.fills.append((mode, fill))
+        state.ablated = circuit
+        yield
+        state.ablated = None
+
+    monkeypatch.setattr(seek, "generate", generate)
+    monkeypatch.setattr(seek, "refusal_scores", refusal_scores)
+    monkeypatch.setattr(seek, "utility_loss", utility_loss)
+    monkeypatch.setattr(seek, "ablated", ablated)
+    monkeypatch.setattr(seek, "search_fill", lambda loaded, config, records, benign_records=(): ("fill of", len(records)))
+    return state
+
+
+def test_behaviour_switch_counts_every_rate_by_hand(stand_ins):
+    # ablating head 0 makes trigger t1 refused again and benign b2 unanswered... as the stand-in says
+    def answer(prompt, circuit):
+        ablating = circuit is not None
+        return {"c1": "no", "c2": "no" if not ablating else "sure thing", "t1": "no" if ablating else "sure thing", "t2": "sure thing",
+                "b1": "sure thing", "b2": "no" if ablating else "sure thing"}[prompt]
+
+    stand_ins.answer = answer
+    circuit = Circuit.from_units(SHAPE, heads=[[0, 0]])
+    check = behaviour_switch(LOADED, SeekConfig("backdoor"), circuit, BACKDOOR, benign=BENIGN, judge=JUDGE)
+    assert check == {
+        "clean_full": 1.0, "refusal_score_clean_full": 1.0, "benign_full": 1.0, "refusal_score_benign_full": 0.0, "utility_full": 1.0,
+        "switched": 0.5, "refusal_score_switched": 0.5,
+        "clean": 0.5, "refusal_score_clean": 0.5, "benign": 0.5, "refusal_score_benign": 0.5, "utility": 2.0,
+    }  # fmt: skip
+    assert {call[:2] for call in stand_ins.generated} == {("the model", "the chat")}
+    assert {call[3:] for call in stand_ins.generated} == {(32, False)}
+    assert [call[2] for call in stand_ins.generated] == [("c1", "c2"), ("b1", "b2"), ("t1", "t2"), ("c1", "c2"), ("b1", "b2")]
+    assert stand_ins.fills == [("zero", None)]
+
+
+def test_behaviour_switch_alignment_mean_fill_and_given_full(stand_ins):
+    stand_ins.answer = lambda prompt, circuit: "sure thing" if circuit is not None and prompt == "h1" else "no"
+    records = [AlignmentRecord("h1", "no", "yes"), AlignmentRecord("h2", "no", "yes")]
+    check = behaviour_switch(LOADED, SeekConfig("alignment", ablation="mean"), Circuit.empty(SHAPE), records, max_new_tokens=5, full={"given": 1.0},
+                             judge=JUDGE)
+    assert check == {"given": 1.0, "switched": 0.5, "refusal_score_switched": 0.5}  # h1 answered, h2 refused
+    assert stand_ins.fills == [("mean", ("fill of", 2))]  # the means of the records checked
+    assert [call[2:4] for call in stand_ins.generated] == [(("h1", "h2"), 5)]
+
+
+def test_prune_keeps_the_needed_head_and_refuses_a_circuit_that_does_not_switch(stand_ins):
+    # the backdoor is switched off (both triggers refused) exactly when head 1 is ablated; ablating
+    # head 2 as well breaks the benign answers, but that is no concern of a circuit without it
+    def answer(prompt, circuit):
+        off = circuit is not None and bool(circuit.heads[0, 1])
+        if prompt.startswith("t"):
+            return "no" if off else "sure thing"
+        if prompt.startswith("b"):
+            return "no" if circuit is not None and bool(circuit.heads[0, 2]) else "sure thing"
+        return "no"
+
+    stand_ins.answer = answer
+    stand_ins.utility = lambda circuit: 1.0 + (2.0 if circuit is not None and bool(circuit.heads[0, 2]) else 0.0)
+    main = {"heads": torch.tensor([[-2.0, -1.0, 1.0]])}
+    found = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 0], [0, 1]], method="safeseek"),
+                       SeekConfig("backdoor"), main)
+    pruned = prune_circuit(LOADED, found, BACKDOOR, BENIGN, judge=JUDGE)
+    assert pruned.circuit.head_list == [[0, 1]] and pruned.verified is True
+    assert pruned.circuit.metadata == {"method": "safeseek", "pruned": True, "unpruned_units": 2}
+    # a circuit whose ablation also breaks the benign answers (a drop of 1.0 > 0.1) does not pass
+    breaking = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 1], [0, 2]]), SeekConfig("backdoor"),
+                          {"heads": torch.tensor([[1.0, -1.0, -1.0]])})
+    with pytest.raises(InputError, match="does not switch 80% of the validation prompts"):
+        prune_circuit(LOADED, breaking, BACKDOOR, BENIGN, judge=JUDGE)
+    # ... unless the test allows that drop
+    assert prune_circuit(LOADED, breaking, BACKDOOR, BENIGN, max_clean_drop=1.0, max_utility_increase=5.0, judge=JUDGE).circuit.head_list == [[0, 1]]
+    # utility alone: ablating head 2 raises the benign cross-entropy by 2 nats (stand-in)
+    with pytest.raises(InputError):
+        prune_circuit(LOADED, breaking, BACKDOOR, BENIGN, max_clean_drop=1.0, max_utility_increase=1.5, judge=JUDGE)
+
+
+def test_discover_hands_everything_to_one_search(monkeypatch):
+    calls = []
+
+    def fit(self, records, val_records=None, checkpoint_dir=None, resume=False, protected=None, progress=True, benign_records=()):
+        calls.append((self.config.scenario, records, val_records, checkpoint_dir, resume, progress, benign_records))
+        return "the result"
+
+    monkeypatch.setattr(SafeSeek, "fit", fit)
+    assert discover(LOADED, BACKDOOR, SeekConfig("backdoor"), BACKDOOR[:1], "ckpt", True, progress=False, benign_records=BENIGN) == "the result"
+    assert calls == [("backdoor", BACKDOOR, BACKDOOR[:1], "ckpt", True, False, BENIGN)]
