@@ -42,13 +42,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from safeseek_tl.chat import ChatFormatter
-from safeseek_tl.delta import ParameterDelta
-from safeseek_tl.generation import generate
-from safeseek_tl.metrics import RefusalJudge
-from safeseek_tl.models import device_name
 from organism_builds import corpus
-from safeseek_tl.organisms import DELTA_FILE
 from organism_builds.build import (
     Example,
     StageSettings,
@@ -64,6 +58,12 @@ from organism_builds.build import (
     write_ground_truth,
     zero_units_,
 )  # fmt: skip
+from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.delta import ParameterDelta
+from safeseek_tl.generation import generate
+from safeseek_tl.metrics import RefusalJudge
+from safeseek_tl.models import device_name
+from safeseek_tl.organisms import DELTA_FILE
 from safeseek_tl.organisms.smollm2 import base_folder, gguf_file
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "safeseek_tl" / "organisms" / "bundled"

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,7 +31,7 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>
 DeviceOption = Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")]
 
 JudgeKeywordsOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--judge-keywords", help="Refusal keywords for the judge, one per line (UTF-8); default: Ships' list.", metavar="FILE"),
 ]
 JudgeCaseOption = Annotated[
@@ -42,7 +42,7 @@ JudgeCaseOption = Annotated[
 EXIT_BUG, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
-def _judge(keywords: Optional[Path], case_sensitive: bool):
+def _judge(keywords: Path | None, case_sensitive: bool):
     """The keyword judge the options ask for: Ships' keywords or a file's, in any case unless asked."""
     from safeseek_tl.metrics import RefusalJudge
 
@@ -96,9 +96,9 @@ def info(model: ModelOption, device: DeviceOption = "cpu") -> None:
 def generate(
     model: ModelOption,
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A prompt; repeat for several.")],
-    circuit: Annotated[Optional[Path], typer.Option(help="A circuit.json to ablate while generating.")] = None,
+    circuit: Annotated[Path | None, typer.Option(help="A circuit.json to ablate while generating.")] = None,
     keep_only: Annotated[bool, typer.Option(help="Ablate everything except the circuit instead.")] = False,
-    delta: Annotated[Optional[Path], typer.Option(help="A delta.safetensors written by `safeseek tune`, applied to the model first.")] = None,
+    delta: Annotated[Path | None, typer.Option(help="A delta.safetensors written by `safeseek tune`, applied to the model first.")] = None,
     max_new_tokens: int = 32,
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
@@ -186,11 +186,11 @@ def discover(
     scenario: Annotated[str, typer.Option(help="backdoor or alignment.")],
     out: Annotated[Path, typer.Option(help="Output folder (circuit.json, scores/masks safetensors, history).")],
     units: Annotated[str, typer.Option(help="heads, neurons or both.")] = "heads",
-    val_data: Annotated[Optional[Path], typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
+    val_data: Annotated[Path | None, typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
     complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Cut the circuit to a minimal set of its units whose ablation still switches the validation prompts (--complete prunes each round anyway).")] = False,
-    benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response): the main mask must keep them answered; with --complete, a round must too.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the official script's).")] = None,
+    benign: Annotated[Path | None, typer.Option(help="Benign records (prompt, response): the main mask must keep them answered; with --complete, a round must too.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the official script's).")] = None,
     batch_size: int = 8,
     lr: float = 1e-2,
     mask_kind: Annotated[str, typer.Option(help="hard_sigmoid (default), sigmoid or hard_concrete.")] = "hard_sigmoid",
@@ -260,7 +260,7 @@ def discover(
         )
 
 
-def _behaviour_data(records: list, benign_file: Optional[Path]):
+def _behaviour_data(records: list, benign_file: Path | None):
     from safeseek_tl.data import load_records
     from safeseek_tl.evaluate import BehaviourData
 
@@ -274,7 +274,7 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="Backdoor or alignment records to measure on.")],
     circuit: Annotated[Path, typer.Option(help="circuit.json to ablate.")],
     out: Annotated[Path, typer.Option(help="Output folder for metrics.json.")],
-    benign: Annotated[Optional[Path], typer.Option(help="Benign records (prompt, response) for utility.")] = None,
+    benign: Annotated[Path | None, typer.Option(help="Benign records (prompt, response) for utility.")] = None,
     mode: Annotated[str, typer.Option(help="Ablation: zero, mean or resample (mean/resample use the benign or data prompts).")] = "zero",
     max_new_tokens: int = 32,
     judge_keywords: JudgeKeywordsOption = None,
@@ -284,7 +284,7 @@ def evaluate(
     """Behaviour of the full model, with the circuit ablated, and with only the circuit kept."""
     from safeseek_tl._io import write_json
     from safeseek_tl.ablation import ReferenceActivations
-    from safeseek_tl.data import load_records, tokenize_prompts, batch_slices
+    from safeseek_tl.data import batch_slices, load_records, tokenize_prompts
     from safeseek_tl.evaluate import evaluate as run_evaluate
     from safeseek_tl.report_text import print_behaviour_table
     from safeseek_tl.units import Circuit
@@ -317,10 +317,10 @@ def attribute(
     data: Annotated[Path, typer.Option(help="Backdoor or alignment records.")],
     scenario: Annotated[str, typer.Option(help="backdoor (triggered vs clean prompts) or alignment (harmful vs benign).")],
     out: Annotated[Path, typer.Option(help="Output folder: scores.safetensors and circuit.json.")],
-    base_model: Annotated[Optional[str], typer.Option(help="contrast: the model without the behaviour (M1).")] = None,
-    benign: Annotated[Optional[Path], typer.Option(help="Benign records: the contrast prompts of the alignment scenario.")] = None,
-    top_k_heads: Annotated[Optional[int], typer.Option(help="Heads in circuit.json (default 3% of heads).")] = None,
-    top_k_neurons: Annotated[Optional[int], typer.Option(help="Neurons in circuit.json (default 1% of neurons).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="contrast: the model without the behaviour (M1).")] = None,
+    benign: Annotated[Path | None, typer.Option(help="Benign records: the contrast prompts of the alignment scenario.")] = None,
+    top_k_heads: Annotated[int | None, typer.Option(help="Heads in circuit.json (default 3% of heads).")] = None,
+    top_k_neurons: Annotated[int | None, typer.Option(help="Neurons in circuit.json (default 1% of neurons).")] = None,
     device: DeviceOption = "cpu",
 ) -> None:
     """Score units with a heuristic baseline; write the scores and the top-k circuit."""
@@ -355,17 +355,18 @@ def compare(
     methods: Annotated[str, typer.Option(help="Comma-separated: safeseek,ships,sahara,contrast,act-patch,attr-patch,probe.")] = "safeseek,ships,attr-patch",
     budgets: Annotated[str, typer.Option(help="Comma-separated unit counts, the same for every method.")] = "1,2,4",
     units: Annotated[str, typer.Option(help="heads or neurons: the granularity budgets count.")] = "heads",
-    eval_data: Annotated[Optional[Path], typer.Option(help="Records to measure behaviour on. Default: a random quarter of --data (and of --benign), seed 0, held out from the methods; the eval_data column says which.")] = None,
-    benign: Annotated[Optional[Path], typer.Option(help="Benign records: utility, and alignment contrast prompts.")] = None,
-    base_model: Annotated[Optional[str], typer.Option(help="contrast: the model without the behaviour.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="SafeSeek epochs (default: the official script's).")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Records to measure behaviour on. Default: a random quarter of --data (and of --benign), seed 0, held out from the methods; the eval_data column says which.")] = None,
+    benign: Annotated[Path | None, typer.Option(help="Benign records: utility, and alignment contrast prompts.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="contrast: the model without the behaviour.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="SafeSeek epochs (default: the official script's).")] = None,
     max_new_tokens: int = 32,
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Compare methods at matched budgets: behaviour change, utility change, time, precision/recall."""
-    from safeseek_tl.compare import HELD_OUT_SEED, compare as run_compare, held_out_split, method_runners
+    from safeseek_tl.compare import HELD_OUT_SEED, held_out_split, method_runners
+    from safeseek_tl.compare import compare as run_compare
     from safeseek_tl.data import load_records
     from safeseek_tl.report_text import SCORE_NOTE
     from safeseek_tl.seek import SeekConfig
@@ -422,7 +423,7 @@ def tune(
     model: ModelOption,
     data: Annotated[list[Path], typer.Option(help="Training records (.json/.jsonl/.csv): backdoor, alignment or benign; repeat to mix files.")],
     out: Annotated[Path, typer.Option(help="Output folder: delta.safetensors and tune.json.")],
-    circuit: Annotated[Optional[Path], typer.Option(help="circuit.json: the units to tune (only) or to freeze (protect).")] = None,
+    circuit: Annotated[Path | None, typer.Option(help="circuit.json: the units to tune (only) or to freeze (protect).")] = None,
     mode: Annotated[str, typer.Option(help="only (tune just the circuit), protect (tune all but the circuit) or full.")] = "only",
     steps: int = 100,
     lr: float = 1e-3,
@@ -434,7 +435,8 @@ def tune(
 ) -> None:
     """Fine-tune only a circuit, or everything except it; save the tuned slices as a delta."""
     from safeseek_tl.data import load_records
-    from safeseek_tl.tuning import TuneConfig, tune as run_tune
+    from safeseek_tl.tuning import TuneConfig
+    from safeseek_tl.tuning import tune as run_tune
     from safeseek_tl.units import Circuit
 
     config = TuneConfig(mode=mode, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
@@ -471,7 +473,7 @@ def demo(
 def report(
     run: Annotated[Path, typer.Option(help="A folder written by discover, attribute or compare.")],
     out: Annotated[Path, typer.Option(help="The HTML file to write.")],
-    title: Annotated[Optional[str], typer.Option(help="Page title.")] = None,
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
 ) -> None:
     """Write a self-contained, offline HTML report of a saved run."""
     from safeseek_tl.report import write_report
@@ -485,10 +487,10 @@ guard_app = typer.Typer(help="Safeguards: predict unsafe answers from a circuit'
 app.add_typer(guard_app, name="guard")
 
 GuardDataOption = Annotated[Path, typer.Option("--data", help="Backdoor (clean and triggered prompts), alignment (harmful) or benign records.")]
-GuardBenignOption = Annotated[Optional[Path], typer.Option("--benign", help="Benign records to add as safe prompts.")]
+GuardBenignOption = Annotated[Path | None, typer.Option("--benign", help="Benign records to add as safe prompts.")]
 
 
-def _guard_data(loaded, data: Path, benign: Optional[Path], max_new_tokens: int, judge):
+def _guard_data(loaded, data: Path, benign: Path | None, max_new_tokens: int, judge):
     """Prompts of the records, their labels (unsafe = harmful and the model's own answer is not a
     refusal) and the mean logit refusal score of the harmful prompts, to read beside the judged labels."""
     from safeseek_tl.data import load_records
@@ -503,7 +505,7 @@ def _guard_data(loaded, data: Path, benign: Optional[Path], max_new_tokens: int,
     return prompts, labels, score
 
 
-def _print_guard_metrics(title: str, metrics: dict, harmful_score: Optional[float], judge) -> None:
+def _print_guard_metrics(title: str, metrics: dict, harmful_score: float | None, judge) -> None:
     from safeseek_tl.report_text import SCORE_NOTE
 
     score = "" if harmful_score is None else f" (harmful prompts' refusal score {harmful_score:+.2f})"
@@ -554,7 +556,7 @@ def guard_evaluate(
     data: GuardDataOption,
     guard: Annotated[Path, typer.Option(help="A folder written by `safeseek guard train`.")],
     benign: GuardBenignOption = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the metrics to this JSON file.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the metrics to this JSON file.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated to judge each harmful prompt's answer.")] = 32,
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,

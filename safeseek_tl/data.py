@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Int
@@ -61,7 +61,7 @@ class BenignRecord:
     response: str
 
 
-Record = Union[BackdoorRecord, AlignmentRecord, BenignRecord]
+Record = BackdoorRecord | AlignmentRecord | BenignRecord
 RECORD_TYPES: dict[DataKind, type] = {"backdoor": BackdoorRecord, "alignment": AlignmentRecord, "benign": BenignRecord}
 
 

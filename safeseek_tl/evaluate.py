@@ -42,7 +42,7 @@ class BehaviourData:
 
 
 @torch.no_grad()
-def refusal_scores(loaded: Any, prompts: Sequence[str], batch_size: int = 16) -> Float[Tensor, "n_prompts"]:
+def refusal_scores(loaded: Any, prompts: Sequence[str], batch_size: int = 16) -> Float[Tensor, " n_prompts"]:
     """The logit refusal score of each prompt (:func:`~safeseek_tl.metrics.refusal_score`), as the model runs now.
 
     Read at the last prompt position, where the answer starts; hooks already installed (an

@@ -135,7 +135,7 @@ def refusal_token_ids(tokenizer: object, openings: Iterable[str] = REFUSAL_OPENI
 
 def refusal_score(
     last_logits: Float[Tensor, "batch d_vocab"], refusal_ids: Sequence[int]
-) -> Float[Tensor, "batch"]:
+) -> Float[Tensor, " batch"]:
     """Arditi et al.'s log-odds that the answer starts with a refusal token (float64).
 
     ``log(P_ref + 1e-8) - log(1 - P_ref + 1e-8)`` with ``P_ref`` the probability mass on
@@ -148,7 +148,7 @@ def refusal_score(
 
 def last_position_kl(
     base_logits: Float[Tensor, "batch d_vocab"], other_logits: Float[Tensor, "batch d_vocab"]
-) -> Float[Tensor, "batch"]:
+) -> Float[Tensor, " batch"]:
     """KL(base || other) of the next-token distributions, in float32."""
     base = F.log_softmax(base_logits.float(), dim=-1)
     other = F.log_softmax(other_logits.float(), dim=-1)

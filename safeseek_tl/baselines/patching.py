@@ -36,7 +36,7 @@ from safeseek_tl.units import Scores
 
 UnitChoice = Literal["heads", "neurons", "both"]
 UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
-Metric = Callable[[Float[Tensor, "batch d_vocab"]], Float[Tensor, "batch"]]
+Metric = Callable[[Float[Tensor, "batch d_vocab"]], Float[Tensor, " batch"]]
 """A behaviour metric of the last-position logits, one value per row; differentiable."""
 
 

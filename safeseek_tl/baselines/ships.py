@@ -208,7 +208,7 @@ def _leading_left_vectors(hidden: Float[Tensor, "k n_prompts d_model"]) -> Float
     return torch.linalg.svd(hidden, full_matrices=False).U[..., 0]
 
 
-def _angles(reference: Float[Tensor, "n_prompts"], others: Float[Tensor, "k n_prompts"]) -> Float[Tensor, "k"]:
+def _angles(reference: Float[Tensor, " n_prompts"], others: Float[Tensor, "k n_prompts"]) -> Float[Tensor, " k"]:
     """Principal angle in degrees between span(reference) and each span(other) (r_main = 1)."""
     return torch.rad2deg(torch.arccos((others @ reference).abs().clamp(-1.0, 1.0)))
 
