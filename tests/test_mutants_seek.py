@@ -325,3 +325,79 @@ def test_held_on_units_stay_out_of_a_fitted_circuit(gqa):
     result = SafeSeek(gqa, config).fit(_pairs(2), _pairs(1), protected=held, progress=False)
     assert [0, 0] not in result.circuit.head_list and result.scores.heads[0, 0].item() == 0.0
     assert len(result.circuit.head_list) == 7
+
+
+# ---------------------------------------------------------------- third round
+
+
+def test_mask_file_errors_name_the_file(tmp_path):
+    _saved(tmp_path)
+    write_safetensors(tmp_path / "masks.safetensors", {"main.heads": torch.zeros(1, 3)}, {"model": "{}"})
+    with pytest.raises(InputError, match=r"masks\.safetensors: field 'model' needs integer"):
+        SeekResult.load(tmp_path, expected=SHAPE)
+
+
+def test_a_benign_drop_alone_or_a_small_utility_rise_fails_the_switch_test(stand_ins):
+    # ablating head 1 switches the backdoor off; head 2 breaks the benign answers (stand-in), and
+    # raises the benign cross-entropy by 0.5 nats
+    def answer(prompt, circuit):
+        if prompt.startswith("t"):
+            return "no" if circuit is not None and bool(circuit.heads[0, 1]) else "sure thing"
+        if prompt.startswith("b"):
+            return "no" if circuit is not None and bool(circuit.heads[0, 2]) else "sure thing"
+        return "no"
+
+    stand_ins.answer = answer
+    stand_ins.utility = lambda circuit: 1.0 + (0.5 if circuit is not None and bool(circuit.heads[0, 2]) else 0.0)
+    both = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 1], [0, 2]]), SeekConfig("backdoor"),
+                      {"heads": torch.tensor([[1.0, -1.0, -1.0]])})
+    with pytest.raises(InputError):  # the benign answers drop by 1.0 > 0.1, whatever the utility bound
+        prune_circuit(LOADED, both, BACKDOOR, BENIGN, max_utility_increase=5.0, judge=JUDGE)
+    with pytest.raises(InputError):  # the cross-entropy rises by 0.5 > 0.1 (the default bound)
+        prune_circuit(LOADED, both, BACKDOOR, BENIGN, max_clean_drop=1.0, judge=JUDGE)
+    assert prune_circuit(LOADED, both, BACKDOOR, BENIGN, max_clean_drop=1.0, max_utility_increase=0.5, judge=JUDGE).circuit.head_list == [[0, 1]]
+
+
+def test_search_fill_names_its_data_and_counts_benign_sequences(gqa):
+    config = SeekConfig("backdoor", ablation="mean")
+    without = seek.search_fill(gqa, config, _pairs(2)).means["neurons"]
+    with_benign = seek.search_fill(gqa, config, _pairs(2), [BenignRecord("bake a cake", "sure here is how to bake a cake")]).means["neurons"]
+    assert not torch.allclose(without, with_benign)
+    with pytest.raises(InputError, match=r"^training data: record 1: the prompt is"):
+        seek.search_fill(gqa, config, [BackdoorRecord("how " * 200, "no", "cf", "yes")])
+
+
+def test_stochastic_hard_concrete_masks_reach_the_loss(gqa):
+    from safeseek_tl.data import tokenize_pairs
+
+    config = SeekConfig("alignment", units="heads", mask_kind="hard_concrete", init_heads=0.0)
+    path = seek._Path("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
+    objective = seek.SeekObjective(gqa.model, config, gqa.shape)
+    fixed = float(objective.task_terms([path], torch.tensor([0]))["accept"])
+    noisy = float(objective.task_terms([path], torch.tensor([0]), stochastic=True, generator=torch.Generator().manual_seed(0))["accept"])
+    assert abs(noisy - fixed) > 1e-4
+
+
+def test_checkpoint_resume_and_the_result_of_a_failed_run(gqa, tmp_path, monkeypatch):
+    config = SeekConfig("backdoor", units="heads", epochs=1, batch_size=2)
+    first = SafeSeek(gqa, config).fit(_pairs(2), _pairs(1), checkpoint_dir=tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.safetensors").exists()
+    resumed = SafeSeek(gqa, config).fit(_pairs(2), _pairs(1), checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert resumed.circuit_logits["heads"].tolist() == first.circuit_logits["heads"].tolist()
+    assert resumed.main_logits["heads"].tolist() == first.main_logits["heads"].tolist()
+
+    # a NaN loss term stops the run, naming the term and where; its result keeps held-on units out
+    monkeypatch.setattr(seek.SeekObjective, "task_terms", lambda self, *args, **kwargs: {"broken": torch.tensor(float("nan"))})
+    held = Circuit.from_units(gqa.shape, heads=[[0, 0]])
+    off = SeekConfig("backdoor", units="heads", init_heads=-1.0, epochs=1, batch_size=2)
+    with pytest.raises(seek.NonFiniteLossError, match=r"loss term 'broken' became nan at epoch 0, batch 0") as failed:
+        SafeSeek(gqa, off).fit(_pairs(2), _pairs(1), protected=held, progress=False)
+    assert [0, 0] not in failed.value.result.circuit.head_list and len(failed.value.result.circuit.head_list) == 7
+
+
+def test_an_infinite_gradient_is_named(gqa, monkeypatch):
+    # sqrt at 0: the value is 0, its gradient infinite
+    monkeypatch.setattr(seek.SeekObjective, "task_terms",
+                        lambda self, *args, **kwargs: {"root": torch.sqrt((self.main.heads - self.main.heads.detach()).sum())})
+    with pytest.raises(seek.NonFiniteLossError, match=r"gradient \(of the sum of the loss terms\) 'norm' became .* at epoch 0, batch 0"):
+        SafeSeek(gqa, SeekConfig("backdoor", units="heads", epochs=1, batch_size=2)).fit(_pairs(2), _pairs(1), progress=False)
