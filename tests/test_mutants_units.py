@@ -168,7 +168,6 @@ def test_from_units_bounds_and_types():
 
 def test_len_complement_and_set_algebra():
     a = Circuit.from_units(SHAPE, heads=[[0, 0], [1, 1]], neurons=[[0, 1]])
-    b = Circuit.from_units(SHAPE, heads=[[1, 1]], neurons=[[1, 3]])
     assert len(a) == 3
     rest = a.complement()
     assert (rest.n_heads, rest.n_neurons) == (4, 7)
