@@ -144,6 +144,9 @@ _ONE_PROCESS = ("without torchrun world_size is 1 and every shard has rows: x * 
                 "never runs (tests/test_distributed.py runs several processes)")
 _MESSAGE = ("only the text of a NonFiniteLossError changes (where it happened, a mask's name in it), for logits that "
             "become non-finite after a step with a finite gradient, which no test can provoke without breaking the optimizer")
+_ABSENT_TWIN = ("a rate is absent from the check only with its *_full twin (no clean prompts in the alignment "
+                "scenario, no benign records): the other default makes that term -1 instead of 0, which only a "
+                "negative bound (asking the ablation to improve clean behaviour) could tell apart")
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -274,6 +277,8 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.seek.xǁSafeSeekǁfit__mutmut_157": ("optimizer.zero_grad(set_to_none=None)", _ZERO_GRAD),
     "safeseek_tl.seek.xǁSafeSeekǁfit__mutmut_180": ("_check_finite(_named_logits(objective), None, what=\"mask logits\")", _MESSAGE),
     "safeseek_tl.seek.x__named_logits__mutmut_5": ("masks = ((\"main\", objective.main), (\"CIRCUIT\", objective.circuit))", _MESSAGE),
+    "safeseek_tl.seek.x__switch_test__mutmut_44": ("drops = (check.get(f\"{k}_full\", 0.0) - check.get(k, 1.0) for k in (\"clean\", \"benign\"))", _ABSENT_TWIN),
+    "safeseek_tl.seek.x__switch_test__mutmut_64": ("utility_increase = check.get(\"utility\", 0.0) - check.get(\"utility_full\", 1.0)", _ABSENT_TWIN),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)
