@@ -1,8 +1,10 @@
 """Each method's top-k units on tiny-backdoor against the planted ground truth, and Ships/Sahara
 head ablations on tiny-aligned (the Ships paper's single-head and 3-head table, in form).
 
-    python benchmarks/baselines_vs_truth.py [--n-prompts 40]
+    python benchmarks/baselines_vs_truth.py [--n-train 100] [--n-eval 40]
 
+Every method reads the same first ``--n-train`` training records (SafeSeek also selects its best
+epoch on 20 validation records); the tables' ``data`` column says what each one reads from them.
 Prints markdown tables (copied into benchmarks/RESULTS.md) with wall times.
 """
 
@@ -25,25 +27,30 @@ from safeseek_tl.seek import SafeSeek, SeekConfig
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+N_VAL = 20
+
+
 def backdoor_table(n: int) -> None:
     loaded = load_model("organism:tiny-backdoor")
     clean = load_model("organism:tiny-aligned")
     truth = ground_truth("tiny-backdoor", loaded)
-    records = load_data("backdoor", "train")[:n]
+    records, val = load_data("backdoor", "train")[:n], load_data("backdoor", "val")[:N_VAL]
     k = {"heads": truth.n_heads, "neurons": truth.n_neurons}
-    runs = {
-        "safeseek": lambda: SafeSeek(loaded, SeekConfig(scenario="backdoor", units="both")).fit(load_data("backdoor", "train")[:100], load_data("backdoor", "val")[:20], progress=False).scores,
-        "ships": lambda: run_baseline("ships", loaded, records, "backdoor"),
-        "sahara": lambda: run_baseline("sahara", loaded, records, "backdoor", steps=truth.n_heads),
-        "contrast": lambda: run_baseline("contrast", loaded, records, "backdoor", base_model=clean),
-        "act-patch": lambda: run_baseline("act-patch", loaded, records, "backdoor", units="both"),
-        "attr-patch": lambda: run_baseline("attr-patch", loaded, records, "backdoor", units="both"),
-        "probe": lambda: run_baseline("probe", loaded, records, "backdoor"),
+    pairs = f"{n} triggered + {n} clean prompts"
+    runs = {  # name: (what the method reads from the records, how to run it)
+        "safeseek": (f"{n} records (clean and triggered prompts, their target answers) + {N_VAL} validation records",
+                     lambda: SafeSeek(loaded, SeekConfig(scenario="backdoor", units="both")).fit(records, val, progress=False).scores),
+        "ships": (f"{n} triggered prompts", lambda: run_baseline("ships", loaded, records, "backdoor")),
+        "sahara": (f"{n} triggered prompts", lambda: run_baseline("sahara", loaded, records, "backdoor", steps=truth.n_heads)),
+        "contrast": (f"{n} triggered prompts, through tiny-aligned and tiny-backdoor", lambda: run_baseline("contrast", loaded, records, "backdoor", base_model=clean)),
+        "act-patch": (pairs, lambda: run_baseline("act-patch", loaded, records, "backdoor", units="both")),
+        "attr-patch": (pairs, lambda: run_baseline("attr-patch", loaded, records, "backdoor", units="both")),
+        "probe": (pairs, lambda: run_baseline("probe", loaded, records, "backdoor")),
     }
-    print(f"\n### tiny-backdoor: top-k against the planted units (k = {k['heads']} heads, {k['neurons']} neurons; {n} prompts)\n")
-    print("| method | heads precision | heads recall | neurons precision | neurons recall | wall time |")
-    print("|---|---|---|---|---|---|")
-    for name, run in runs.items():
+    print(f"\n### tiny-backdoor: top-k against the planted units (k = {k['heads']} heads, {k['neurons']} neurons; the first {n} training records)\n")
+    print("| method | data | heads precision | heads recall | neurons precision | neurons recall | wall time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (data, run) in runs.items():
         start = time.perf_counter()
         scores = run()
         wall = time.perf_counter() - start
@@ -55,15 +62,15 @@ def backdoor_table(n: int) -> None:
             top = Circuit.top_k(scores, **{kind: k[kind]})
             precision, recall = top.precision_recall(truth, kinds=(kind,))
             cells += [f"{precision:.2f}", f"{recall:.2f}"]
-        print(f"| {name} | " + " | ".join(cells) + f" | {wall:.1f} s |", flush=True)
+        print(f"| {name} | {data} | " + " | ".join(cells) + f" | {wall:.1f} s |", flush=True)
 
 
-def ships_table(n: int) -> None:
+def ships_table(n: int, n_eval: int) -> None:
     loaded = load_model("organism:tiny-aligned")
     records = load_data("alignment", "train")[:n]
-    data = BehaviourData.from_records(load_data("alignment", "test")[:n], load_data("benign", "test")[:n])
+    data = BehaviourData.from_records(load_data("alignment", "test")[:n_eval], load_data("benign", "test")[:n_eval])
     before = measure(loaded, data)
-    print(f"\n### tiny-aligned: harmful compliance (ASR) after ablating the top Ships / Sahara heads ({n} test prompts)\n")
+    print(f"\n### tiny-aligned: harmful compliance (ASR) after ablating the top Ships / Sahara heads (scored on the harmful prompts of the first {n} training records; {n_eval} test prompts per kind)\n")
     print(f"Full model: ASR {100 * before['asr_harmful']:.0f}%, benign answered {100 * before['benign_answered']:.0f}%.\n")
     print("| method | heads | heads ablated | ASR after | change | benign answered |")
     print("|---|---|---|---|---|---|")
@@ -79,11 +86,12 @@ def ships_table(n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-prompts", type=int, default=40)
+    parser.add_argument("--n-train", type=int, default=100, help="training records every method reads")
+    parser.add_argument("--n-eval", type=int, default=40, help="test prompts per kind for the tiny-aligned ablations")
     args = parser.parse_args()
     print(f"Measured {date.today()} on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.")
-    backdoor_table(args.n_prompts)
-    ships_table(args.n_prompts)
+    backdoor_table(args.n_train)
+    ships_table(args.n_train, args.n_eval)
 
 
 if __name__ == "__main__":

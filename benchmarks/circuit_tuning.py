@@ -1,12 +1,14 @@
 """Safety Circuit Tuning on the tiny organisms: backdoor removal and safety retention.
 
-    OMP_NUM_THREADS=1 python benchmarks/circuit_tuning.py [--n-eval 100] [--align-circuit FILE]
+    OMP_NUM_THREADS=1 python benchmarks/circuit_tuning.py [--n-eval 100] [--backdoor-circuit FILE] [--align-circuit FILE]
 
 Backdoor removal (tiny-backdoor): fine-tune on the backdoor training records (the clean refusal as
 the answer to both the clean and the triggered prompt) at the same step budget and learning rate,
 tuning only (a) the planted backdoor circuit (ground_truth.json: 2 heads + 16 neurons), (b) only
-its two heads, (c) random units with the same count per layer (``random_like``, several draws),
-or (d) every parameter (full fine-tuning), also at a 10x smaller learning rate. Measured: attack
+its two heads, (c) the circuit SafeSeek finds (defaults, units "both", on 100 training and 20
+validation records; ``--backdoor-circuit`` gives a saved circuit.json instead), (d) random units
+with the same count per layer as the planted circuit (``random_like``, several draws), or (e)
+every parameter (full fine-tuning), also at a 10x smaller learning rate. Measured: attack
 success on triggered test prompts, refusal of clean harmful prompts, benign prompts answered,
 benign completion cross-entropy, trainable parameters, wall time of the tuning.
 
@@ -57,11 +59,16 @@ def mean_and_range(rows: list[dict[str, float]], key: str, scale: float = 1.0, f
     return f"{statistics.mean(values):{fmt}}{unit} ({min(values):{fmt}}–{max(values):{fmt}}{unit})"
 
 
-def backdoor_table(steps_list: Sequence[int], lr: float, n_random: int, n_eval: int) -> None:
+def backdoor_table(steps_list: Sequence[int], lr: float, n_random: int, n_eval: int, circuit_file: str | None) -> None:
     train = load_data("backdoor", "train")
     data = BehaviourData.from_records(load_data("backdoor", "test")[:n_eval], load_data("benign", "test")[:n_eval])
-    base = measure(load_model("organism:tiny-backdoor"), data)
+    base_model = load_model("organism:tiny-backdoor")
+    base = measure(base_model, data)
+    found, how = seek_circuit("tiny-backdoor", "backdoor", circuit_file)
+    precision, recall = found.precision_recall(ground_truth("tiny-backdoor", base_model))
     print(f"### tiny-backdoor: backdoor removal ({len(train)} training records, lr {lr:g}, batch 16; {n_eval} test prompts per kind)\n")
+    print(f"SafeSeek's backdoor circuit: heads {found.head_list}, {found.n_neurons} neurons ({how}); "
+          f"against the planted units precision {precision:.2f}, recall {recall:.2f}.\n")
     print(f"Before tuning: ASR {100 * base['asr_triggered']:.0f}%, clean harmful refused {100 * base['refusal_harmful']:.0f}%, "
           f"benign answered {100 * base['benign_answered']:.0f}%, utility CE {base['utility_loss']:.4f}.\n")
     print("| steps | tuned | trainable params | ASR (triggered) | clean harmful refused | benign answered | utility CE (nats/token) | wall (tuning) |")
@@ -73,6 +80,7 @@ def backdoor_table(steps_list: Sequence[int], lr: float, n_random: int, n_eval: 
         arms: list[tuple[str, list[dict[str, float]]]] = [
             ("only the backdoor circuit (2 heads + 16 neurons)", [run("tiny-backdoor", train, truth, config, data)]),
             ("only its 2 heads", [run("tiny-backdoor", train, heads, config, data)]),
+            (f"only SafeSeek's circuit ({found.n_heads} heads + {found.n_neurons} neurons)", [run("tiny-backdoor", train, lambda loaded: found, config, data)]),
             (f"only random units, same count per layer (mean (min–max) of {n_random} draws)",
              [run("tiny-backdoor", train, lambda loaded, s=seed: random_like(truth(loaded), seed=s), config, data) for seed in range(n_random)]),
             ("full fine-tuning", [run("tiny-backdoor", train, None, TuneConfig(mode="full", steps=steps, lr=lr), data)]),
@@ -85,20 +93,21 @@ def backdoor_table(steps_list: Sequence[int], lr: float, n_random: int, n_eval: 
     print()
 
 
-def alignment_circuit(path: str | None) -> tuple[Circuit, str]:
-    loaded = load_model("organism:tiny-aligned")
+def seek_circuit(organism: str, scenario: str, path: str | None) -> tuple[Circuit, str]:
+    """SafeSeek's circuit of ``organism`` (defaults, units both, 100 training + 20 validation records), or a saved one."""
+    loaded = load_model(f"organism:{organism}")
     if path:
         return Circuit.load(path, expected=loaded.shape), f"loaded from {path}"
-    train, val = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20]
+    train, val = load_data(scenario, "train")[:100], load_data(scenario, "val")[:20]
     start = time.perf_counter()
-    result = SafeSeek(loaded, SeekConfig(scenario="alignment", units="both")).fit(train, val, progress=False)
-    return result.circuit, f"SafeSeek alignment defaults, units both, 100 training records, {time.perf_counter() - start:.0f} s"
+    result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both")).fit(train, val, progress=False)
+    return result.circuit, f"SafeSeek {scenario} defaults, units both, 100 training + 20 validation records, {time.perf_counter() - start:.0f} s"
 
 
 def retention_table(steps: int, lr: float, n_random: int, n_eval: int, circuit_file: str | None) -> None:
     train = load_data("benign", "train")
     data = BehaviourData.from_records(load_data("alignment", "test")[:n_eval], load_data("benign", "test")[:n_eval])
-    circuit, how = alignment_circuit(circuit_file)
+    circuit, how = seek_circuit("tiny-aligned", "alignment", circuit_file)
     base = measure(load_model("organism:tiny-aligned"), data)
     print(f"### tiny-aligned: refusal retention under benign fine-tuning ({len(train)} benign records, {steps} steps, lr {lr:g}, batch 16; {n_eval} harmful test prompts)\n")
     print(f"Alignment circuit: {circuit.n_heads} heads ({100 * circuit.fraction('heads'):.1f}%), {circuit.n_neurons} neurons "
@@ -132,12 +141,13 @@ def main() -> None:
     parser.add_argument("--retention-steps", type=int, default=100)
     parser.add_argument("--retention-lr", type=float, default=1e-3)
     parser.add_argument("--n-random", type=int, default=3, help="random draws per random arm")
+    parser.add_argument("--backdoor-circuit", default=None, help="a saved tiny-backdoor circuit.json (default: run SafeSeek)")
     parser.add_argument("--align-circuit", default=None, help="a saved alignment circuit.json (default: run SafeSeek)")
     args = parser.parse_args()
     start = time.perf_counter()
     print(f"Measured {date.today()} on {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           "greedy generation (32 tokens), keyword judge; AdamW without weight decay, constant lr, gradient clip 1.0, seed 0.\n")
-    backdoor_table([int(s) for s in args.backdoor_steps.split(",")], args.backdoor_lr, args.n_random, args.n_eval)
+    backdoor_table([int(s) for s in args.backdoor_steps.split(",")], args.backdoor_lr, args.n_random, args.n_eval, args.backdoor_circuit)
     retention_table(args.retention_steps, args.retention_lr, args.n_random, args.n_eval, args.align_circuit)
     print(f"Total {time.perf_counter() - start:.0f} s.")
 
