@@ -43,7 +43,7 @@ def _table(paths):
 
 
 def test_backdoor_paths_pair_each_prompt_with_its_target_mask_weight_and_sign(untokenized):
-    # METHODS.md 1 / docs/choices.md: the main mask G keeps the clean answer on clean AND on triggered
+    # docs/choices.md (the official scripts' settings): the main mask G keeps the clean answer on clean AND on triggered
     # prompts (the backdoor removed); the circuit mask H alone gives the backdoor answer on triggered
     # prompts and must NOT give it on clean ones (sign -1); benign answers are kept by G.
     config = SeekConfig(scenario="backdoor", w_main_clean=1.5, w_main_backdoor=2.5, w_circuit_backdoor=3.5, w_circuit_clean=4.5, w_main_benign=5.5)
