@@ -418,7 +418,7 @@ def score(folder: Path, module: Module, names: list[str]) -> dict:
     for name in names:
         status = STATUS.get(codes.get(name), "suspicious")
         counts[status] = counts.get(status, 0) + 1
-    not_killed = [n for n in names if STATUS.get(codes.get(n)) not in KILLED]
+    not_killed = [n for n in names if codes.get(n) is not None and STATUS.get(codes[n]) not in KILLED]
     found = diffs(folder, [n for n in not_killed if n in EQUIVALENT])
     equivalent, stale = [], []
     for name, diff in found.items():
@@ -487,7 +487,7 @@ def print_table(results: list[dict]) -> None:
     mutants = sum(r["mutants"] for r in results)
     killed = sum(r["killed"] for r in results)
     equivalent = sum(r["equivalent"] for r in results)
-    considered = mutants - equivalent
+    considered = mutants - equivalent - sum(r.get("not_checked", 0) for r in results)
     overall = round(100 * killed / considered, 1) if considered else None
     print(f"{'overall':24} {mutants:>8} {killed:>7} {equivalent:>7} {considered - killed:>9} {overall!s:>6}%")
     unchecked = [r["module"] for r in results if r.get("not_checked")]
@@ -517,8 +517,9 @@ def print_markdown(results: list[dict]) -> None:
     mutants = sum(r["mutants"] for r in results)
     killed = sum(r["killed"] for r in results)
     equivalent = sum(r["equivalent"] for r in results)
-    overall = round(100 * killed / (mutants - equivalent), 1)
-    print(f"| **all** | | {mutants} | {killed} | {equivalent} | {mutants - equivalent - killed} | **{overall}%** |")
+    considered = mutants - equivalent - sum(r.get("not_checked", 0) for r in results)
+    overall = round(100 * killed / considered, 1) if considered else None
+    print(f"| **all** | | {mutants} | {killed} | {equivalent} | {considered - killed} | **{overall}%** |")
     run = {n for r in results for n in r.get("names", [])}
     by_reason: dict[str, list[str]] = {}
     for name, (_, reason) in EQUIVALENT.items():
