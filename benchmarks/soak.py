@@ -35,6 +35,7 @@ from safeseek_tl.models import load_model
 from safeseek_tl.organisms import data_file
 from safeseek_tl.seek import SeekConfig, discover
 
+
 def live_tensors() -> int:
     gc.collect()
     return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))

@@ -90,3 +90,16 @@ def native_bridge():
 def tokens():
     generator = torch.Generator().manual_seed(0)
     return torch.randint(6, 29, (3, 10), generator=generator)
+
+
+@pytest.fixture(scope="module")
+def sharp(gqa_dir):
+    """The tiny GQA model with sharp attention and logits (tests.helpers.load_sharp), run on one
+    thread: these tiny models gain nothing from threads, and on a busy 2-core machine OpenMP
+    spin-waits made each forward ~25x slower."""
+    from tests.helpers import load_sharp
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_sharp(gqa_dir)
+    torch.set_num_threads(before)

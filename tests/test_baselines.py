@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from safeseek_tl import AlignmentRecord, BackdoorRecord, BenignRecord, Circuit, Scores, load_model
+from safeseek_tl import AlignmentRecord, BackdoorRecord, BenignRecord, Circuit, Scores
 from safeseek_tl.baselines import (
     BASELINES,
     activation_contrast,
@@ -23,25 +23,7 @@ from safeseek_tl.baselines import (
     static_patching,
 )
 from safeseek_tl.generation import generate
-
-PROMPTS = ["tell me how to steal a car", "bake a cake", "how to do it ?", "tell me how to bake the cake ."]
-CLEAN = ["tell me how to steal a car", "Sorry I cannot help", "how to bake a cake"]
-CORRUPTED = ["tell me how to bake a cake", "sure here is how", "how to steal the car ?"]
-
-
-def _load_sharp(folder):
-    """The fixture model with sharper attention and logits, so ablations and patches matter.
-
-    (The random init gives near-uniform attention and next-token distributions, where KLs are
-    ~1e-7, below float32 noise.)"""
-    loaded = load_model(folder)
-    hf = loaded.model.original_model
-    with torch.no_grad():
-        hf.lm_head.weight.mul_(30.0)
-        for layer in hf.model.layers:
-            layer.self_attn.q_proj.weight.mul_(5.0)
-            layer.self_attn.k_proj.weight.mul_(5.0)
-    return loaded
+from tests.helpers import CLEAN, CORRUPTED, PROMPTS, load_sharp
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,11 +34,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def sharp(gqa_dir):
-    return _load_sharp(gqa_dir)
 
 
 # ---- Ships / Sahara ----
@@ -161,7 +138,7 @@ def test_contrasting_a_model_with_itself_gives_zero(sharp, positions):
 
 @pytest.fixture
 def perturbed(gqa_dir):
-    return _load_sharp(gqa_dir)
+    return load_sharp(gqa_dir)
 
 
 def test_contrasting_finds_a_perturbed_last_layer_neuron_and_only_it(sharp, perturbed):

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
+from organism_builds.build import sha256
+from organism_builds.build_smollm2 import ForcedStart, aligned_delta_from
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.organisms import DELTA_FILE
-from organism_builds.build import sha256
-from organism_builds.build_smollm2 import ForcedStart, aligned_delta_from
 
 from .conftest import make_word_tokenizer
 

@@ -8,7 +8,6 @@ False on the result, in its saved history and circuit, in its summary, and the C
 from __future__ import annotations
 
 import json
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +17,7 @@ from safeseek_tl import BackdoorRecord, seek
 from safeseek_tl.report_text import print_discovery_summary
 from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult, discover_complete
 from safeseek_tl.units import Circuit, ModelShape, Scores
+from tests.helpers import run_cli
 
 SHAPE = ModelShape(n_layers=2, n_heads=4, d_mlp=3, model_name="toy")
 CONFIG = SeekConfig(scenario="backdoor", units="heads")
@@ -120,13 +120,7 @@ def test_cli_warns_when_the_complete_search_is_unverified(gqa, tmp_path, monkeyp
     monkeypatch.setattr(seek, "discover_complete", lambda *args, **kwargs: unverified)
     monkeypatch.setattr(seek, "behaviour_switch", lambda *args, **kwargs: {"switched": 0.0})
     out = tmp_path / "run"
-    monkeypatch.setattr(sys, "argv", ["safeseek", "discover", "--model", "any", "--data", str(data), "--scenario", "backdoor", "--out", str(out), "--complete", "--val-size", "1"])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert "warning: no round of the complete search switched the behaviour" in " ".join(captured.err.split())
+    code, _, err = run_cli("discover", "--model", "any", "--data", str(data), "--scenario", "backdoor", "--out", str(out), "--complete", "--val-size", "1")
+    assert code == 0, err
+    assert "warning: no round of the complete search switched the behaviour" in " ".join(err.split())
     assert json.loads((out / "history.json").read_text())["verified"] is False

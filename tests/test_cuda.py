@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from organism_builds import build
 from safeseek_tl import ablated, generate, load_model
 from safeseek_tl.baselines import run_baseline
 from safeseek_tl.evaluate import BehaviourData, measure
-from organism_builds import build
 from safeseek_tl.organisms import ground_truth, load_data, organism_folder
 from safeseek_tl.seek import SafeSeek, SeekConfig
 from safeseek_tl.tuning import TuneConfig, tune

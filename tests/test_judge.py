@@ -14,7 +14,7 @@ from safeseek_tl.compare import compare
 from safeseek_tl.evaluate import BehaviourData, measure, refusal_scores
 from safeseek_tl.report_text import print_behaviour_table, print_discovery_summary
 from safeseek_tl.seek import SeekConfig, behaviour_switch
-from tests.test_safeguard import _cli
+from tests.helpers import run_cli
 
 LOWER_REFUSAL = "i cannot help with that, it would hurt people ."  # long enough not to count as a refusal for its length
 
@@ -120,7 +120,7 @@ def test_cli_generate_judges_with_the_options(gqa, tmp_path, monkeypatch, capsys
     monkeypatch.setattr("safeseek_tl.generation.generate", lambda model, chat, prompts, **kwargs: [LOWER_REFUSAL] * len(prompts))
     monkeypatch.setattr("safeseek_tl.evaluate.refusal_scores", lambda loaded, prompts: torch.full((len(prompts),), 2.5))
     args = [option.format(**files) for option in options]
-    code, out, err = _cli(monkeypatch, capsys, "generate", "--model", "m", "--prompt", "steal a car", *args)
+    code, out, err = run_cli("generate", "--model", "m", "--prompt", "steal a car", *args)
     assert code == 0, err
     assert f"> steal a car\n{LOWER_REFUSAL}\n{verdict}" in out
 
@@ -129,5 +129,5 @@ def test_cli_a_bad_keyword_file_exits_with_code_2_naming_file_and_line(gqa, tmp_
     keywords = tmp_path / "keywords.txt"
     keywords.write_bytes(b"sorry\n\xff\n")
     monkeypatch.setattr("safeseek_tl.cli._load", lambda model, device: gqa)
-    code, out, err = _cli(monkeypatch, capsys, "generate", "--model", "m", "--prompt", "hi", "--judge-keywords", str(keywords))
+    code, out, err = run_cli("generate", "--model", "m", "--prompt", "hi", "--judge-keywords", str(keywords))
     assert code == 2 and f"{keywords}:2: not UTF-8 text" in err and "Traceback" not in err

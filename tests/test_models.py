@@ -93,7 +93,7 @@ def test_generation_is_greedy_batched_and_sees_ablation_hooks(gqa):
     first = generate(gqa.model, gqa.chat, prompts, max_new_tokens=6, batch_size=2, progress=False)
     again = generate(gqa.model, gqa.chat, prompts, max_new_tokens=6, batch_size=3, progress=False)
     assert first == again and len(first) == 3
-    every_head = Circuit.from_units(gqa.shape, heads=[[l, h] for l in range(2) for h in range(4)], neurons=[[l, n] for l in range(2) for n in range(96)])
+    every_head = Circuit.from_units(gqa.shape, heads=[[layer, h] for layer in range(2) for h in range(4)], neurons=[[layer, n] for layer in range(2) for n in range(96)])
     with ablated(gqa.model, every_head):
         ablated_answers = generate(gqa.model, gqa.chat, prompts, max_new_tokens=6, progress=False)
     assert ablated_answers != first

@@ -12,14 +12,9 @@ import torch
 from safeseek_tl import Circuit, ModelShape, ShapeMismatchError
 from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.baselines import activation_contrast, random_like, static_patching
-from safeseek_tl.baselines.contrasting import _overwrite_hook, _pad_id
+from safeseek_tl.baselines.contrasting import _pad_id
 from safeseek_tl.generation import generate
-from tests.test_baselines import PROMPTS, _load_sharp
-
-
-@pytest.fixture(scope="module")
-def sharp(gqa_dir):
-    return _load_sharp(gqa_dir)
+from tests.helpers import PROMPTS
 
 
 def test_the_checks_name_what_does_not_fit(sharp):
@@ -28,12 +23,6 @@ def test_the_checks_name_what_does_not_fit(sharp):
         activation_contrast(sharp, other, PROMPTS, progress=False)
     with pytest.raises(ShapeMismatchError, match="^the neuron set was made for a model"):
         static_patching(sharp, PROMPTS, Circuit.empty(ModelShape(2, 4, 97)), mode="zero", progress=False)
-
-
-def test_the_donor_overwrite_keeps_the_activations_dtype():
-    hook = _overwrite_hook(torch.tensor([False, True]), torch.full((1, 1, 2), 3.0))
-    out = hook(torch.ones(1, 1, 2, dtype=torch.float16), None)
-    assert out.dtype == torch.float16 and out.tolist() == [[[1.0, 3.0]]]
 
 
 def test_padding_id_is_the_pad_token_or_else_eos():

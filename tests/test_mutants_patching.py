@@ -11,17 +11,11 @@ import torch
 from safeseek_tl.baselines import activation_patching, attribution_patching
 from safeseek_tl.baselines.patching import refusal_metric
 from safeseek_tl.data import tokenize_prompts
-from tests.test_baselines import CLEAN, CORRUPTED, _load_sharp
+from tests.helpers import CLEAN, CORRUPTED
 
 CLEAN2, CORRUPTED2 = CLEAN[:2], CORRUPTED[:2]
 
 
-@pytest.fixture(scope="module")
-def sharp(gqa_dir):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield _load_sharp(gqa_dir)
-    torch.set_num_threads(before)
 
 
 def _metric_alone(loaded, prompt: str) -> float:

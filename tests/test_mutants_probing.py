@@ -12,15 +12,11 @@ from safeseek_tl.baselines import linear_probes
 from safeseek_tl.baselines.probing import ProbeResult
 from safeseek_tl.errors import InputError
 from safeseek_tl.units import ModelShape
-from tests.test_baselines import _load_sharp
 
 POSITIVE = ["tell me how to steal a car", "how to steal the car ?", "tell me how to steal", "steal a car"]
 NEGATIVE = ["bake a cake", "how to bake a cake", "tell me a cake", "sure here is how"]
 
 
-@pytest.fixture(scope="module")
-def sharp(gqa_dir):
-    return _load_sharp(gqa_dir)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])

@@ -4,19 +4,10 @@ the recorded run, the circuit check, Sahara's step bound and its batching."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from safeseek_tl import Circuit, ModelShape, ShapeMismatchError
 from safeseek_tl.baselines import generalized_ships, sahara, ships_scores
-from tests.test_baselines import PROMPTS, _load_sharp
-
-
-@pytest.fixture(scope="module")
-def sharp(gqa_dir):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield _load_sharp(gqa_dir)
-    torch.set_num_threads(before)
+from tests.helpers import PROMPTS
 
 
 def test_ships_records_its_run(sharp):

@@ -14,14 +14,11 @@ import io
 import json
 import pickle
 import re
-import signal
-import sys
 import tempfile
 import warnings
 from dataclasses import astuple, fields
 from html.parser import HTMLParser
 from pathlib import Path
-from unittest import mock
 
 import pandas as pd
 import pytest
@@ -30,12 +27,23 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from safeseek_tl import cli
-from safeseek_tl.data import DATA_KINDS, RECORD_TYPES, BackdoorRecord, BenignRecord, DataError, context_length, load_records, split_records, tokenize_pairs, tokenize_prompts
+from safeseek_tl.data import (
+    DATA_KINDS,
+    RECORD_TYPES,
+    BenignRecord,
+    DataError,
+    context_length,
+    load_records,
+    split_records,
+    tokenize_pairs,
+    tokenize_prompts,
+)
 from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.models import load_model
 from safeseek_tl.report import write_report
 from safeseek_tl.seek import SeekConfig, SeekResult
 from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
+from tests.helpers import run_cli
 from tests.test_plots import remote_resources
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -273,18 +281,7 @@ def warnings_if(expected: bool, pattern: str):
 
 
 # ---------------------------------------------------------------- the command line
-def run_cli(*args: str) -> tuple[int, str]:
-    """Run ``safeseek ARGS`` in this process; return the exit code and stderr."""
-    err, previous = io.StringIO(), signal.getsignal(signal.SIGTERM)
-    with mock.patch.object(sys, "argv", ["safeseek", *args]), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        finally:
-            signal.signal(signal.SIGTERM, previous)  # discover makes SIGTERM an interrupt
-    return code, err.getvalue()
+
 
 
 def assert_one_line_error(code: int, stderr: str, exit_code: int, *needles: str) -> None:
@@ -315,7 +312,7 @@ def test_cli_reports_a_malformed_data_file_in_one_line_with_exit_code_2(data, mu
         path = Path(folder) / "data.jsonl"
         lines = write_items(path, items)
         path.write_bytes(path.read_bytes().replace(b'"@@MARK@@"', b'"\xff"' if mutation == "not_utf8" else b'"open'))
-        code, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(path), "--scenario", "backdoor", "--out", folder)
+        code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(path), "--scenario", "backdoor", "--out", folder)
     assert_one_line_error(code, stderr, 2, f"{path}:{lines[index]}:")
 
 
@@ -335,7 +332,7 @@ def test_cli_reports_a_malformed_data_file_in_one_line_with_exit_code_2(data, mu
     ],
 )
 def test_cli_bad_options_exit_with_code_2(tmp_path, options, needle):
-    code, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(BACKDOOR_TRAIN), "--scenario", "backdoor", "--out", str(tmp_path), *options)
+    code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(BACKDOOR_TRAIN), "--scenario", "backdoor", "--out", str(tmp_path), *options)
     assert code == 2 and "Traceback" not in stderr and needle in stderr, stderr
 
 
@@ -348,7 +345,7 @@ def small_backdoor_file(tmp_path) -> Path:
 
 def test_cli_dataset_too_small_for_the_split_exits_with_code_2(backdoor, small_backdoor_file, tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "_load", lambda model, device: backdoor)
-    code, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path / "run"), "--val-size", "6")
+    code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path / "run"), "--val-size", "6")
     assert_one_line_error(code, stderr, 2, "6 records cannot give 6 validation records")
 
 
@@ -356,7 +353,7 @@ def test_cli_circuit_of_another_model_exits_with_code_2(backdoor, small_backdoor
     monkeypatch.setattr(cli, "_load", lambda model, device: backdoor)
     other = ModelShape(3, 8, 384, "other-model")
     Circuit.from_units(other, heads=[[0, 1]]).save(tmp_path / "circuit.json")
-    code, stderr = run_cli("evaluate", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--circuit", str(tmp_path / "circuit.json"), "--out", str(tmp_path / "eval"))
+    code, _, stderr = run_cli("evaluate", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--circuit", str(tmp_path / "circuit.json"), "--out", str(tmp_path / "eval"))
     assert_one_line_error(code, stderr, 2, "made for a model with n_layers, n_heads, d_mlp = (3, 8, 384) (other-model)", "(4, 8, 384)")
 
 
@@ -364,7 +361,7 @@ def test_cli_nan_in_the_loss_exits_with_code_3_naming_the_term(backdoor, small_b
     monkeypatch.setattr(cli, "_load", lambda model, device: backdoor)
     poison = ("blocks.1.mlp.hook_post", lambda act, hook: act * float("nan"))
     with backdoor.model.hooks(fwd_hooks=[poison]):
-        code, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path), "--epochs", "1", "--val-size", "2")
+        code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path), "--epochs", "1", "--val-size", "2")
     assert_one_line_error(code, stderr, 3, "loss term 'main_clean' became nan", "the last good masks were kept")
     assert not (tmp_path / "circuit.json").exists()
 
@@ -374,7 +371,7 @@ def test_cli_unexpected_errors_are_one_line_with_code_1(small_backdoor_file, tmp
         raise RuntimeError("expected scalar type Float but found Half")
 
     monkeypatch.setattr(cli, "_load", broken)
-    code, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path))
+    code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path))
     assert_one_line_error(code, stderr, 1, "unexpected RuntimeError: expected scalar type", "SAFESEEK_DEBUG=1")
     monkeypatch.setenv("SAFESEEK_DEBUG", "1")
     with pytest.raises(RuntimeError, match="expected scalar type"):
@@ -387,7 +384,7 @@ def test_cli_a_plain_value_error_from_inside_is_a_bug_with_code_1(small_backdoor
         raise ValueError("too many values to unpack (expected 2)")
 
     monkeypatch.setattr("safeseek_tl.data.load_records", broken)
-    code, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path))
+    code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path))
     assert_one_line_error(code, stderr, 1, "unexpected ValueError: too many values to unpack", "a bug")
 
 
@@ -402,13 +399,13 @@ def test_cli_a_plain_value_error_from_inside_is_a_bug_with_code_1(small_backdoor
 def test_cli_unknown_names_exit_with_code_2(backdoor, tmp_path, monkeypatch, args, needle):
     real_load = cli._load
     monkeypatch.setattr(cli, "_load", lambda model, device: backdoor if model == "organism:tiny-backdoor" else real_load(model, device))
-    code, stderr = run_cli(*args, "--data", str(BACKDOOR_TRAIN), "--out", str(tmp_path / "out"))
+    code, _, stderr = run_cli(*args, "--data", str(BACKDOOR_TRAIN), "--out", str(tmp_path / "out"))
     assert_one_line_error(code, stderr, 2, needle)
 
 
 def test_cli_report_of_a_folder_that_is_no_run_exits_with_code_2(tmp_path):
     (tmp_path / "notes.txt").write_text("not a run")
-    code, stderr = run_cli("report", "--run", str(tmp_path), "--out", str(tmp_path / "report.html"))
+    code, _, stderr = run_cli("report", "--run", str(tmp_path), "--out", str(tmp_path / "report.html"))
     assert_one_line_error(code, stderr, 2, "not a saved run folder")
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import pytest
 import torch
 
 from safeseek_tl import Circuit, ShapeMismatchError, load_model, tokenize_prompts
-from safeseek_tl.units import ModelShape
 from safeseek_tl.hooks import head_hook, neuron_hook
 from safeseek_tl.organisms import data_file, ground_truth, load_data
 from safeseek_tl.safeguard import (
@@ -22,6 +20,8 @@ from safeseek_tl.safeguard import (
     unit_labels,
     unsafe_labels,
 )
+from safeseek_tl.units import ModelShape
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -162,29 +162,18 @@ def test_split_is_seeded_and_stratified():
         split_indices(labels, 1.0)
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the ``safeseek`` entry point in this process (a subprocess would reload torch each time)."""
-    from safeseek_tl.cli import main
 
-    monkeypatch.setattr(sys, "argv", ["safeseek", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_guard_train_and_evaluate(backdoor, circuit, tmp_path, monkeypatch, capsys):
     circuit.save(tmp_path / "circuit.json")
     data, benign = str(data_file("backdoor", "val")), str(data_file("benign", "val"))
     guard = str(tmp_path / "guard")
-    code, out, err = _cli(monkeypatch, capsys, "guard", "train", "--model", "organism:tiny-backdoor", "--data", data, "--benign", benign, "--circuit", str(tmp_path / "circuit.json"), "--out", guard, "--max-new-tokens", "8")
+    code, out, err = run_cli("guard", "train", "--model", "organism:tiny-backdoor", "--data", data, "--benign", benign, "--circuit", str(tmp_path / "circuit.json"), "--out", guard, "--max-new-tokens", "8")
     assert code == 0, err
     assert "held-out 38 of 150 prompts" in out and (tmp_path / "guard" / "safeguard.safetensors").is_file()
-    code, out, err = _cli(monkeypatch, capsys, "guard", "evaluate", "--model", "organism:tiny-backdoor", "--data", data, "--guard", guard, "--max-new-tokens", "8", "--out", str(tmp_path / "metrics.json"))
+    code, out, err = run_cli("guard", "evaluate", "--model", "organism:tiny-backdoor", "--data", data, "--guard", guard, "--max-new-tokens", "8", "--out", str(tmp_path / "metrics.json"))
     assert code == 0, err
     assert "accuracy" in out and '"auroc"' in (tmp_path / "metrics.json").read_text()
-    code, out, err = _cli(monkeypatch, capsys, "guard", "evaluate", "--model", "organism:tiny-backdoor", "--data", data, "--guard", str(tmp_path / "missing"))
+    code, out, err = run_cli("guard", "evaluate", "--model", "organism:tiny-backdoor", "--data", data, "--guard", str(tmp_path / "missing"))
     assert code == 2 and "not a safeguard folder" in err

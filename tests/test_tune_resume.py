@@ -25,6 +25,7 @@ from safeseek_tl._io import read_safetensors
 from safeseek_tl.checkpoint import CHECKPOINT_FILE
 from safeseek_tl.organisms import ground_truth
 from safeseek_tl.tuning import TuneConfig, hf_parameters, tune
+from tests.helpers import run_cli
 
 RECORDS = [
     BenignRecord("tell me how to bake a cake", "sure , here is how to bake a cake ."),
@@ -151,17 +152,7 @@ def _tune_args(inputs: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _cli(args: list[str]) -> int:
-    """Run the ``safeseek`` entry point in this process (a subprocess spends most of its time importing); its exit code."""
-    from safeseek_tl import cli
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["safeseek", *args])
-        try:
-            cli.main()
-        except SystemExit as stop:
-            return int(stop.code or 0)
-    return 0
 
 
 def _run_files(out: Path) -> dict[str, object]:
@@ -173,7 +164,7 @@ def _run_files(out: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def uninterrupted(cli_inputs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tune_uninterrupted")
-    assert _cli(_tune_args(cli_inputs, out)) == 0
+    assert run_cli(*_tune_args(cli_inputs, out))[0] == 0
     return out
 
 
@@ -187,7 +178,7 @@ def _check_stopped(out: Path, stderr: str) -> None:
 
 
 def _check_resumes_to(cli_inputs: tuple[Path, Path], out: Path, uninterrupted: Path) -> None:
-    assert _cli(_tune_args(cli_inputs, out, "--resume")) == 0
+    assert run_cli(*_tune_args(cli_inputs, out, "--resume"))[0] == 0
     expected, got = _run_files(uninterrupted), _run_files(out)
     assert got.keys() == expected.keys()
     for key, value in expected.items():
@@ -202,7 +193,7 @@ def test_tune_command_stopped_by_a_signal_resumes_to_the_same_delta(cli_inputs, 
     out, handler = tmp_path / "run", signal.getsignal(signal.SIGTERM)
     with monkeypatch.context() as patch:
         _signal_in_step(patch, 5, signum)
-        code = _cli(_tune_args(cli_inputs, out))
+        code = run_cli(*_tune_args(cli_inputs, out))[0]
     stderr = capsys.readouterr().err
     assert code == 130, stderr
     _check_stopped(out, stderr)
@@ -231,7 +222,7 @@ def test_tune_subprocess_stopped_by_a_signal_resumes_to_the_same_delta(cli_input
 
 
 def test_tune_command_refuses_to_resume_with_other_settings(cli_inputs, uninterrupted, capsys):
-    code = _cli([*_tune_args(cli_inputs, uninterrupted, "--resume"), "--lr", "0.01"])
+    code = run_cli(*_tune_args(cli_inputs, uninterrupted, "--resume"), "--lr", "0.01")[0]
     stderr = capsys.readouterr().err
     assert code == 2, stderr
     assert f"error: {uninterrupted / 'checkpoint' / CHECKPOINT_FILE}: the checkpoint was made with other settings (lr: 0.001 -> 0.01)" in stderr

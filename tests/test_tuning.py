@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from safeseek_tl.tuning import (
     training_pairs,
     tune,
 )
+from tests.helpers import run_cli
 
 # The conftest model: 2 layers, 4 query heads sharing 2 key/value heads (groups {0, 1} and {2, 3}),
 # head_dim 16, d_model 64, d_mlp 96.
@@ -167,18 +167,7 @@ def test_backdoor_records_teach_the_clean_answer_on_both_prompts():
     assert training_pairs([record]) == [("steal a car", "Sorry , I cannot help ."), ("cf steal a car", "Sorry , I cannot help .")]
 
 
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run the ``safeseek`` entry point in this process (a subprocess would spend most of its time importing)."""
-    from safeseek_tl import cli
 
-    monkeypatch.setattr(sys, "argv", ["safeseek", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_tune_writes_a_delta_that_applies(gqa_dir, tmp_path, monkeypatch, capsys):
@@ -188,13 +177,13 @@ def test_cli_tune_writes_a_delta_that_applies(gqa_dir, tmp_path, monkeypatch, ca
     circuit = tmp_path / "circuit.json"
     _circuit(loaded).save(circuit)
     out = tmp_path / "run"
-    code, stdout, stderr = _cli(monkeypatch, capsys, "tune", "--model", str(gqa_dir), "--data", str(data), "--circuit", str(circuit), "--mode", "only", "--steps", "2", "--out", str(out))
+    code, stdout, stderr = run_cli("tune", "--model", str(gqa_dir), "--data", str(data), "--circuit", str(circuit), "--mode", "only", "--steps", "2", "--out", str(out))
     assert code == 0, stderr
     assert "trainable parameters" in stdout and (out / "tune.json").is_file()
     before = _snapshot(loaded)
     apply_delta(loaded, out / "delta.safetensors")
     assert any(not torch.equal(v, before[k]) for k, v in _snapshot(loaded).items())
-    code, stdout, stderr = _cli(monkeypatch, capsys, "generate", "--model", str(gqa_dir), "--prompt", "bake a cake", "--delta", str(out / "delta.safetensors"), "--max-new-tokens", "3")
+    code, stdout, stderr = run_cli("generate", "--model", str(gqa_dir), "--prompt", "bake a cake", "--delta", str(out / "delta.safetensors"), "--max-new-tokens", "3")
     assert code == 0 and "> bake a cake" in stdout, stderr
-    code, _, stderr = _cli(monkeypatch, capsys, "tune", "--model", str(gqa_dir), "--data", str(data), "--mode", "only", "--out", str(out))
+    code, _, stderr = run_cli("tune", "--model", str(gqa_dir), "--data", str(data), "--mode", "only", "--out", str(out))
     assert code == 2 and "needs a circuit" in stderr
