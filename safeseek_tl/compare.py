@@ -154,7 +154,7 @@ def compare(
             rows.append({
                 "method": name, "budget": k, "n_heads": circuit.n_heads, "n_neurons": circuit.n_neurons,
                 "n_units": len(circuit), "ablation": found.ablation, "behaviour_change": after[key] - baseline[key], key: after[key],
-                score_column: after.get(score_column, math.nan),  # NaN only from a stand-in for measure()
+                score_column: after[score_column],
                 "utility_change": utility_change, "wall_time_s": wall, "precision": precision, "recall": recall,
             })  # fmt: skip
     names = list(methods)
