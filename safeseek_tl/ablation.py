@@ -18,7 +18,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import UNIT_KINDS, UnitKind, unit_hook
+from safeseek_tl.hooks import UNIT_KINDS, Fill, HookList, UnitKind, intervention_hook, unit_hook
 from safeseek_tl.units import Circuit, ModelShape
 
 AblationMode = Literal["zero", "mean", "resample"]
@@ -82,29 +82,9 @@ class ReferenceActivations:
         )
 
 
-def _replace_hook(
-    selected: Tensor,
-    mode: AblationMode,
-    strength: float,
-    mean: Tensor | None,
-    pool: Tensor | None,
-    generator: torch.Generator,
-) -> Callable[..., Tensor]:
-    """Hook replacing the selected units of one layer (``selected``: bool [units])."""
-
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        # act is [batch, pos, units] (neurons) or [batch, pos, units, d_head] (heads)
-        sel = selected.to(act.device).view(*selected.shape, *([1] * (act.dim() - 3)))
-        if mode == "zero":
-            replacement = torch.zeros((), dtype=act.dtype, device=act.device)
-        elif mode == "mean":
-            replacement = mean.to(device=act.device, dtype=act.dtype)
-        else:
-            index = torch.randint(pool.shape[0], act.shape[:2], generator=generator)
-            replacement = pool[index].to(device=act.device, dtype=act.dtype)
-        return torch.where(sel, act + strength * (replacement - act), act)
-
-    return hook
+def _resample_fill(pool: Tensor, generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+    """A fill drawing, for every (row, position), one whole token's activations from ``pool``."""
+    return lambda act: pool[torch.randint(pool.shape[0], act.shape[:2], generator=generator)]
 
 
 def ablation_hooks(
@@ -114,7 +94,7 @@ def ablation_hooks(
     keep_only: bool = False,
     strength: float = 1.0,
     seed: int = 0,
-) -> list[tuple[str, Callable[..., Tensor]]]:
+) -> HookList:
     """The forward hooks that :func:`ablated` installs (exposed for composing with other hooks)."""
     if mode not in ABLATION_MODES:
         raise InputError(f"ablation mode must be one of {ABLATION_MODES}, got {mode!r}")
@@ -130,9 +110,13 @@ def ablation_hooks(
         for layer in range(circuit.shape.n_layers):
             if not selection[layer].any():
                 continue
-            mean = reference.means[kind][layer] if mode == "mean" else None
-            pool = reference.pools[kind][layer] if mode == "resample" else None
-            hooks.append((unit_hook(kind, layer), _replace_hook(selection[layer], mode, strength, mean, pool, generator)))
+            fill: Fill = None
+            if mode == "mean":
+                fill = reference.means[kind][layer]
+            elif mode == "resample":
+                fill = _resample_fill(reference.pools[kind][layer], generator)
+            keep = 1.0 - strength * selection[layer].float()  # 1 - strength on the circuit, 1 elsewhere
+            hooks.append((unit_hook(kind, layer), intervention_hook(keep, fill)))
     return hooks
 
 

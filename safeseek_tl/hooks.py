@@ -7,7 +7,12 @@ up for gated MLPs). These legacy names resolve on a TransformerLens 4 ``Transfor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
 
 UnitKind = Literal["heads", "neurons"]
 UNIT_KINDS: tuple[UnitKind, ...] = ("heads", "neurons")
@@ -31,6 +36,49 @@ def query_hook(layer: int) -> str:
 def unit_hook(kind: UnitKind, layer: int) -> str:
     """Hook point that carries the units of ``kind`` in ``layer``."""
     return head_hook(layer) if kind == "heads" else neuron_hook(layer)
+
+
+HookList = list[tuple[str, Callable[..., Tensor]]]
+"""Forward hooks as ``model.hooks(fwd_hooks=...)`` takes them: (hook point name, function)."""
+
+Fill = Tensor | Callable[[Tensor], Tensor] | None
+"""What a unit becomes where its keep value is 0: zero (``None``); a tensor broadcastable to the
+activation (a per-unit constant such as a mean, ``[units(, d_head)]``, or a donor's activations);
+or a function of the activation (a resample draw, Ships' scaled copy, a donor cache repeated)."""
+
+
+def intervene(
+    act: Float[Tensor, "batch pos units *d_head"], keep: Tensor, fill: Tensor
+) -> Float[Tensor, "batch pos units *d_head"]:
+    """THE unit intervention of the library: ``fill + keep * (act - fill)``.
+
+    ``keep`` is broadcast to ``act`` (1 keeps the unit, 0 replaces it by ``fill``, values between
+    mix them; gradients reach ``keep``). Computed by ``torch.lerp``, which is exact at both ends:
+    a kept unit is bit for bit its activation, a replaced one bit for bit its fill.
+    """
+    return torch.lerp(fill, act, keep)
+
+
+def intervention_hook(keep: Tensor, fill: Fill = None) -> Callable[..., Tensor]:
+    """The hook every masking, ablation and patching of the library installs on one layer.
+
+    ``keep`` is ``[units]`` (shared by every row) or ``[batch, units]`` (one value per batch row:
+    several mask paths, or one ablated head per row, in one pass); ``act`` is ``[batch, pos, units]``
+    (neurons) or ``[batch, pos, units, d_head]`` (heads, queries). See :data:`Fill` for ``fill``.
+    """
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        trailing = (1,) * (act.dim() - 3)
+        # layers of a sharded model sit on several devices; masks stay float32 whatever the model dtype
+        weight = keep.to(device=act.device, dtype=act.dtype)
+        weight = weight.view(*weight.shape, *trailing) if weight.dim() == 1 else weight.view(weight.shape[0], 1, weight.shape[1], *trailing)
+        if fill is None:
+            base = torch.zeros((), device=act.device, dtype=act.dtype)
+        else:
+            base = (fill(act) if callable(fill) else fill).to(device=act.device, dtype=act.dtype)
+        return intervene(act, weight, base)
+
+    return hook
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")

@@ -13,7 +13,7 @@ float32").
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import UNIT_KINDS, UnitKind, head_hook, neuron_hook
+from safeseek_tl.hooks import UNIT_KINDS, HookList, UnitKind, head_hook, intervention_hook, neuron_hook
 from safeseek_tl.units import ModelShape
 
 MaskKind = Literal["sigmoid", "hard_sigmoid", "hard_concrete"]
@@ -30,28 +30,6 @@ MASK_KINDS: tuple[MaskKind, ...] = ("sigmoid", "hard_sigmoid", "hard_concrete")
 
 # Hard-concrete stretch interval and temperature (Louizos et al. 2018, the usual values).
 _HC_GAMMA, _HC_ZETA, _HC_BETA = -0.1, 1.1, 2.0 / 3.0
-
-HookList = list[tuple[str, Callable[..., Tensor]]]
-
-
-def _gate(mask: Tensor, fill: Tensor | None, unit_dims: int) -> Callable[..., Tensor]:
-    """Hook computing ``fill + m * (act - fill)`` (``act * m`` without a fill).
-
-    ``act`` is [batch, pos, units] (neurons) or [batch, pos, units, d_head] (heads); ``mask`` is
-    [units] or [batch, units]; ``fill`` has the shape of one position's units ([units(, d_head)]).
-    """
-    trailing = (None,) * (unit_dims - 1)
-
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        m = mask.to(device=act.device, dtype=act.dtype)  # layers of a sharded model sit on several devices
-        m = m[(..., *trailing)] if m.dim() == 1 else m[(slice(None), None, ..., *trailing)]
-        if fill is None:
-            return act * m
-        base = fill.to(device=act.device, dtype=act.dtype)
-        return base + m * (act - base)
-
-    return hook
-
 
 def mask_hooks(
     heads: Float[Tensor, "*rows n_layers n_heads"] | None = None,
@@ -66,14 +44,14 @@ def mask_hooks(
     computes ``fill + m * (act - fill)``. Gradients flow back into the mask tensors.
     """
     hooks: HookList = []
-    for kind, values, name_of, unit_dims in (("heads", heads, head_hook, 2), ("neurons", neurons, neuron_hook, 1)):
+    for kind, values, name_of in (("heads", heads, head_hook), ("neurons", neurons, neuron_hook)):
         if values is None:
             continue
         if values.dim() not in (2, 3):
             raise InputError(f"a mask must be [n_layers, units] or [batch, n_layers, units], got shape {tuple(values.shape)}")
         layer_fill = fill.get(kind) if fill is not None else None
         for layer in range(values.shape[-2]):
-            hooks.append((name_of(layer), _gate(values[..., layer, :], None if layer_fill is None else layer_fill[layer], unit_dims)))
+            hooks.append((name_of(layer), intervention_hook(values[..., layer, :], None if layer_fill is None else layer_fill[layer])))
     return hooks
 
 

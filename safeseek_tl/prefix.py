@@ -19,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from safeseek_tl.compat import only_blocks_from
-from safeseek_tl.masks import HookList
+from safeseek_tl.hooks import HookList
 
 
 def resid_pre_hook(layer: int) -> str:

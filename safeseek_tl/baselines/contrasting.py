@@ -13,11 +13,11 @@ token on the same sequences.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -26,7 +26,7 @@ from safeseek_tl.compat import check_cached_generation, greedy_generate
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
 from safeseek_tl.generation import generate
-from safeseek_tl.hooks import UNIT_KINDS, neuron_hook
+from safeseek_tl.hooks import UNIT_KINDS, intervention_hook, neuron_hook
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Circuit, Scores
 
@@ -156,15 +156,6 @@ def activation_contrast(
     )
 
 
-def _overwrite_hook(selected: Bool[Tensor, " d_mlp"], donor_act: Float[Tensor, "batch pos d_mlp"]) -> Callable[..., Tensor]:
-    """Hook giving the ``selected`` neurons of ``hook_post`` the donor's values."""
-
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        return torch.where(selected.to(act.device), donor_act.to(act.device, act.dtype), act)
-
-    return hook
-
-
 @torch.no_grad()
 def dynamic_patching(
     model: LoadedModel,
@@ -202,7 +193,7 @@ def dynamic_patching(
                 _, cache = donor.model.run_with_cache(
                     ids.to(donor.device), attention_mask=mask.to(donor.device), names_filter=lambda name: name in names
                 )
-                hooks = [(neuron_hook(layer), _overwrite_hook(neurons.neurons[layer], cache[neuron_hook(layer)])) for layer in layers]
+                hooks = [(neuron_hook(layer), intervention_hook((~neurons.neurons[layer]).float(), cache[neuron_hook(layer)])) for layer in layers]
             with model.model.hooks(fwd_hooks=hooks):
                 next_ids = model.model(ids, attention_mask=mask)[:, -1].argmax(-1)
             next_ids = torch.where(done, torch.full_like(next_ids, pad_id), next_ids)

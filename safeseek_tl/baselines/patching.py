@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import UnitKind, unit_hook
-from safeseek_tl.masks import HookList
+from safeseek_tl.hooks import HookList, UnitKind, intervention_hook, unit_hook
 from safeseek_tl.metrics import refusal_score, refusal_token_ids
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Scores
@@ -70,11 +69,7 @@ def row_unit_hooks(
         if not chosen.any():
             continue
 
-        def hook(act: Tensor, hook: Any, chosen: Tensor = chosen, layer: int = layer) -> Tensor:
-            sel = chosen.to(act.device).view(chosen.shape[0], 1, chosen.shape[1], *([1] * (act.dim() - 3)))
-            return torch.where(sel, replacement(act, layer), act)
-
-        hooks.append((hook_name(layer), hook))
+        hooks.append((hook_name(layer), intervention_hook((~chosen).float(), lambda act, layer=layer: replacement(act, layer))))
     return hooks
 
 

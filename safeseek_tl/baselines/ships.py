@@ -34,8 +34,7 @@ from tqdm.auto import tqdm
 from safeseek_tl.baselines.patching import row_unit_hooks
 from safeseek_tl.data import TokenizedPrompts, batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import head_hook, query_hook
-from safeseek_tl.masks import HookList
+from safeseek_tl.hooks import HookList, head_hook, intervention_hook, query_hook
 from safeseek_tl.metrics import last_position_kl
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.prefix import last_logits_and_residuals, last_logits_from
@@ -165,13 +164,11 @@ def ships_scores_naive(loaded: LoadedModel, prompts: Sequence[str], *, operator:
     for layer in range(n_layers):
         for head in range(n_heads):
 
-            def ablate(act: Tensor, hook: object, head: int = head) -> Tensor:
-                act = act.clone()
-                act[:, :, head] = act.mean(dim=2) if operator == "mean" else act[:, :, head] * epsilon
-                return act
-
+            keep = torch.ones(n_heads)
+            keep[head] = 0.0
+            fill = (lambda act: act.mean(dim=2, keepdim=True)) if operator == "mean" else (lambda act: act * epsilon)
             name = head_hook(layer) if operator == "sc" else query_hook(layer)
-            per_query[:, layer, head] = last_position_kl(full, _last_logits(loaded, ids, mask, [(name, ablate)])).cpu()
+            per_query[:, layer, head] = last_position_kl(full, _last_logits(loaded, ids, mask, [(name, intervention_hook(keep, fill))])).cpu()
     return _ships_result(loaded, per_query, operator, epsilon)
 
 
