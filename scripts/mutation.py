@@ -147,6 +147,7 @@ _MESSAGE = ("only the text of a NonFiniteLossError changes (where it happened, a
 _ABSENT_TWIN = ("a rate is absent from the check only with its *_full twin (no clean prompts in the alignment "
                 "scenario, no benign records): the other default makes that term -1 instead of 0, which only a "
                 "negative bound (asking the ablation to improve clean behaviour) could tell apart")
+_ORIENT_CASE = "pandas' DataFrame.to_dict lower-cases orient: 'RECORDS' is 'records'"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.units.x__top_k_mask__mutmut_15": ("mask = torch.zeros_like(flat, dtype=None)", _FLOAT_TO_BOOL),
     "safeseek_tl.units.x__top_k_mask__mutmut_17": ("mask = torch.zeros_like(flat, )", _FLOAT_TO_BOOL),
@@ -279,6 +280,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.seek.x__named_logits__mutmut_5": ("masks = ((\"main\", objective.main), (\"CIRCUIT\", objective.circuit))", _MESSAGE),
     "safeseek_tl.seek.x__switch_test__mutmut_44": ("drops = (check.get(f\"{k}_full\", 0.0) - check.get(k, 1.0) for k in (\"clean\", \"benign\"))", _ABSENT_TWIN),
     "safeseek_tl.seek.x__switch_test__mutmut_64": ("utility_increase = check.get(\"utility\", 0.0) - check.get(\"utility_full\", 1.0)", _ABSENT_TWIN),
+    "safeseek_tl.compare.x_compare__mutmut_115": ("k: pd.DataFrame([[circuits[(a, k)].jaccard(circuits[(b, k)], ) for b in names] for a in names], index=names, columns=names)", _ONE_KIND),
+    "safeseek_tl.compare.x_method_runners__mutmut_16": ("train, _ = split_records(records, config.val_size, None)  # as fit() splits them", _SPLIT_AGAIN),
+    "safeseek_tl.compare.x_method_runners__mutmut_21": ("train, _ = split_records(records, config.val_size, \"TRAINING DATA\")  # as fit() splits them", _SPLIT_AGAIN),
+    "safeseek_tl.compare.xǁComparisonǁsave__mutmut_31": ("write_json(out / \"comparison.json\", {\"baseline\": self.baseline, \"rows\": self.table.to_dict(orient=\"RECORDS\")})", _ORIENT_CASE),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)

@@ -33,6 +33,7 @@ def test_held_out_split_of_two_records_and_its_seed():
     records = list(range(20))
     splits = {tuple(cmp.held_out_split(records, seed=seed)[1]) for seed in range(4)}
     assert len(splits) > 1  # the seed reaches the split
+    assert cmp.held_out_split(records, seed=2) == cmp.held_out_split(records, seed=2)  # and fixes it
     kept, held = cmp.held_out_split(records)
     assert len(held) == 5 and sorted(kept + held) == records and kept == sorted(kept)
 
@@ -57,6 +58,9 @@ def test_compare_measures_with_its_length_and_reports_the_relative_utility_chang
     result = cmp.compare(LOADED, {"m": lambda: scores}, [1], "alignment", BehaviourData(["x"], [], []))
     assert measured == [32, 32]
     row = result.table.iloc[0]
+    # top 1 head (L0H0, scored 0.5): one unit, no neuron
+    assert (row["method"], row["budget"], row["n_heads"], row["n_neurons"], row["n_units"], row["ablation"]) == ("m", 1, 1, 0, 1, "zero")
+    assert 0.0 <= row["wall_time_s"] < 60.0
     assert row["behaviour_change"] == pytest.approx(0.25)
     assert row["utility_change"] == pytest.approx(0.5)  # (3 - 2) / 2
     assert result.baseline == {"asr_harmful": 0.25, "refusal_score_harmful": 1.0, "utility_loss": 2.0}

@@ -69,6 +69,13 @@ def test_hard_concrete_is_deterministic_unless_asked_and_follows_its_definition(
         assert value == pytest.approx(min(1.0, max(0.0, s * 1.2 - 0.1)), abs=1e-6)
 
 
+def test_kept_reads_the_deterministic_hard_concrete_value():
+    # logit 0: the deterministic value is 0.5, not above 0.5, for every one of 64 neurons; noisy
+    # samples would put about half of them above
+    mask = MaskLogits(ModelShape(n_layers=1, n_heads=1, d_mlp=64), kinds=("neurons",), init=0.0, kind="hard_concrete")
+    assert not mask.kept()["neurons"].any()
+
+
 def test_a_gate_with_a_fill_computes_in_the_activations_dtype():
     # fill + m * (act - fill) with m = 0.5: (1 + 3) / 2 = 2 for act 3 and fill 1
     ((_, hook),) = mask_hooks(neurons=torch.full((1, 3), 0.5), fill={"neurons": torch.ones(1, 3)})
