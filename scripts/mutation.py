@@ -72,6 +72,8 @@ MODULES = [
     Module("baselines.probing", "safeseek_tl/baselines/probing.py", ("tests/test_baselines.py",)),
     Module("baselines.ships", "safeseek_tl/baselines/ships.py", ("tests/test_baselines.py",), sample=150),
     Module("baselines.contrasting", "safeseek_tl/baselines/contrasting.py", ("tests/test_baselines.py", "tests/test_pinned_components.py")),
+    # the unit intervention (fill + keep * (act - fill)) that masks, ablation, patching and Ships install
+    Module("hooks", "safeseek_tl/hooks.py", ("tests/test_hooks.py", "tests/test_masks.py", "tests/test_mutants_masks.py", "tests/test_mutants_ablation.py")),
     Module("masks", "safeseek_tl/masks.py", ("tests/test_masks.py", "tests/test_pinned_components.py")),
     Module("ablation", "safeseek_tl/ablation.py", ("tests/test_masks.py", "tests/test_pinned_components.py")),
     Module("compare", "safeseek_tl/compare.py", ("tests/test_compare.py", "tests/test_evaluate_organisms.py", "tests/test_pinned_components.py",

@@ -373,8 +373,8 @@ def test_stochastic_hard_concrete_masks_reach_the_loss(gqa):
     config = SeekConfig("alignment", units="heads", mask_kind="hard_concrete", init_heads=0.0)
     path = seek._Path("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
     objective = seek.SeekObjective(gqa.model, config, gqa.shape)
-    fixed = float(objective.task_terms([path], torch.tensor([0]))["accept"])
-    noisy = float(objective.task_terms([path], torch.tensor([0]), stochastic=True, generator=torch.Generator().manual_seed(0))["accept"])
+    fixed = float(objective.task_terms([path], torch.tensor([0]))["accept"].detach())
+    noisy = float(objective.task_terms([path], torch.tensor([0]), stochastic=True, generator=torch.Generator().manual_seed(0))["accept"].detach())
     assert abs(noisy - fixed) > 1e-4
 
 
