@@ -286,6 +286,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "safeseek_tl.compare.x_method_runners__mutmut_16": ("train, _ = split_records(records, config.val_size, None)  # as fit() splits them", _SPLIT_AGAIN),
     "safeseek_tl.compare.x_method_runners__mutmut_21": ("train, _ = split_records(records, config.val_size, \"TRAINING DATA\")  # as fit() splits them", _SPLIT_AGAIN),
     "safeseek_tl.compare.xǁComparisonǁsave__mutmut_31": ("write_json(out / \"comparison.json\", {\"baseline\": self.baseline, \"rows\": self.table.to_dict(orient=\"RECORDS\")})", _ORIENT_CASE),
+    "safeseek_tl.hooks.x_intervention_hook__mutmut_7": ("weight = keep.to(device=None, dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.hooks.x_intervention_hook__mutmut_9": ("weight = keep.to(dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.hooks.x_intervention_hook__mutmut_31": ("base = torch.zeros((), device=None, dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.hooks.x_intervention_hook__mutmut_34": ("base = torch.zeros((), dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.hooks.x_intervention_hook__mutmut_37": ("base = (fill(act) if callable(fill) else fill).to(device=None, dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.hooks.x_intervention_hook__mutmut_39": ("base = (fill(act) if callable(fill) else fill).to(dtype=act.dtype)", _CPU_ONLY),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_37": ("clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names, )", _LAST_LOGITS),
+    "safeseek_tl.baselines.patching.x_attribution_patching__mutmut_4": ("progress: bool = False,", _PROGRESS),
 }
 
 STATUS = {  # mutmut's exit codes (mutmut.stats.status_by_exit_code)

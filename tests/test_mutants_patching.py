@@ -48,3 +48,10 @@ def test_heads_by_default_and_one_granularity_only(sharp, method):
     assert heads.neurons is None and heads.heads.shape == (2, 4) and heads.metadata["units"] == "heads"
     neurons = method(sharp, CLEAN2, CORRUPTED2, units="neurons", progress=False)
     assert neurons.heads is None and neurons.neurons.shape == (2, 96)
+
+
+def test_attribution_sums_the_metric_over_every_batch(sharp):
+    # one pair per batch: the corrupted and clean means still cover both pairs
+    scores = attribution_patching(sharp, CLEAN2, CORRUPTED2, batch_size=1, progress=False)
+    assert scores.metadata["metric_clean"] == pytest.approx(sum(_metric_alone(sharp, p) for p in CLEAN2) / 2, rel=1e-4, abs=1e-5)
+    assert scores.metadata["metric_corrupted"] == pytest.approx(sum(_metric_alone(sharp, p) for p in CORRUPTED2) / 2, rel=1e-4, abs=1e-5)
