@@ -189,12 +189,11 @@ SIGNALS = pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids
 
 
 @SIGNALS
-def test_tune_command_stopped_by_a_signal_resumes_to_the_same_delta(cli_inputs, uninterrupted, tmp_path, monkeypatch, capsys, signum):
+def test_tune_command_stopped_by_a_signal_resumes_to_the_same_delta(cli_inputs, uninterrupted, tmp_path, monkeypatch, signum):
     out, handler = tmp_path / "run", signal.getsignal(signal.SIGTERM)
     with monkeypatch.context() as patch:
         _signal_in_step(patch, 5, signum)
-        code = run_cli(*_tune_args(cli_inputs, out))[0]
-    stderr = capsys.readouterr().err
+        code, _, stderr = run_cli(*_tune_args(cli_inputs, out))
     assert code == 130, stderr
     _check_stopped(out, stderr)
     assert len(_state(out / "checkpoint" / CHECKPOINT_FILE)["losses"]) == 4
@@ -221,8 +220,7 @@ def test_tune_subprocess_stopped_by_a_signal_resumes_to_the_same_delta(cli_input
     _check_resumes_to(cli_inputs, out, uninterrupted)
 
 
-def test_tune_command_refuses_to_resume_with_other_settings(cli_inputs, uninterrupted, capsys):
-    code = run_cli(*_tune_args(cli_inputs, uninterrupted, "--resume"), "--lr", "0.01")[0]
-    stderr = capsys.readouterr().err
+def test_tune_command_refuses_to_resume_with_other_settings(cli_inputs, uninterrupted):
+    code, _, stderr = run_cli(*_tune_args(cli_inputs, uninterrupted, "--resume"), "--lr", "0.01")
     assert code == 2, stderr
     assert f"error: {uninterrupted / 'checkpoint' / CHECKPOINT_FILE}: the checkpoint was made with other settings (lr: 0.001 -> 0.01)" in stderr
