@@ -130,8 +130,6 @@ _DEFAULT_FLOAT = "torch.full of a Python float makes torch's default dtype, floa
 _FALSY = "None is as false as False for an `if stochastic:` test"
 _NOISE_CLAMP = ("torch.rand draws from [0, 1): the upper bound never binds, and the lower one only when a draw is "
                 "exactly 0 (probability 2**-24 per unit), so clamping differently changes no gate in practice")
-_ZERO_DIM = ("a 0-d float32 zero does not change the dtype of act + s * (0 - act): a 0-d tensor takes the dtype of "
-             "the other operand of the same category")
 _POOL_UNUSED = "mean patching reads the reference means only: the resample pool collected beside them is never used"
 _RIGHT_PADDED = ("training pairs are right-padded (tokenize_pairs): in a causal model no real token attends to the "
                  "padding after it, and padding carries no label, so the loss is the same without the mask")
