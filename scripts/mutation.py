@@ -503,18 +503,23 @@ def short_name(name: str) -> str:
 
 def print_markdown(results: list[dict]) -> None:
     """The scores as a Markdown table, then the equivalent mutants by reason (for benchmarks/RESULTS.md)."""
-    print("| module | tests | mutants run (of all) | killed | equivalent | survived | score |")
-    print("|---|---|---|---|---|---|---|")
+    print("| module | tests | mutants run (of all) | killed | equivalent | survived | score | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        tests = ", ".join(t.removeprefix("tests/") for t in r.get("tests", []) if t.startswith("tests/"))
-        print(f"| {r['module']} | {tests} | {r['mutants']} ({r.get('total_generated', '?')}) | {r['killed']} | "
-              f"{r['equivalent']} | {r['survived']} | {r['score']}% |")
+        args, tests = r.get("tests", []), []
+        for i, arg in enumerate(args):
+            if arg.startswith("tests/"):
+                left_out = i > 0 and args[i - 1] == "--deselect"
+                tests.append(f"not {arg.rpartition('::')[2]}" if left_out else arg.removeprefix("tests/"))
+        print(f"| {r['module']} | {', '.join(tests)} | {r['mutants']} ({r.get('total_generated', '?')}) | {r['killed']} | "
+              f"{r['equivalent']} | {r['survived']} | {r['score']}% | {r.get('seconds', '?')} |")
     mutants = sum(r["mutants"] for r in results)
     killed = sum(r["killed"] for r in results)
     equivalent = sum(r["equivalent"] for r in results)
     considered = mutants - equivalent - sum(r.get("not_checked", 0) for r in results)
     overall = round(100 * killed / considered, 1) if considered else None
-    print(f"| **all** | | {mutants} | {killed} | {equivalent} | {considered - killed} | **{overall}%** |")
+    seconds = round(sum(r.get("seconds", 0) for r in results))
+    print(f"| **all** | | {mutants} | {killed} | {equivalent} | {considered - killed} | **{overall}%** | {seconds} |")
     run = {n for r in results for n in r.get("names", [])}
     by_reason: dict[str, list[str]] = {}
     for name, (_, reason) in EQUIVALENT.items():
@@ -524,7 +529,7 @@ def print_markdown(results: list[dict]) -> None:
     print("| why equivalent | mutants |")
     print("|---|---|")
     for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1])):
-        print(f"| {reason} | {len(names)}: {', '.join(f'`{n}`' for n in sorted(names))} |")
+        print(f"| {reason.replace('|', chr(92) + '|')} | {len(names)}: {', '.join(f'`{n}`' for n in sorted(names))} |")
 
 
 def main(argv: list[str] | None = None) -> int:
