@@ -17,7 +17,10 @@ and counted like any other mutant instead of being excluded.
     python scripts/mutation.py                      # every module, in MODULES order
     python scripts/mutation.py units metrics         # some modules
     python scripts/mutation.py --sample 200 seek     # a seeded sample of a module's mutants
+    python scripts/mutation.py --recheck units       # the survivors again, after adding tests
+    python scripts/mutation.py --fresh               # forget earlier results (a timed full run)
     python scripts/mutation.py --report              # scores of the last runs, without running
+    python scripts/mutation.py --report --markdown   # the same as benchmarks/RESULTS.md shows it
     python scripts/mutation.py --survivors units     # the diff of each surviving mutant
 
 The score of a module is (killed + timed out) / (mutants run - equivalent); mutants that no
