@@ -86,6 +86,14 @@ def _cache_keyword_aware(update: Callable[..., tuple[Tensor, Tensor]]) -> Callab
     return update_kv_cache
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its end-of-sequence token, else 0."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
 def greedy_generate(
     model: Any,
     input_ids: Int[Tensor, "batch prompt_pos"],
@@ -95,13 +103,12 @@ def greedy_generate(
     use_cache: bool = True,
 ) -> Int[Tensor, "batch pos"]:
     """Prompt + greedy completion by Hugging Face ``generate`` on the wrapped model (hooks apply)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return causal_lm(model).generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
         max_new_tokens=max_new_tokens,
         do_sample=False,
-        pad_token_id=pad_id,
+        pad_token_id=pad_token_id(tokenizer),
         eos_token_id=tokenizer.eos_token_id,
         use_cache=use_cache,
     )
@@ -113,7 +120,7 @@ PROBE_TEXTS = ("The three primary colours are", "Count with me: one, two, three,
 
 def probe_batch(tokenizer: Any, texts: Sequence[str] = PROBE_TEXTS) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """``texts`` tokenized and left-padded by hand (whatever the tokenizer's own padding side)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     rows = [tokenizer(text).input_ids for text in texts]
     width = max(map(len, rows))
     ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows])

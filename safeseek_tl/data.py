@@ -27,6 +27,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.compat import pad_token_id
 from safeseek_tl.errors import DataError, InputError
 
 DataKind = Literal["backdoor", "alignment", "benign"]
@@ -278,13 +279,6 @@ def context_length(chat: ChatFormatter) -> int | None:
     return int(limit) if isinstance(limit, int) and 0 < limit < 10**9 else None
 
 
-def _pad_id(tokenizer: Any) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
 def tokenize_pairs(
     chat: ChatFormatter,
     pairs: Sequence[tuple[str, str]],
@@ -320,7 +314,7 @@ def tokenize_pairs(
     if truncated:
         warnings.warn(f"{source}: {truncated} of {len(pairs)} completions were cut to fit {limit}", stacklevel=2)
     width = max(len(p) + len(c) for p, c in rows)
-    pad_id = _pad_id(chat.tokenizer)
+    pad_id = pad_token_id(chat.tokenizer)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -365,7 +359,7 @@ def tokenize_prompts(chat: ChatFormatter, prompts: Sequence[str], max_length: in
         )
         rows = [r[-max_length:] for r in rows]
     width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), _pad_id(chat.tokenizer), dtype=torch.long)
+    input_ids = torch.full((len(rows), width), pad_token_id(chat.tokenizer), dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, ids in enumerate(rows):
         input_ids[i, width - len(ids) :] = torch.tensor(ids)

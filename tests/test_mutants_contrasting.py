@@ -12,7 +12,7 @@ import torch
 from safeseek_tl import Circuit, ModelShape, ShapeMismatchError
 from safeseek_tl.ablation import ReferenceActivations, ablated
 from safeseek_tl.baselines import activation_contrast, random_like, static_patching
-from safeseek_tl.baselines.contrasting import _pad_id
+from safeseek_tl.compat import pad_token_id
 from safeseek_tl.generation import generate
 from tests.helpers import PROMPTS
 
@@ -26,9 +26,9 @@ def test_the_checks_name_what_does_not_fit(sharp):
 
 
 def test_padding_id_is_the_pad_token_or_else_eos():
-    assert _pad_id(SimpleNamespace(pad_token_id=3, eos_token_id=5)) == 3
-    assert _pad_id(SimpleNamespace(pad_token_id=0, eos_token_id=5)) == 0
-    assert _pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=5)) == 5
+    assert pad_token_id(SimpleNamespace(pad_token_id=3, eos_token_id=5)) == 3
+    assert pad_token_id(SimpleNamespace(pad_token_id=0, eos_token_id=5)) == 0
+    assert pad_token_id(SimpleNamespace(pad_token_id=None, eos_token_id=5)) == 5
 
 
 def test_random_like_records_its_seed():

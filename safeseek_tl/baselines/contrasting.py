@@ -14,7 +14,7 @@ token on the same sequences.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from jaxtyping import Bool, Int
@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from safeseek_tl.ablation import ReferenceActivations, ablated
-from safeseek_tl.compat import check_cached_generation, greedy_generate
+from safeseek_tl.compat import check_cached_generation, greedy_generate, pad_token_id
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
 from safeseek_tl.generation import generate
@@ -47,10 +47,6 @@ def _check_neurons_only(model: LoadedModel, neurons: Circuit) -> None:
     model.shape.check_compatible(neurons.shape, "the neuron set")
     if neurons.n_heads:
         raise InputError(f"Safety-Neurons patching patches neurons only, but the circuit holds {neurons.n_heads} heads")
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
 
 @torch.no_grad()
@@ -179,7 +175,7 @@ def dynamic_patching(
     layers = [layer for layer in range(neurons.shape.n_layers) if neurons.neurons[layer].any()]
     names = {neuron_hook(layer) for layer in layers}
     tokenizer = model.tokenizer
-    pad_id, eos_id = _pad_id(tokenizer), tokenizer.eos_token_id
+    pad_id, eos_id = pad_token_id(tokenizer), tokenizer.eos_token_id
     tokens = tokenize_prompts(model.chat, prompts)
     outputs: list[str] = []
     for part in tqdm(batch_slices(len(prompts), batch_size), desc="dynamic patching", disable=not progress, leave=False):
