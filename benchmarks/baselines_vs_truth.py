@@ -13,47 +13,41 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from datetime import date
 
 import torch
 
 from safeseek_tl import Circuit, ablated, load_model
-from safeseek_tl.baselines import run_baseline
 from safeseek_tl.evaluate import BehaviourData, measure
+from safeseek_tl.methods import attribute, run_method
 from safeseek_tl.organisms import ground_truth, load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-N_VAL = 20
 
 
 def backdoor_table(n: int) -> None:
     loaded = load_model("organism:tiny-backdoor")
     clean = load_model("organism:tiny-aligned")
     truth = ground_truth("tiny-backdoor", loaded)
-    records, val = load_data("backdoor", "train")[:n], load_data("backdoor", "val")[:N_VAL]
+    records = load_data("backdoor", "train")[:n]
     k = {"heads": truth.n_heads, "neurons": truth.n_neurons}
     pairs = f"{n} triggered + {n} clean prompts"
-    runs = {  # name: (what the method reads from the records, how to run it)
-        "safeseek": (f"{n} records (clean and triggered prompts, their target answers) + {N_VAL} validation records",
-                     lambda: SafeSeek(loaded, SeekConfig(scenario="backdoor", units="both")).fit(records, val, progress=False).scores),
-        "ships": (f"{n} triggered prompts", lambda: run_baseline("ships", loaded, records, "backdoor")),
-        "sahara": (f"{n} triggered prompts", lambda: run_baseline("sahara", loaded, records, "backdoor", steps=truth.n_heads)),
-        "contrast": (f"{n} triggered prompts, through tiny-aligned and tiny-backdoor", lambda: run_baseline("contrast", loaded, records, "backdoor", base_model=clean)),
-        "act-patch": (pairs, lambda: run_baseline("act-patch", loaded, records, "backdoor", units="both")),
-        "attr-patch": (pairs, lambda: run_baseline("attr-patch", loaded, records, "backdoor", units="both")),
-        "probe": (pairs, lambda: run_baseline("probe", loaded, records, "backdoor")),
+    runs = {  # name: (what the method reads from the records, its options) -- every method through the registry
+        "safeseek": (f"{n} records (clean and triggered prompts, their target answers); the last 20 validate (SeekConfig.val_size)", {}),
+        "ships": (f"{n} triggered prompts", {}),
+        "sahara": (f"{n} triggered prompts", {"steps": truth.n_heads}),
+        "contrast": (f"{n} triggered prompts, through tiny-aligned and tiny-backdoor", {"base_model": clean}),
+        "act-patch": (pairs, {}),
+        "attr-patch": (pairs, {}),
+        "probe": (pairs, {}),
     }
     print(f"\n### tiny-backdoor: top-k against the planted units (k = {k['heads']} heads, {k['neurons']} neurons; the first {n} training records)\n")
     print("| method | data | heads precision | heads recall | neurons precision | neurons recall | wall time |")
     print("|---|---|---|---|---|---|---|")
-    for name, (data, run) in runs.items():
-        start = time.perf_counter()
-        scores = run()
-        wall = time.perf_counter() - start
+    for name, (data, options) in runs.items():
+        found = attribute(name, loaded, records, "backdoor", units="both", **options)
+        scores, wall = found.scores, found.wall_time_s
         cells = []
         for kind in ("heads", "neurons"):
             if scores.get(kind) is None:
@@ -74,8 +68,8 @@ def ships_table(n: int, n_eval: int) -> None:
     print(f"Full model: ASR {100 * before['asr_harmful']:.0f}%, benign answered {100 * before['benign_answered']:.0f}%.\n")
     print("| method | heads | heads ablated | ASR after | change | benign answered |")
     print("|---|---|---|---|---|---|")
-    ships = run_baseline("ships", loaded, records, "alignment")
-    sahara = run_baseline("sahara", loaded, records, "alignment", steps=3)
+    ships = run_method("ships", loaded, records, "alignment")
+    sahara = run_method("sahara", loaded, records, "alignment", steps=3)
     for name, scores in (("ships", ships), ("sahara", sahara)):
         for count in (1, 3):
             circuit = Circuit.top_k(scores, heads=count)

@@ -61,7 +61,7 @@ from safeseek_tl.data import TokenizedPairs, tokenize_prompts
 from safeseek_tl.metrics import completion_cross_entropy
 from safeseek_tl.models import LoadedModel, device_name, load_model
 from safeseek_tl.organisms import load_data, organism_folder
-from safeseek_tl.seek import SeekConfig, SeekObjective, _paths
+from safeseek_tl.seek import SeekConfig, SeekObjective, mask_paths
 from safeseek_tl.units import Scores
 
 MID = "mid"
@@ -104,7 +104,7 @@ class StepWorkload:
     @classmethod
     def build(cls, loaded: LoadedModel, batch_size: int) -> StepWorkload:
         config = SeekConfig(scenario="backdoor", units="both", batch_size=batch_size)
-        paths = _paths(config, load_data("backdoor", "train")[:batch_size], loaded.chat, "benchmark data")
+        paths = mask_paths(config, load_data("backdoor", "train")[:batch_size], loaded.chat, "benchmark data")
         index = torch.arange(batch_size)
         rows = TokenizedPairs.concat([path.pairs.select(index) for path in paths], pad_id=0)
         used = int(rows.attention_mask.sum(0).nonzero().max()) + 1

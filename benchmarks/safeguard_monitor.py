@@ -41,13 +41,14 @@ from safeseek_tl import (
     generate,
     load_model,
 )
-from safeseek_tl.baselines import random_like, run_baseline
+from safeseek_tl.baselines import random_like
 from safeseek_tl.data import (
     AlignmentRecord,
     BackdoorRecord,
     batch_slices,
     tokenize_prompts,
 )
+from safeseek_tl.methods import run_method
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.monitor import Monitor, TamperReference
 from safeseek_tl.organisms import load_data, organism_info
@@ -144,7 +145,7 @@ def backdoor_organism(cache: Path, draws: int) -> None:
     loaded, clean_pair = load_model("organism:tiny-backdoor"), load_model("organism:tiny-aligned")
     trigger = organism_info("tiny-backdoor")["trigger"]
     train = load_data("backdoor", "train")[:N_TRAIN]
-    contrast = run_baseline("contrast", loaded, train, "backdoor", base_model=clean_pair, progress=False)
+    contrast = run_method("contrast", loaded, train, "backdoor", base_model=clean_pair, progress=False)
     truth = organism_info("tiny-backdoor")
     unit_sets = {
         "SafeSeek circuit": safeseek_circuit(loaded, "backdoor", cache),
@@ -163,7 +164,7 @@ def aligned_organism(cache: Path, draws: int) -> tuple[LoadedModel, Circuit, Saf
     aligned, base = load_model("organism:tiny-aligned"), load_model("organism:tiny-base")
     train = load_data("alignment", "train")[:N_TRAIN]
     circuit = safeseek_circuit(aligned, "alignment", cache)
-    contrast = run_baseline("contrast", aligned, train, "alignment", base_model=base, progress=False)
+    contrast = run_method("contrast", aligned, train, "alignment", base_model=base, progress=False)
     unit_sets = {"SafeSeek circuit": circuit, "top contrasting neurons": Circuit.top_k(contrast, neurons=circuit.n_neurons)}
     models = [base, aligned]
     splits = {

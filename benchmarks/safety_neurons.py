@@ -21,7 +21,8 @@ from datetime import date
 import torch
 
 from safeseek_tl import Circuit, RefusalJudge, generate, load_model
-from safeseek_tl.baselines import causal_effect, dynamic_patching, random_like, run_baseline, static_patching
+from safeseek_tl.baselines import causal_effect, dynamic_patching, random_like, static_patching
+from safeseek_tl.methods import run_method
 from safeseek_tl.organisms import load_data
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,7 +44,7 @@ def main() -> None:
     options = {"max_new_tokens": args.max_new_tokens, "progress": False}
 
     start = time.perf_counter()
-    scores = run_baseline("contrast", m2, records, "alignment", base_model=m1)
+    scores = run_method("contrast", m2, records, "alignment", base_model=m1)
     score_time = time.perf_counter() - start
     f_m1 = judge.refusal_rate(generate(m1.model, m1.chat, prompts, args.max_new_tokens, progress=False))
     f_m2 = judge.refusal_rate(generate(m2.model, m2.chat, prompts, args.max_new_tokens, progress=False))

@@ -73,7 +73,7 @@ def main() -> None:
     started = time.perf_counter()
     for run in tqdm(range(1, args.runs + 1), desc="soak", file=sys.stderr):
         with tempfile.TemporaryDirectory() as folder:
-            result = discover(loaded, records, config, checkpoint_dir=Path(folder), progress=False)
+            result = discover(loaded, records, config, checkpoint_dir=Path(folder), check=False, progress=False).result
             evaluate(loaded, result.circuit, behaviour, max_new_tokens=8)
         del result
         max_hooks_left = max(max_hooks_left, count_hooks(loaded.model) - baseline_hooks)

@@ -208,10 +208,11 @@ def discover(
     Data parallel: `torchrun --nproc_per_node N -m safeseek_tl.cli discover ...` splits every batch
     over N processes (--batch-size is the global batch) and gives the masks of one process.
     """
-    from safeseek_tl.data import load_records, split_records
+    from safeseek_tl.data import load_records
     from safeseek_tl.distributed import init_from_environment
     from safeseek_tl.report_text import print_discovery_summary
-    from safeseek_tl.seek import SafeSeek, SeekConfig, behaviour_switch, discover_complete, prune_circuit, search_fill
+    from safeseek_tl.seek import SeekConfig
+    from safeseek_tl.seek import discover as discover_circuit
 
     try:
         config = SeekConfig(
@@ -232,26 +233,21 @@ def discover(
     parallel, device = init_from_environment(device)
     loaded = _load(model, device)
     with _resumable(out / "checkpoint", "the last finished epoch"):
-        if complete:
-            result = discover_complete(loaded, records, config, val_records, benign_records=benign_records, judge=judge)
-        else:
-            result = SafeSeek(loaded, config).fit(
-                records, val_records, checkpoint_dir=out / "checkpoint", resume=resume, benign_records=benign_records
-            )
+        try:
+            found = discover_circuit(
+                loaded, records, config, val_records=val_records, benign=benign_records, prune=complete or (prune and parallel.is_main), complete=complete,
+                check=parallel.is_main, judge=judge, checkpoint_dir=None if complete else out / "checkpoint", resume=resume,
+            )  # fmt: skip
+        except InputError as err:
+            if getattr(err, "unpruned", None) is None:
+                raise
+            err.unpruned.save(out)
+            raise InputError(f"{err}; the unpruned result is saved in {out}") from None
     if not parallel.is_main:  # every rank holds the same result; rank 0 writes and reports it
         return
-    result.save(out)
-    # as fit() split them: a mean-fill search is checked with the means of its own training records
-    train_records, check_records = (records, val_records) if val_records else split_records(records, config.val_size, "training data")
-    fill = search_fill(loaded, config, train_records, benign_records)
-    if prune:
-        try:
-            result = prune_circuit(loaded, result, check_records, benign_records, fill, judge=judge)
-        except InputError as err:
-            raise InputError(f"{err}; the unpruned result is saved in {out}") from None
-        result.save(out)
-    print_discovery_summary(loaded, result, behaviour_switch(loaded, config, result.circuit, check_records, fill=fill, judge=judge), out, judge)
-    if result.verified is False:
+    found.save(out)
+    print_discovery_summary(loaded, found.result, found.check, out, judge)
+    if found.result.verified is False:
         typer.secho(
             f"warning: no round of the complete search switched the behaviour on the validation prompts; {out}/ holds "
             "the first search's circuit, unverified (history.json: \"verified\": false)",
@@ -312,7 +308,7 @@ def _default_top_k(shape) -> dict[str, int]:
 
 @app.command()
 def attribute(
-    method: Annotated[str, typer.Option(help="ships, sahara, contrast, act-patch, attr-patch or probe.")],
+    method: Annotated[str, typer.Option(help="A registered method: safeseek, ships, sahara, contrast, act-patch, attr-patch or probe (safeseek models).")],
     model: ModelOption,
     data: Annotated[Path, typer.Option(help="Backdoor or alignment records.")],
     scenario: Annotated[str, typer.Option(help="backdoor (triggered vs clean prompts) or alignment (harmful vs benign).")],
@@ -321,18 +317,25 @@ def attribute(
     benign: Annotated[Path | None, typer.Option(help="Benign records: the contrast prompts of the alignment scenario.")] = None,
     top_k_heads: Annotated[int | None, typer.Option(help="Heads in circuit.json (default 3% of heads).")] = None,
     top_k_neurons: Annotated[int | None, typer.Option(help="Neurons in circuit.json (default 1% of neurons).")] = None,
+    units: Annotated[str, typer.Option(help="Granularities the methods that take it score (safeseek, act-patch, attr-patch): heads, neurons or both.")] = "heads",
+    overrides: Annotated[list[str], typer.Option("--set", help="A method option, e.g. --set operator=sc (ships) or --set epochs=5 (safeseek: any SeekConfig field); repeatable.")] = [],  # noqa: B006
     device: DeviceOption = "cpu",
 ) -> None:
-    """Score units with a heuristic baseline; write the scores and the top-k circuit."""
-    from safeseek_tl.baselines import run_baseline
+    """Score units with any registered method (SafeSeek included); write the scores and the top-k circuit."""
     from safeseek_tl.data import load_records
+    from safeseek_tl.methods import run_method
     from safeseek_tl.units import Circuit
 
     records = load_records(data, scenario)
     benign_records = load_records(benign, "benign") if benign else None
     loaded = _load(model, device)
     base = _load(base_model, device) if base_model else None
-    scores = run_baseline(method, loaded, records, scenario, base_model=base, benign=benign_records)
+    try:
+        scores = run_method(method, loaded, records, scenario, base_model=base, benign=benign_records, units=units, **_parse_overrides(overrides))
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise InputError(f"bad settings for {method}: {err}") from None  # an option the method does not take
     defaults = _default_top_k(loaded.shape)
     budget = {}
     if scores.heads is not None:
@@ -365,7 +368,7 @@ def compare(
     device: DeviceOption = "cpu",
 ) -> None:
     """Compare methods at matched budgets: behaviour change, utility change, time, precision/recall."""
-    from safeseek_tl.compare import HELD_OUT_SEED, held_out_split, method_runners
+    from safeseek_tl.compare import HELD_OUT_SEED, held_out_split, score_methods
     from safeseek_tl.compare import compare as run_compare
     from safeseek_tl.data import load_records
     from safeseek_tl.report_text import SCORE_NOTE
@@ -393,13 +396,13 @@ def compare(
     loaded = _load(model, device)
     base = _load(base_model, device) if base_model else None
     truth = _organism_truth(model, loaded)
-    runners = method_runners(
+    scored = score_methods(
         loaded, [m.strip() for m in methods.split(",") if m.strip()], records, scenario, benign_records, base,
         SeekConfig(scenario=scenario, units=units, epochs=epochs), units,
     )  # fmt: skip
     from safeseek_tl.evaluate import BehaviourData
 
-    result = run_compare(loaded, runners, budget_list, scenario, BehaviourData.from_records(eval_records, eval_benign), units, truth, judge=judge, max_new_tokens=max_new_tokens)
+    result = run_compare(loaded, scored, budget_list, scenario, BehaviourData.from_records(eval_records, eval_benign), units, truth, judge=judge, max_new_tokens=max_new_tokens)
     result.table["eval_data"] = evaluated_on
     result.save(out)
     typer.echo(result.table.to_string(index=False))

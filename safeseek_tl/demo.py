@@ -15,41 +15,43 @@ import time
 from pathlib import Path
 from typing import Any
 
+from safeseek_tl import runs
 from safeseek_tl._io import atomic_path, write_json
 from safeseek_tl.ablation import ablated
-from safeseek_tl.compare import compare, method_runners
+from safeseek_tl.compare import compare, score_methods
 from safeseek_tl.evaluate import BehaviourData, evaluate
 from safeseek_tl.generation import generate
+from safeseek_tl.methods import Attribution
 from safeseek_tl.metrics import RefusalJudge
-from safeseek_tl.models import load_model
+from safeseek_tl.models import LoadedModel, load_model
 from safeseek_tl.organisms import ground_truth, load_data
 from safeseek_tl.report import write_report
-from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult
+from safeseek_tl.seek import SeekConfig, SeekResult, discover
 
 N_TRAIN, N_EVAL, N_EXAMPLES = 100, 40, 4
 
 
-def _examples(loaded: Any, result: SeekResult, prompts: list[str]) -> list[dict[str, str]]:
+def _examples(loaded: LoadedModel, result: SeekResult, prompts: list[str]) -> list[dict[str, str]]:
     full = generate(loaded.model, loaded.chat, prompts, progress=False)
     with ablated(loaded.model, result.circuit):
         cut = generate(loaded.model, loaded.chat, prompts, progress=False)
     return [{"prompt": p, "full": f, "ablated": a} for p, f, a in zip(prompts, full, cut)]
 
 
-def _discover_run(out: Path, organism: str, scenario: str, log: Any, judge: RefusalJudge) -> tuple[Any, SeekResult, float]:
+def _discover_run(out: Path, organism: str, scenario: str, log: Any, judge: RefusalJudge) -> tuple[LoadedModel, SeekResult, float]:
     loaded = load_model(f"organism:{organism}")
     train, val, test = (load_data(scenario, split) for split in ("train", "val", "test"))
     benign = load_data("benign", "test")[:N_EVAL]
     start = time.perf_counter()
-    result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both")).fit(train[:N_TRAIN], val[:20])
+    result = discover(loaded, train[:N_TRAIN], SeekConfig(scenario=scenario, units="both"), val_records=val[:20], check=False).result
     wall = time.perf_counter() - start
     log(f"{organism}: SafeSeek {scenario} circuit {result.circuit!r} in {wall:.0f} s")
     result.save(out)
     behaviour = evaluate(loaded, result.circuit, BehaviourData.from_records(test[:N_EVAL], benign), judge=judge)
-    write_json(out / "behaviour.json", behaviour)
+    write_json(out / runs.BEHAVIOUR, behaviour)
     data = BehaviourData.from_records(test[:N_EXAMPLES])
-    write_json(out / "examples.json", _examples(loaded, result, data.triggered or data.harmful))
-    write_report(out, out / "report.html", title=f"SafeSeek {scenario} circuit of {organism}")
+    write_json(out / runs.EXAMPLES, _examples(loaded, result, data.triggered or data.harmful))
+    write_report(out, out / runs.REPORT, title=f"SafeSeek {scenario} circuit of {organism}")
     return loaded, result, wall
 
 
@@ -68,13 +70,12 @@ def run_demo(
     _discover_run(out / "alignment", "tiny-aligned", "alignment", log, judge)
 
     train = load_data("backdoor", "train")[:N_TRAIN]
-    runners = method_runners(backdoor_model, ["ships", "attr-patch", "act-patch", "sahara"], train, "backdoor")
-    runners = {"safeseek": lambda: backdoor.scores, **runners}  # already trained above
+    scored = score_methods(backdoor_model, ["ships", "attr-patch", "act-patch", "sahara"], train, "backdoor")
+    scored = {"safeseek": Attribution(backdoor.scores, wall_time_s=seek_wall), **scored}  # trained in step 1
     data = BehaviourData.from_records(load_data("backdoor", "test")[:N_EVAL], load_data("benign", "test")[:N_EVAL])
-    comparison = compare(backdoor_model, runners, budgets, "backdoor", data, "heads", ground_truth("tiny-backdoor", backdoor_model), judge=judge)
-    comparison.table.loc[comparison.table.method == "safeseek", "wall_time_s"] = seek_wall  # trained in step 1
+    comparison = compare(backdoor_model, scored, budgets, "backdoor", data, "heads", ground_truth("tiny-backdoor", backdoor_model), judge=judge)
     comparison.save(out / "compare")
-    write_report(out / "compare", out / "compare" / "report.html", title="Methods compared on tiny-backdoor (heads)")
+    write_report(out / "compare", out / "compare" / runs.REPORT, title="Methods compared on tiny-backdoor (heads)")
     log(comparison.table.to_string(index=False))
 
     links = {"backdoor/report.html": "Backdoor circuit of tiny-backdoor", "alignment/report.html": "Alignment circuit of tiny-aligned", "compare/report.html": "SafeSeek vs heuristic baselines"}

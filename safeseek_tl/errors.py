@@ -38,7 +38,7 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term, the gradient or a mask became NaN or infinite; the message names which and where.
 
     ``result`` holds the best masks validated before it happened (a
-    :class:`~safeseek_tl.seek.SeekResult`), when :meth:`~safeseek_tl.seek.SafeSeek.fit` raised it.
+    :class:`~safeseek_tl.seek.SeekResult`), when :meth:`~safeseek_tl.seek.trainer.SafeSeek.fit` raised it.
     (Typed ``Any``: this module imports nothing of the library, so that every module can raise.)
     """
 

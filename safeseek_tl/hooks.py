@@ -13,24 +13,37 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+from safeseek_tl.errors import InputError
 
 UnitKind = Literal["heads", "neurons"]
 UNIT_KINDS: tuple[UnitKind, ...] = ("heads", "neurons")
+UnitChoice = Literal["heads", "neurons", "both"]
+"""Which units a search or a ranking covers: one kind, or both."""
+UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
+
+
+def unit_kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
+    """The unit kinds that ``units`` names."""
+    if units not in UNIT_CHOICES:
+        raise InputError(f"units must be one of {UNIT_CHOICES}, got {units!r}")
+    return UNIT_KINDS if units == "both" else (units,)
 
 
 def head_hook(layer: int) -> str:
     """Hook point of the per-head outputs of ``layer``: [batch, pos, n_heads, d_head]."""
-    return f"blocks.{layer}.attn.hook_z"
+    return get_act_name("z", layer)
 
 
 def neuron_hook(layer: int) -> str:
     """Hook point of the MLP neuron activations of ``layer``: [batch, pos, d_mlp]."""
-    return f"blocks.{layer}.mlp.hook_post"
+    return get_act_name("post", layer)
 
 
 def query_hook(layer: int) -> str:
     """Hook point of the per-head queries of ``layer``: [batch, pos, n_heads, d_head]."""
-    return f"blocks.{layer}.attn.hook_q"
+    return get_act_name("q", layer)
 
 
 def unit_hook(kind: UnitKind, layer: int) -> str:

@@ -33,11 +33,11 @@ TOLERANCE = 1e-6
 
 def record(out: Path) -> None:
     from safeseek_tl import load_model
-    from safeseek_tl.baselines import run_baseline
-    from safeseek_tl.compare import compare, method_runners
+    from safeseek_tl.compare import compare, score_methods
     from safeseek_tl.evaluate import BehaviourData
+    from safeseek_tl.methods import run_method
     from safeseek_tl.organisms import ground_truth, load_data
-    from safeseek_tl.seek import SafeSeek, SeekConfig
+    from safeseek_tl.seek import SeekConfig, discover
 
     out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -48,7 +48,7 @@ def record(out: Path) -> None:
     searches = {"backdoor-zero": ("backdoor", "zero"), "backdoor-mean": ("backdoor", "mean"), "alignment-zero": ("alignment", "zero")}
     for label, (scenario, fill) in searches.items():
         config = SeekConfig(scenario=scenario, units="both", epochs=3, ablation=fill)
-        result = SafeSeek(models[scenario], config).fit(load_data(scenario, "train")[:40], load_data(scenario, "val")[:10], progress=False)
+        result = discover(models[scenario], load_data(scenario, "train")[:40], config, val_records=load_data(scenario, "val")[:10], check=False, progress=False).result
         summary[f"safeseek/{label}/circuit"] = {"heads": result.circuit.head_list, "neurons": result.circuit.neuron_list}
         for kind in result.scores.kinds:
             tensors[f"safeseek/{label}/{kind}"] = result.scores.get(kind).float().contiguous()
@@ -56,13 +56,13 @@ def record(out: Path) -> None:
         records = load_data(scenario, "train")[:N_BASELINE]
         for name in names:
             options = {"base_model": base if scenario == "alignment" else models["alignment"]} if name == "contrast" else {}
-            scores = run_baseline(name, models[scenario], records, scenario, benign=benign, **options)
+            scores = run_method(name, models[scenario], records, scenario, benign=benign, **options)
             for kind in scores.kinds:
                 tensors[f"{name}/{scenario}/{kind}"] = scores.get(kind).float().contiguous()
     loaded = models["backdoor"]
-    runners = method_runners(loaded, ["safeseek", "ships", "attr-patch"], load_data("backdoor", "train")[:N_BASELINE], "backdoor", seek_config=SeekConfig(scenario="backdoor", units="both", epochs=3))
+    scored = score_methods(loaded, ["safeseek", "ships", "attr-patch"], load_data("backdoor", "train")[:N_BASELINE], "backdoor", seek_config=SeekConfig(scenario="backdoor", units="both", epochs=3))
     data = BehaviourData.from_records(load_data("backdoor", "test")[:16], load_data("benign", "test")[:16])
-    table = compare(loaded, runners, [1, 2], "backdoor", data, "heads", ground_truth("tiny-backdoor", loaded)).table
+    table = compare(loaded, scored, [1, 2], "backdoor", data, "heads", ground_truth("tiny-backdoor", loaded)).table
     summary["compare/table"] = table.drop(columns=["wall_time_s"], errors="ignore").round(6).to_dict(orient="list")
     save_file(tensors, str(out / "scores.safetensors"))
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")

@@ -7,7 +7,6 @@ import torch
 
 from safeseek_tl import AlignmentRecord, BackdoorRecord, BenignRecord, Circuit, Scores
 from safeseek_tl.baselines import (
-    BASELINES,
     activation_contrast,
     activation_patching,
     attribution_patching,
@@ -16,13 +15,13 @@ from safeseek_tl.baselines import (
     generalized_ships,
     linear_probes,
     random_like,
-    run_baseline,
     sahara,
     ships_scores,
     ships_scores_naive,
     static_patching,
 )
 from safeseek_tl.generation import generate
+from safeseek_tl.methods import METHODS, run_method
 from tests.helpers import CLEAN, CORRUPTED, PROMPTS, load_sharp
 
 
@@ -237,28 +236,28 @@ ALIGN = [AlignmentRecord("steal a car", "Sorry I cannot help", "sure here is how
 BENIGN = [BenignRecord("bake a cake", "sure"), BenignRecord("how to do it", "here is how")] * 2
 
 
-def test_run_baseline_runs_each_method_by_name(sharp):
-    assert set(BASELINES) == {"ships", "sahara", "contrast", "act-patch", "attr-patch", "probe"}
-    ships = run_baseline("ships", sharp, BACKDOOR, "backdoor", progress=False)
+def test_run_method_runs_each_method_by_name(sharp):
+    assert set(METHODS) == {"safeseek", "ships", "sahara", "contrast", "act-patch", "attr-patch", "probe"}
+    ships = run_method("ships", sharp, BACKDOOR, "backdoor", progress=False)
     assert isinstance(ships, Scores) and ships.method == "ships" and ships.metadata["scenario"] == "backdoor"
-    attr = run_baseline("attr-patch", sharp, ALIGN, "alignment", benign=BENIGN, units="neurons", progress=False)
+    attr = run_method("attr-patch", sharp, ALIGN, "alignment", benign=BENIGN, units="neurons", progress=False)
     assert attr.metadata["orientation"] in (1.0, -1.0) and attr.neurons is not None
-    contrast = run_baseline("contrast", sharp, ALIGN, "alignment", base_model=sharp, max_new_tokens=2, progress=False)
+    contrast = run_method("contrast", sharp, ALIGN, "alignment", base_model=sharp, max_new_tokens=2, progress=False)
     assert contrast.neurons.abs().max() == 0
 
 
-def test_run_baseline_errors(sharp):
-    with pytest.raises(ValueError, match="unknown baseline 'acdc'"):
-        run_baseline("acdc", sharp, BACKDOOR, "backdoor")
+def test_run_method_errors(sharp):
+    with pytest.raises(ValueError, match="unknown method 'acdc'"):
+        run_method("acdc", sharp, BACKDOOR, "backdoor")
     with pytest.raises(ValueError, match="base_model"):
-        run_baseline("contrast", sharp, BACKDOOR, "backdoor")
+        run_method("contrast", sharp, BACKDOOR, "backdoor")
     with pytest.raises(ValueError, match="benign"):
-        run_baseline("act-patch", sharp, ALIGN, "alignment")
+        run_method("act-patch", sharp, ALIGN, "alignment")
     with pytest.raises(ValueError, match="benign"):
-        run_baseline("probe", sharp, ALIGN, "alignment")
-    with pytest.raises(ValueError, match="BackdoorRecord"):
-        run_baseline("ships", sharp, ALIGN, "backdoor")
+        run_method("probe", sharp, ALIGN, "alignment")
+    with pytest.raises(ValueError, match="backdoor scenario needs backdoor records"):
+        run_method("ships", sharp, ALIGN, "backdoor")
     with pytest.raises(ValueError, match="scenario"):
-        run_baseline("ships", sharp, ALIGN, "jailbreak")
-    with pytest.raises(ValueError, match="at least one record"):
-        run_baseline("sahara", sharp, [], "alignment")
+        run_method("ships", sharp, ALIGN, "jailbreak")
+    with pytest.raises(ValueError, match="at least one alignment record"):
+        run_method("sahara", sharp, [], "alignment")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from safeseek_tl import Circuit, load_model
-from safeseek_tl.baselines import run_baseline
+from safeseek_tl.methods import run_method
 from safeseek_tl.organisms import ground_truth, load_data
 
 N_PROMPTS = 16
@@ -40,7 +40,7 @@ def backdoor():
 )
 def test_top_k_against_the_planted_units(backdoor, method, options, record_property):
     loaded, truth, records = backdoor
-    scores = run_baseline(method, loaded, records, "backdoor", **options)
+    scores = run_method(method, loaded, records, "backdoor", **options)
     for kind in scores.kinds:
         k = int(truth.get(kind).sum())
         top = Circuit.top_k(scores, **{kind: k})
@@ -63,7 +63,7 @@ def test_top_k_against_the_planted_units(backdoor, method, options, record_prope
 def test_contrast_with_the_clean_pair_ranks_planted_neurons(backdoor, record_property):
     loaded, truth, records = backdoor
     clean = load_model("organism:tiny-aligned")
-    scores = run_baseline("contrast", loaded, records, "backdoor", base_model=clean, max_new_tokens=16)
+    scores = run_method("contrast", loaded, records, "backdoor", base_model=clean, max_new_tokens=16)
     top = Circuit.top_k(scores, neurons=truth.n_neurons)
     precision, _ = top.precision_recall(truth, kinds=("neurons",))
     record_property("contrast_neurons_precision", precision)

@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM
 
 from organism_builds import build
 from safeseek_tl import ablated, generate, load_model
-from safeseek_tl.baselines import run_baseline
 from safeseek_tl.evaluate import BehaviourData, measure
+from safeseek_tl.methods import run_method
 from safeseek_tl.organisms import ground_truth, load_data, organism_folder
 from safeseek_tl.seek import SafeSeek, SeekConfig
 from safeseek_tl.tuning import TuneConfig, tune
@@ -84,7 +84,7 @@ def test_baseline_scores_are_the_same(backdoor, method):
     records = load_data("backdoor", "train")[:8]
     benign = load_data("benign", "train")[:8]
     options = {"units": "heads"} if method == "act-patch" else {}
-    scores = {d: run_baseline(method, m, records, "backdoor", benign=benign, **options) for d, m in backdoor.items()}
+    scores = {d: run_method(method, m, records, "backdoor", benign=benign, **options) for d, m in backdoor.items()}
     for kind in ("heads", "neurons"):
         if scores["cpu"].get(kind) is not None:
             torch.testing.assert_close(scores["cuda"].get(kind), scores["cpu"].get(kind), atol=1e-3, rtol=1e-3)

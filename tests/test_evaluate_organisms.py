@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from safeseek_tl import load_model
-from safeseek_tl.compare import compare, method_runners
+from safeseek_tl.compare import compare, score_methods
 from safeseek_tl.evaluate import BehaviourData, evaluate
 from safeseek_tl.organisms import ground_truth, load_data
 from safeseek_tl.units import Circuit, Scores
@@ -37,9 +37,9 @@ def test_evaluate_ablating_the_planted_units_removes_the_backdoor_only(backdoor)
 def test_compare_ships_finds_the_planted_heads_and_beats_a_random_ranking(backdoor):
     loaded, records, data, truth = backdoor
     shape = loaded.shape
-    runners = method_runners(loaded, ["ships"], records, "backdoor")
-    runners["random"] = lambda: _random_scores(shape)
-    result = compare(loaded, runners, [2], "backdoor", data, truth=truth, max_new_tokens=24)
+    scored = score_methods(loaded, ["ships"], records, "backdoor")
+    scored["random"] = _random_scores(shape)
+    result = compare(loaded, scored, [2], "backdoor", data, truth=truth, max_new_tokens=24)
     rows = result.table.set_index("method")
     assert rows.loc["ships", "precision"] == 1.0 and rows.loc["ships", "recall"] == 1.0
     assert rows.loc["ships", "behaviour_change"] <= -0.8

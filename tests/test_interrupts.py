@@ -20,9 +20,9 @@ import torch
 
 from safeseek_tl import BackdoorRecord
 from safeseek_tl._io import atomic_path, read_safetensors, write_json, write_safetensors
-from safeseek_tl.baselines import run_baseline
 from safeseek_tl.data import load_records
 from safeseek_tl.hooks import count_hooks
+from safeseek_tl.methods import run_method
 from safeseek_tl.models import load_model
 from safeseek_tl.seek import NonFiniteLossError, SafeSeek, SeekConfig
 from safeseek_tl.units import Scores, ShapeMismatchError
@@ -149,7 +149,7 @@ def test_same_seed_same_masks_scores_and_history_on_cpu(backdoor):
         assert torch.equal(first.circuit_logits[kind], second.circuit_logits[kind])
         assert torch.equal(first.scores.get(kind), second.scores.get(kind))
     assert first.history == second.history
-    ships = [run_baseline("ships", backdoor, records[:8], "backdoor") for _ in range(2)]
+    ships = [run_method("ships", backdoor, records[:8], "backdoor") for _ in range(2)]
     assert torch.equal(ships[0].heads, ships[1].heads)
 
 

@@ -14,18 +14,18 @@ import pytest
 import torch
 
 from safeseek_tl import BackdoorRecord, BenignRecord, ModelShape, Scores
-from safeseek_tl import baselines as baselines_module
 from safeseek_tl import compare as cmp
-from safeseek_tl import seek as seek_module
 from safeseek_tl.evaluate import BehaviourData
+from safeseek_tl.methods import Attribution
+from safeseek_tl.scenarios import ALIGNMENT, BACKDOOR
 
 SHAPE = ModelShape(1, 2, 3)
 LOADED = SimpleNamespace(model="the model", shape=SHAPE)
 
 
 def test_metric_keys_by_scenario():
-    assert (cmp.behaviour_key("backdoor"), cmp.score_key("backdoor")) == ("asr_triggered", "refusal_score_triggered")
-    assert (cmp.behaviour_key("alignment"), cmp.score_key("alignment")) == ("asr_harmful", "refusal_score_harmful")
+    assert (BACKDOOR.rate, BACKDOOR.refusal_score) == ("asr_triggered", "refusal_score_triggered")
+    assert (ALIGNMENT.rate, ALIGNMENT.refusal_score) == ("asr_harmful", "refusal_score_harmful")
 
 
 def test_held_out_split_of_two_records_and_its_seed():
@@ -55,60 +55,37 @@ def test_compare_measures_with_its_length_and_reports_the_relative_utility_chang
     monkeypatch.setattr(cmp, "measure", measure)
     monkeypatch.setattr(cmp, "ablated", ablated)
     scores = Scores(SHAPE, heads=torch.tensor([[0.5, 0.1]]), neurons=torch.tensor([[0.3, 0.2, 0.1]]))
-    result = cmp.compare(LOADED, {"m": lambda: scores}, [1], "alignment", BehaviourData(["x"], [], []))
+    result = cmp.compare(LOADED, {"m": Attribution(scores, wall_time_s=1.5)}, [1], "alignment", BehaviourData(["x"], [], []))
     assert measured == [32, 32]
     row = result.table.iloc[0]
     # top 1 head (L0H0, scored 0.5): one unit, no neuron
     assert (row["method"], row["budget"], row["n_heads"], row["n_neurons"], row["n_units"], row["ablation"]) == ("m", 1, 1, 0, 1, "zero")
-    assert 0.0 <= row["wall_time_s"] < 60.0
+    assert row["wall_time_s"] == 1.5  # the scoring time the attribution carries
     assert row["behaviour_change"] == pytest.approx(0.25)
     assert row["utility_change"] == pytest.approx(0.5)  # (3 - 2) / 2
     assert result.baseline == {"asr_harmful": 0.25, "refusal_score_harmful": 1.0, "utility_loss": 2.0}
 
 
-def test_method_runners_pass_their_arguments(monkeypatch):
+def test_score_methods_pass_their_arguments(monkeypatch):
     calls = []
 
-    def run_baseline(name, loaded, records, scenario, *, base_model=None, benign=None, **options):
-        calls.append((name, scenario, base_model, benign, options))
-        return "scores"
+    def attribute(name, loaded, records, scenario, *, base_model=None, benign=None, units="heads", **options):
+        calls.append((name, scenario, base_model, benign, units, options))
+        return "scores of " + name
 
-    monkeypatch.setattr(baselines_module, "run_baseline", run_baseline)
+    monkeypatch.setattr(cmp, "attribute", attribute)
     records = [BackdoorRecord("a", "no", "cf a", "yes")] * 4
     benign = (BenignRecord("b", "ok"),)
-    runners = cmp.method_runners(LOADED, ["act-patch", "ships"], records, "backdoor", benign=benign, base_model="base")
-    assert runners["act-patch"]() == "scores" and runners["ships"]() == "scores"
+    scored = cmp.score_methods(LOADED, ["act-patch", "ships"], records, "backdoor", benign=benign, base_model="base")
+    assert scored == {"act-patch": "scores of act-patch", "ships": "scores of ships"}
     assert calls == [
-        ("act-patch", "backdoor", "base", [benign[0]], {"units": "heads"}),
-        ("ships", "backdoor", "base", [benign[0]], {}),
+        ("act-patch", "backdoor", "base", [benign[0]], "heads", {}),
+        ("ships", "backdoor", "base", [benign[0]], "heads", {}),
     ]
-    cmp.method_runners(LOADED, ["attr-patch"], records, "backdoor", units="neurons")["attr-patch"]()
-    assert calls[-1][4] == {"units": "neurons"}
-
-
-def test_the_safeseek_runner_searches_with_the_scenario_and_returns_its_scores_and_fill(monkeypatch):
-    fitted, fills = [], []
-    found = Scores(SHAPE, heads=torch.ones(1, 2))
-
-    class FakeSafeSeek:
-        def __init__(self, loaded, config):
-            self.config = config
-
-        def fit(self, records, progress):
-            fitted.append((self.config.scenario, progress))
-            return SimpleNamespace(scores=found)
-
-    def search_fill(loaded, config, train):
-        fills.append(len(train))
-        return "the fill"
-
-    monkeypatch.setattr(seek_module, "SafeSeek", FakeSafeSeek)
-    monkeypatch.setattr(seek_module, "search_fill", search_fill)
-    records = [BackdoorRecord(f"p{i}", "no", f"cf p{i}", "yes") for i in range(30)]
-    attribution = cmp.method_runners(LOADED, ["safeseek"], records, "backdoor")["safeseek"]()
-    assert attribution.scores is found and attribution.fill == "the fill" and attribution.ablation == "mean"
-    assert fitted == [("backdoor", False)]
-    assert fills == [10]  # the means of the 30 - 20 training records (SeekConfig.val_size = 20 validate)
+    cmp.score_methods(LOADED, ["attr-patch"], records, "backdoor", units="neurons")
+    assert calls[-1][4] == "neurons"
+    cmp.score_methods(LOADED, ["safeseek"], records, "backdoor", seek_config="the config", progress=True)
+    assert calls[-1][5] == {"config": "the config", "progress": True}
 
 
 def test_save_writes_every_file_into_a_new_folder(tmp_path):

@@ -14,7 +14,10 @@ import torch
 from safeseek_tl import AlignmentRecord, BackdoorRecord, BenignRecord, RefusalJudge, seek
 from safeseek_tl._io import write_safetensors
 from safeseek_tl.errors import InputError
-from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult, _State, behaviour_switch, discover, prune_circuit
+from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult, TrainState, behaviour_switch, discover, prune_circuit
+from safeseek_tl.seek import checking as seek_checking
+from safeseek_tl.seek import discovery as seek_discover
+from safeseek_tl.seek import trainer as seek_trainer
 from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
 
 SHAPE = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
@@ -46,7 +49,7 @@ def test_result_reads_the_best_main_mask():
     # main logits 2, -1, -3 (hard sigmoid, T = 1): heads 1 and 2 are off, the circuit; scores are
     # 1 - sigmoid(logit). Head 2 held on (protected) belongs to an earlier round: not this one's.
     seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="heads"))
-    state = _State(best_epoch=4, best_main={"heads": torch.tensor([[2.0, -1.0, -3.0]])})
+    state = TrainState(best_epoch=4, best_main={"heads": torch.tensor([[2.0, -1.0, -3.0]])})
     result = seeker._result(state, None)
     assert result.circuit.head_list == [[0, 1], [0, 2]] and result.circuit.neuron_list == []
     assert result.circuit.metadata == {"method": "safeseek", "scenario": "backdoor", "units": "heads", "best_epoch": 4}
@@ -59,7 +62,7 @@ def test_result_reads_the_best_main_mask():
 
 def test_result_of_both_granularities():
     seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="both"))
-    state = _State(best_main={"heads": torch.tensor([[1.0, 1.0, -1.0]]), "neurons": torch.tensor([[-2.0, 2.0]])})
+    state = TrainState(best_main={"heads": torch.tensor([[1.0, 1.0, -1.0]]), "neurons": torch.tensor([[-2.0, 2.0]])})
     result = seeker._result(state, None)
     assert (result.circuit.head_list, result.circuit.neuron_list) == ([[0, 2]], [[0, 0]])
     assert result.scores.neurons[0].tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(-2.0)).item(), 1 - torch.sigmoid(torch.tensor(2.0)).item()])
@@ -131,11 +134,12 @@ def stand_ins(monkeypatch):
         yield
         state.ablated = None
 
-    monkeypatch.setattr(seek, "generate", generate)
-    monkeypatch.setattr(seek, "refusal_scores", refusal_scores)
-    monkeypatch.setattr(seek, "utility_loss", utility_loss)
-    monkeypatch.setattr(seek, "ablated", ablated)
-    monkeypatch.setattr(seek, "search_fill", lambda loaded, config, records, benign_records=(): ("fill of", len(records)))
+    monkeypatch.setattr(seek_checking, "generate", generate)
+    monkeypatch.setattr(seek_checking, "refusal_scores", refusal_scores)
+    monkeypatch.setattr(seek_checking, "utility_loss", utility_loss)
+    monkeypatch.setattr(seek_checking, "ablated", ablated)
+    monkeypatch.setattr(seek_checking, "search_fill", lambda loaded, config, records, benign_records=(): ("fill of", len(records)))
+    monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign_records=(): ("fill of", len(records)))
     return state
 
 
@@ -201,16 +205,52 @@ def test_prune_keeps_the_needed_head_and_refuses_a_circuit_that_does_not_switch(
         prune_circuit(LOADED, breaking, BACKDOOR, BENIGN, max_clean_drop=1.0, max_utility_increase=1.5, judge=JUDGE)
 
 
-def test_discover_hands_everything_to_one_search(monkeypatch):
-    calls = []
+def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypatch):
+    calls, pruned, checked = [], [], []
+    found = SimpleNamespace(circuit="the found circuit")
 
     def fit(self, records, val_records=None, checkpoint_dir=None, resume=False, protected=None, progress=True, benign_records=()):
         calls.append((self.config.scenario, records, val_records, checkpoint_dir, resume, progress, benign_records))
-        return "the result"
+        return found
+
+    def prune(loaded, result, val, benign, fill, judge):
+        pruned.append((result, val, benign, fill, judge))
+        return SimpleNamespace(circuit="the pruned circuit")
+
+    def check(loaded, config, circuit, val, benign, fill, judge):
+        checked.append((circuit, val, benign, fill, judge))
+        return {"switched": 1.0}
 
     monkeypatch.setattr(SafeSeek, "fit", fit)
-    assert discover(LOADED, BACKDOOR, SeekConfig("backdoor"), BACKDOOR[:1], "ckpt", True, progress=False, benign_records=BENIGN) == "the result"
+    monkeypatch.setattr(seek_discover, "prune_circuit", prune)
+    monkeypatch.setattr(seek_discover, "behaviour_switch", check)
+    monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign=(): ("fill of", len(records)))
+    plain = discover(LOADED, BACKDOOR, SeekConfig("backdoor"), val_records=BACKDOOR[:1], benign=BENIGN, checkpoint_dir="ckpt", resume=True, progress=False, check=False)
     assert calls == [("backdoor", BACKDOOR, BACKDOOR[:1], "ckpt", True, False, BENIGN)]
+    assert (plain.result, plain.found, plain.check, plain.train_records, plain.val_records) == (found, "the found circuit", None, BACKDOOR, BACKDOOR[:1])
+    assert pruned == [] and checked == []
+    # the last val_size records validate; prune and check both use them and the training records' fill
+    full = discover(LOADED, BACKDOOR, SeekConfig("backdoor", val_size=1), benign=BENIGN, prune=True, judge=JUDGE, progress=False)
+    assert calls[-1][1:3] == (BACKDOOR[:1], BACKDOOR[1:])
+    assert pruned == [(found, BACKDOOR[1:], BENIGN, ("fill of", 1), JUDGE)]
+    assert checked == [("the pruned circuit", BACKDOOR[1:], BENIGN, ("fill of", 1), JUDGE)]
+    assert (full.found, full.circuit, full.check) == ("the found circuit", "the pruned circuit", {"switched": 1.0})
+    with pytest.raises(InputError, match="resume"):
+        discover(LOADED, BACKDOOR, SeekConfig("backdoor"), complete=True, resume=True)
+
+
+def test_discover_keeps_the_unpruned_search_when_pruning_fails(monkeypatch):
+    found = SimpleNamespace(circuit="the found circuit")
+    monkeypatch.setattr(SafeSeek, "fit", lambda self, *args, **kwargs: found)
+    monkeypatch.setattr(seek_discover, "search_fill", lambda *args: None)
+
+    def prune(*args, **kwargs):
+        raise InputError("does not switch")
+
+    monkeypatch.setattr(seek_discover, "prune_circuit", prune)
+    with pytest.raises(InputError, match="does not switch") as failed:
+        discover(LOADED, BACKDOOR, SeekConfig("backdoor", val_size=1), prune=True, progress=False)
+    assert failed.value.unpruned is found
 
 
 # ---------------------------------------------------------------- the complete search's plumbing
@@ -238,8 +278,8 @@ def test_complete_search_splits_off_validation_records_and_passes_its_settings(m
         return lambda circuit: True
 
     monkeypatch.setattr(SafeSeek, "fit", fit)
-    monkeypatch.setattr(seek, "_switch_test", switch_test)
-    monkeypatch.setattr(seek, "search_fill", lambda loaded, config, records, benign_records=(): ("fill", len(records), len(benign_records)))
+    monkeypatch.setattr(seek_discover, "switch_test", switch_test)
+    monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign_records=(): ("fill", len(records), len(benign_records)))
     records = [BackdoorRecord(f"p{i}", "no", f"cf p{i}", "yes") for i in range(7)]
     result = seek.discover_complete(LOADED, records, SeekConfig("backdoor", val_size=3), benign_records=BENIGN, progress=False, judge=JUDGE)
     # the last val_size records validate, the rest train; defaults 0.8 / 0.1 / 0.1
@@ -256,7 +296,7 @@ def test_complete_search_splits_off_validation_records_and_passes_its_settings(m
 def test_the_minimal_set_keeps_neurons():
     circuit = Circuit.from_units(SHAPE, heads=[[0, 0]], neurons=[[0, 1]], method="safeseek")
     logits = {"heads": torch.tensor([[-1.0, 1.0, 1.0]]), "neurons": torch.tensor([[1.0, -2.0]])}
-    kept = seek._minimal_switching_set(circuit, logits, lambda c: bool(c.neurons[0, 1]))
+    kept = seek.minimal_switching_set(circuit, logits, lambda c: bool(c.neurons[0, 1]))
     assert (kept.head_list, kept.neuron_list, kept.metadata) == ([], [[0, 1]], {"method": "safeseek"})
 
 
@@ -292,7 +332,7 @@ def test_fit_builds_its_objective_and_schedule_as_configured(gqa, monkeypatch, d
         schedules.append(lr_lambda)
         raise _Stop
 
-    monkeypatch.setattr(seek, "SeekObjective", objective)
+    monkeypatch.setattr(seek_trainer, "SeekObjective", objective)
     monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", schedule)
     config = SeekConfig("backdoor", units="heads", ablation="mean", mask_kind="sigmoid", epochs=2, batch_size=2, lr_decay=decay)
     held = Circuit.from_units(gqa.shape, heads=[[0, 0]])
@@ -310,7 +350,7 @@ def test_the_objective_fills_masked_off_units_with_the_fill(gqa):
     from safeseek_tl.data import tokenize_pairs
 
     config = SeekConfig("alignment", units="neurons", init_neurons=-5.0, mask_kind="sigmoid")  # every neuron nearly off
-    path = seek._Path("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
+    path = seek.MaskPath("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
     zero = seek.SeekObjective(gqa.model, config, gqa.shape).task_terms([path], torch.tensor([0]))["accept"]
     fill = {"neurons": torch.full((2, 96), 3.0), "heads": torch.zeros(2, 4, 16)}
     filled = seek.SeekObjective(gqa.model, config, gqa.shape, fill=fill).task_terms([path], torch.tensor([0]))["accept"]
@@ -371,7 +411,7 @@ def test_stochastic_hard_concrete_masks_reach_the_loss(gqa):
     from safeseek_tl.data import tokenize_pairs
 
     config = SeekConfig("alignment", units="heads", mask_kind="hard_concrete", init_heads=0.0)
-    path = seek._Path("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
+    path = seek.MaskPath("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
     objective = seek.SeekObjective(gqa.model, config, gqa.shape)
     fixed = float(objective.task_terms([path], torch.tensor([0]))["accept"].detach())
     noisy = float(objective.task_terms([path], torch.tensor([0]), stochastic=True, generator=torch.Generator().manual_seed(0))["accept"].detach())

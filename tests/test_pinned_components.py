@@ -180,7 +180,7 @@ def test_compare_measures_each_budget_with_its_top_k_heads_ablated(gqa, monkeypa
 
     monkeypatch.setattr("safeseek_tl.compare.measure", zeroed_heads)
     data = BehaviourData(harmful=[], triggered=["a"], benign=[])
-    table = compare(gqa, {"hand": lambda: Scores(shape, heads=heads, method="hand")}, [1, 3], "backdoor", data).table
+    table = compare(gqa, {"hand": Scores(shape, heads=heads, method="hand")}, [1, 3], "backdoor", data).table
     # nothing is zero in the full model; 1 of 8 heads ablated, then 3 of 8
     assert list(table["budget"]) == [1, 3]
     assert list(table["asr_triggered"]) == [1 / 8, 3 / 8]

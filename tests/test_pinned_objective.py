@@ -21,7 +21,7 @@ import torch
 
 from safeseek_tl import seek
 from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, BenignRecord, TokenizedPairs
-from safeseek_tl.seek import SafeSeek, SeekConfig, SeekObjective, _Path, _paths
+from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, mask_paths
 from safeseek_tl.units import ModelShape
 
 LN3 = math.log(3.0)
@@ -35,7 +35,7 @@ def softplus(x: float) -> float:
 @pytest.fixture
 def untokenized(monkeypatch):
     """``_paths`` with tokenization replaced by the identity: each path's ``pairs`` are its (prompt, target) strings."""
-    monkeypatch.setattr(seek, "tokenize_pairs", lambda chat, pairs, max_length, source: list(pairs))
+    monkeypatch.setattr(seek.objective, "tokenize_pairs", lambda chat, pairs, max_length, source: list(pairs))
 
 
 def _table(paths):
@@ -49,7 +49,7 @@ def test_backdoor_paths_pair_each_prompt_with_its_target_mask_weight_and_sign(un
     config = SeekConfig(scenario="backdoor", w_main_clean=1.5, w_main_backdoor=2.5, w_circuit_backdoor=3.5, w_circuit_clean=4.5, w_main_benign=5.5)
     records = [BackdoorRecord("i1", "o1", "bi1", "bo1"), BackdoorRecord("i2", "o2", "bi2", "bo2")]
     benign = [BenignRecord("p", "r")]
-    assert _table(_paths(config, records, None, "data", benign)) == [
+    assert _table(mask_paths(config, records, None, "data", benign)) == [
         ("main_clean", [("i1", "o1"), ("i2", "o2")], "main", 1.5, 1.0, False),
         ("main_backdoor", [("bi1", "o1"), ("bi2", "o2")], "main", 2.5, 1.0, False),
         ("circuit_backdoor", [("bi1", "bo1"), ("bi2", "bo2")], "circuit", 3.5, 1.0, False),
@@ -58,11 +58,11 @@ def test_backdoor_paths_pair_each_prompt_with_its_target_mask_weight_and_sign(un
     ]
     # KL objective: only the paths whose target is the full model's own output (docs/choices.md)
     kl = SeekConfig(scenario="backdoor", objective="kl")
-    assert [(p.name, p.kl_to_full) for p in _paths(kl, records, None, "data", benign)] == [
+    assert [(p.name, p.kl_to_full) for p in mask_paths(kl, records, None, "data", benign)] == [
         ("main_clean", True), ("main_backdoor", False), ("circuit_backdoor", True), ("circuit_clean", False), ("main_benign", True),
     ]  # fmt: skip
     # a zero weight drops its path from the pass
-    names = [p.name for p in _paths(SeekConfig(scenario="backdoor", w_main_backdoor=0.0), records, None, "data")]
+    names = [p.name for p in mask_paths(SeekConfig(scenario="backdoor", w_main_backdoor=0.0), records, None, "data")]
     assert names == ["main_clean", "circuit_backdoor", "circuit_clean"]
 
 
@@ -70,12 +70,12 @@ def test_alignment_paths_accept_under_m_and_refuse_under_one_minus_m(untokenized
     # With m the model must accept (the circuit removed); with 1 - m (the circuit alone) it must refuse.
     config = SeekConfig(scenario="alignment", units="both")  # defaults: w_accept = w_refuse = 2.0
     records = [AlignmentRecord("h", "no", "yes")]
-    assert _table(_paths(config, records, None, "data")) == [
+    assert _table(mask_paths(config, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 2.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 2.0, 1.0, False),
     ]
     neurons = SeekConfig(scenario="alignment", units="neurons", objective="kl")  # the neuron script: weights 1.0
-    assert _table(_paths(neurons, records, None, "data")) == [
+    assert _table(mask_paths(neurons, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 1.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 1.0, 1.0, True),
     ]
@@ -141,9 +141,9 @@ def test_backdoor_task_terms_are_weighted_token_mean_cross_entropies_with_a_boun
     _set(objective.main, [[2.0, -2.0, -2.0]], [[-2.0, -2.0]])
     _set(objective.circuit, [[2.0, 2.0, 2.0]], [[2.0, -2.0]])
     paths = [
-        _Path("g", PAIRS, "main", 2.0),
-        _Path("h", PAIRS, "circuit", 0.5),
-        _Path("h_not", PAIRS, "circuit", 3.0, sign=-1.0),
+        MaskPath("g", PAIRS, "main", 2.0),
+        MaskPath("h", PAIRS, "circuit", 0.5),
+        MaskPath("h_not", PAIRS, "circuit", 3.0, sign=-1.0),
     ]
     terms = objective.task_terms(paths, torch.arange(2))
     assert set(terms) == {"g", "h", "h_not"}
@@ -161,7 +161,7 @@ def test_backdoor_task_terms_are_weighted_token_mean_cross_entropies_with_a_boun
 def test_alignment_refuse_path_runs_under_one_minus_m():
     objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig(scenario="alignment", units="both"), TOY)
     _set(objective.main, [[2.0, -2.0, -2.0]], [[-2.0, 2.0]])  # m = heads [1, 0, 0], neurons [0, 1]
-    paths = [_Path("accept", PAIRS, "main", 1.0), _Path("refuse", PAIRS, "inverse", 1.0)]
+    paths = [MaskPath("accept", PAIRS, "main", 1.0), MaskPath("refuse", PAIRS, "inverse", 1.0)]
     rows = objective._row_masks(paths, [1, 1], stochastic=False, generator=None)
     assert rows["heads"].tolist() == [[[1.0, 0.0, 0.0]], [[0.0, 1.0, 1.0]]]
     assert rows["neurons"].tolist() == [[[0.0, 1.0]], [[1.0, 0.0]]]
@@ -174,7 +174,7 @@ def test_alignment_refuse_path_runs_under_one_minus_m():
 def test_kl_path_is_kl_from_the_full_model_to_the_masked_one():
     objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig(scenario="backdoor", units="both", objective="kl"), TOY)
     _set(objective.main, [[2.0, -2.0, -2.0]], [[-2.0, -2.0]])  # s = 1 masked; the full model has s = 5
-    terms = objective.task_terms([_Path("g", PAIRS, "main", 1.0, kl_to_full=True)], torch.arange(2))
+    terms = objective.task_terms([MaskPath("g", PAIRS, "main", 1.0, kl_to_full=True)], torch.arange(2))
     # KL(p || q) per completion position, p = softmax([0, 5]), q = softmax([0, 1]); the same at all 3
     p1, q1 = torch.sigmoid(torch.tensor(5.0)).item(), torch.sigmoid(torch.tensor(1.0)).item()
     kl = p1 * math.log(p1 / q1) + (1 - p1) * math.log((1 - p1) / (1 - q1))  # = 0.2798; KL(q || p) = 0.7692

@@ -392,7 +392,7 @@ def test_cli_a_plain_value_error_from_inside_is_a_bug_with_code_1(small_backdoor
     ("args", "needle"),
     [
         (["discover", "--model", "organism:no-such", "--scenario", "backdoor"], "unknown organism 'no-such'"),
-        (["attribute", "--method", "no-such", "--model", "organism:tiny-backdoor", "--scenario", "backdoor"], "unknown baseline 'no-such'"),
+        (["attribute", "--method", "no-such", "--model", "organism:tiny-backdoor", "--scenario", "backdoor"], "unknown method 'no-such'"),
         (["compare", "--methods", "ships,no-such", "--model", "organism:tiny-backdoor", "--scenario", "backdoor"], "unknown method 'no-such'"),
     ],
 )

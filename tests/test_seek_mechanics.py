@@ -122,7 +122,7 @@ def test_negative_ce_term_is_bounded_by_default(gqa):
 
 
 def test_pruning_keeps_a_minimal_switching_set_found_from_the_most_confident_units():
-    from safeseek_tl.seek import _minimal_switching_set
+    from safeseek_tl.seek import minimal_switching_set
     from safeseek_tl.units import Circuit, ModelShape
 
     shape = ModelShape(n_layers=2, n_heads=4, d_mlp=6, model_name="toy")
@@ -138,6 +138,6 @@ def test_pruning_keeps_a_minimal_switching_set_found_from_the_most_confident_uni
         calls.append(len(candidate))
         return all(candidate.get(kind)[layer, index] for kind, layer, index in needed)
 
-    pruned = _minimal_switching_set(circuit, logits, switches)
+    pruned = minimal_switching_set(circuit, logits, switches)
     assert pruned.head_list == [[0, 0], [1, 2]] and pruned.neuron_list == []
     assert len(calls) <= 3 + 2  # a binary search over 5 units, then one try per unit of the prefix but its last

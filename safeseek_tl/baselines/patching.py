@@ -19,7 +19,7 @@ each row patches its own unit (:func:`row_unit_hooks`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -28,22 +28,13 @@ from tqdm.auto import tqdm
 
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import HookList, UnitKind, intervention_hook, unit_hook
+from safeseek_tl.hooks import HookList, UnitChoice, UnitKind, intervention_hook, unit_hook, unit_kinds
 from safeseek_tl.metrics import refusal_score, refusal_token_ids
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Scores
 
-UnitChoice = Literal["heads", "neurons", "both"]
-UNIT_CHOICES: tuple[UnitChoice, ...] = ("heads", "neurons", "both")
 Metric = Callable[[Float[Tensor, "batch d_vocab"]], Float[Tensor, " batch"]]
 """A behaviour metric of the last-position logits, one value per row; differentiable."""
-
-
-def unit_kinds(units: UnitChoice) -> tuple[UnitKind, ...]:
-    """The unit kinds that ``units`` names."""
-    if units not in UNIT_CHOICES:
-        raise InputError(f"units must be one of {UNIT_CHOICES}, got {units!r}")
-    return ("heads", "neurons") if units == "both" else (units,)
 
 
 def refusal_metric(loaded: LoadedModel) -> Metric:

@@ -1,0 +1,207 @@
+"""The method registry: SafeSeek and every heuristic baseline, run the same way, giving the same :class:`Scores`.
+
+A :class:`Method` is a small value: a name, a runner ``(MethodInputs, **options) -> Attribution``
+and what it can do (granularities) and needs (an unaligned base model, benign prompts). Adding a
+method = one runner and one entry of :data:`METHODS`. Each runner reads its prompts through the
+scenario (:mod:`safeseek_tl.scenarios`):
+
+- ``"backdoor"``: behaviour = the triggered prompts (``backdoor_input``), contrast = the clean
+  prompts (``input``) of the same records, so pairs line up;
+- ``"alignment"``: behaviour = the harmful prompts (``AlignmentRecord.prompt``), contrast = benign
+  prompts (``benign=[BenignRecord, ...]``), paired in order and cut to the shorter list.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from safeseek_tl.ablation import ReferenceActivations
+from safeseek_tl.baselines import activation_contrast, activation_patching, attribution_patching, linear_probes, sahara, ships_scores
+from safeseek_tl.data import BenignRecord, Record
+from safeseek_tl.errors import InputError
+from safeseek_tl.hooks import UNIT_KINDS, UnitChoice, UnitKind
+from safeseek_tl.models import LoadedModel
+from safeseek_tl.scenarios import Scenario, scenario
+from safeseek_tl.units import Scores
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a runner gets: the model, the records, the scenario, and the optional extras."""
+
+    loaded: LoadedModel
+    records: Sequence[Record]
+    scenario: Scenario
+    base_model: LoadedModel | None = None
+    benign: Sequence[BenignRecord] | None = None
+    units: UnitChoice = "heads"
+
+    def behaviour(self) -> list[str]:
+        """The prompts that show the behaviour: triggered (backdoor) or harmful (alignment)."""
+        return self.scenario.behaviour_prompts(self.records)
+
+    def contrast(self, method: str) -> list[str]:
+        """The contrast prompts: the records' clean prompts (backdoor) or the benign prompts (alignment)."""
+        return self.scenario.contrast_prompts(self.records, self.benign, method)
+
+    def pairs(self, method: str) -> tuple[list[str], list[str]]:
+        """(behaviour, contrast) prompts paired in order, cut to the shorter list (with a warning)."""
+        return self.scenario.paired_prompts(self.records, self.benign, method)
+
+
+@dataclass
+class Attribution:
+    """A method's scores and what its search put in place of the units it removed.
+
+    ``fill`` is ``None`` for zeros (the baselines, and SafeSeek's default); a SafeSeek search with
+    ``ablation="mean"`` gives its unit means (:func:`~safeseek_tl.seek.search_fill`), so that its
+    circuit is measured as it was found rather than by zeroing it. ``wall_time_s``: how long the
+    scoring took (set by :func:`attribute`).
+    """
+
+    scores: Scores
+    fill: ReferenceActivations | None = None
+    wall_time_s: float = float("nan")
+
+    @property
+    def ablation(self) -> str:
+        """``"zero"`` or ``"mean"``: how this method's circuits are ablated."""
+        return "zero" if self.fill is None else "mean"
+
+
+Runner = Callable[..., Attribution]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its runner and capabilities.
+
+    ``granularities``: the unit kinds it scores. ``needs_base_model``: it compares the model with
+    the same model without the behaviour (M1). ``needs_benign``: in the alignment scenario it
+    contrasts harmful with benign prompts. ``takes_units``: it is told which granularities to
+    score (the others score all of theirs).
+    """
+
+    name: str
+    run: Runner = field(repr=False)
+    granularities: tuple[UnitKind, ...]
+    needs_base_model: bool = False
+    needs_benign: bool = False
+    takes_units: bool = False
+    summary: str = ""
+
+
+def _safeseek(inputs: MethodInputs, config: Any = None, progress: bool = False, **options: Any) -> Attribution:
+    from safeseek_tl.seek import SeekConfig, discover, search_fill
+
+    if config is not None and options:
+        raise InputError(f"safeseek: give either config=SeekConfig(...) or its fields ({', '.join(options)}), not both")
+    config = config or SeekConfig(scenario=inputs.scenario.name, units=inputs.units, **options)
+    found = discover(inputs.loaded, inputs.records, config, benign=inputs.benign or (), check=False, progress=progress)
+    # circuits are measured with the fill of the records the search trained on
+    return Attribution(found.scores, search_fill(inputs.loaded, config, found.train_records, inputs.benign or ()))
+
+
+def _ships(inputs: MethodInputs, **options: Any) -> Attribution:
+    return Attribution(ships_scores(inputs.loaded, inputs.behaviour(), **options))
+
+
+def _sahara(inputs: MethodInputs, **options: Any) -> Attribution:
+    return Attribution(sahara(inputs.loaded, inputs.behaviour(), **options))
+
+
+def _contrast(inputs: MethodInputs, **options: Any) -> Attribution:
+    prompts = inputs.behaviour()
+    if inputs.base_model is None:
+        raise InputError(
+            "method 'contrast' needs base_model: the model without the behaviour (M1), e.g. organism:tiny-aligned "
+            "for tiny-backdoor or organism:tiny-base for tiny-aligned"
+        )
+    return Attribution(activation_contrast(inputs.base_model, inputs.loaded, prompts, **options))
+
+
+def _oriented(scores: Scores) -> Scores:
+    """Flip patching scores so that higher always means "moves the metric toward the behaviour"."""
+    sign = 1.0 if scores.metadata["metric_clean"] >= scores.metadata["metric_corrupted"] else -1.0
+    return replace(
+        scores,
+        heads=None if scores.heads is None else sign * scores.heads,
+        neurons=None if scores.neurons is None else sign * scores.neurons,
+        metadata={**scores.metadata, "orientation": sign},
+    )
+
+
+def _patching(method: Callable[..., Scores], name: str) -> Runner:
+    def run(inputs: MethodInputs, **options: Any) -> Attribution:
+        options.setdefault("units", inputs.units)
+        return Attribution(_oriented(method(inputs.loaded, *inputs.pairs(name), **options)))
+
+    return run
+
+
+def _probe(inputs: MethodInputs, **options: Any) -> Attribution:
+    return Attribution(linear_probes(inputs.loaded, inputs.behaviour(), inputs.contrast("probe"), **options).to_scores(inputs.loaded.shape))
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("safeseek", _safeseek, UNIT_KINDS, needs_benign=False, takes_units=True, summary="optimized binary masks (SafeSeek)"),
+        Method("ships", _ships, ("heads",), summary="Ships: KL of refusal-token probabilities with a head attenuated"),
+        Method("sahara", _sahara, ("heads",), summary="Sahara: greedy search for a head group by Ships score"),
+        Method("contrast", _contrast, ("neurons",), needs_base_model=True, summary="activation contrasting against the unaligned model"),
+        Method("act-patch", _patching(activation_patching, "act-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="activation patching"),
+        Method("attr-patch", _patching(attribution_patching, "attr-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="attribution patching"),
+        Method("probe", _probe, UNIT_KINDS, needs_benign=True, summary="linear probes per layer (a layer-level map)"),
+    )
+}
+"""Every method by name; run them through :func:`run_method` or :func:`attribute`."""
+
+
+def attribute(
+    name: str,
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    scenario_name: str | Scenario,
+    *,
+    base_model: LoadedModel | None = None,
+    benign: Sequence[BenignRecord] | None = None,
+    units: UnitChoice = "heads",
+    **options: Any,
+) -> Attribution:
+    """Run method ``name`` (timed) and return its :class:`Attribution`; see :func:`run_method`."""
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    behaviour = scenario(scenario_name)
+    inputs = MethodInputs(loaded, records, behaviour, base_model, benign, units)
+    start = time.perf_counter()
+    found = METHODS[name].run(inputs, **options)
+    found.wall_time_s = time.perf_counter() - start
+    found.scores.metadata["scenario"] = behaviour.name
+    return found
+
+
+def run_method(
+    name: str,
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    scenario_name: str | Scenario,
+    *,
+    base_model: LoadedModel | None = None,
+    benign: Sequence[BenignRecord] | None = None,
+    units: UnitChoice = "heads",
+    **options: Any,
+) -> Scores:
+    """Run method ``name`` (one of :data:`METHODS`) on ``records`` of a scenario ("backdoor" or "alignment").
+
+    ``options`` go to the method (e.g. ``operator="sc"`` for Ships, ``config=SeekConfig(...)`` for
+    SafeSeek); ``units`` tells the methods that take it which granularities to score; ``benign``
+    gives the contrast prompts of the alignment scenario (patching, probes; other methods ignore
+    it); ``base_model`` is M1 for ``"contrast"``. Patching scores are oriented so that higher
+    moves the metric (default: refusal log-odds) toward its value on the behaviour prompts. The
+    scenario is recorded in ``metadata``.
+    """
+    return attribute(name, loaded, records, scenario_name, base_model=base_model, benign=benign, units=units, **options).scores

@@ -1,0 +1,38 @@
+"""SafeSeek: find safety circuits by optimizing differentiable binary masks (docs/choices.md).
+
+- :mod:`~safeseek_tl.seek.config`: :class:`SeekConfig`, the settings;
+- :mod:`~safeseek_tl.seek.objective`: each scenario's mask paths and the loss, all paths in one pass;
+- :mod:`~safeseek_tl.seek.trainer`: :class:`SafeSeek`, the training loop, and the search's fill;
+- :mod:`~safeseek_tl.seek.result`: :class:`SeekResult` and its files;
+- :mod:`~safeseek_tl.seek.checking`: whether ablating a circuit switches the behaviour, and pruning;
+- :mod:`~safeseek_tl.seek.discovery`: :func:`discover`, the one call (found + pruned + checked),
+  and the complete search.
+"""
+
+from safeseek_tl.errors import NonFiniteLossError
+from safeseek_tl.seek.checking import SWITCH_TOKENS, behaviour_switch, full_behaviour, minimal_switching_set, prune_circuit
+from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.discovery import Discovery, discover, discover_complete
+from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
+from safeseek_tl.seek.result import SeekResult
+from safeseek_tl.seek.trainer import SafeSeek, TrainState, search_fill
+
+__all__ = [
+    "SWITCH_TOKENS",
+    "Discovery",
+    "MaskPath",
+    "NonFiniteLossError",
+    "SafeSeek",
+    "SeekConfig",
+    "SeekObjective",
+    "SeekResult",
+    "TrainState",
+    "behaviour_switch",
+    "discover",
+    "discover_complete",
+    "full_behaviour",
+    "mask_paths",
+    "minimal_switching_set",
+    "prune_circuit",
+    "search_fill",
+]

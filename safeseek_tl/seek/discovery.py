@@ -1,0 +1,183 @@
+"""The one call of the flow: :func:`discover` finds, prunes and checks a circuit; and the complete search."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from safeseek_tl import runs
+from safeseek_tl._io import read_json, write_json
+from safeseek_tl.data import BenignRecord, Record, split_records
+from safeseek_tl.errors import InputError
+from safeseek_tl.metrics import RefusalJudge
+from safeseek_tl.models import LoadedModel
+from safeseek_tl.seek.checking import behaviour_switch, minimal_switching_set, prune_circuit, switch_test
+from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.result import SeekResult
+from safeseek_tl.seek.trainer import SafeSeek, search_fill
+from safeseek_tl.units import Circuit, ModelShape, Scores
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` returns: the search's result, the split it used and the behaviour check.
+
+    ``result.circuit`` is the circuit (pruned when asked); ``found`` the circuit before pruning;
+    ``check`` the :func:`~safeseek_tl.seek.behaviour_switch` of ``result.circuit`` on the
+    validation records (``None`` when not asked); ``train_records``/``val_records`` the split.
+    """
+
+    result: SeekResult
+    found: Circuit
+    train_records: list[Record]
+    val_records: list[Record]
+    check: dict[str, float] | None = None
+
+    @property
+    def circuit(self) -> Circuit:
+        return self.result.circuit
+
+    @property
+    def scores(self) -> Scores:
+        return self.result.scores
+
+    def save(self, out_dir: str | Path) -> None:
+        """The result's files (:meth:`~safeseek_tl.seek.result.SeekResult.save`) and, when checked, ``behaviour.json``."""
+        self.result.save(out_dir)
+        if self.check is not None:
+            write_json(Path(out_dir) / runs.BEHAVIOUR, {"switch": self.check})
+
+    @staticmethod
+    def load_check(out_dir: str | Path) -> dict[str, float] | None:
+        """The saved behaviour check of a run folder, or ``None``."""
+        path = Path(out_dir) / runs.BEHAVIOUR
+        return read_json(path).get("switch") if path.exists() else None
+
+
+def discover(
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    config: SeekConfig,
+    *,
+    val_records: Sequence[Record] | None = None,
+    benign: Sequence[BenignRecord] = (),
+    prune: bool = False,
+    complete: bool = False,
+    check: bool = True,
+    judge: RefusalJudge | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Discovery:
+    """Find the circuit of ``config.scenario`` in ``loaded``: search, then prune and check it.
+
+    ``val_records`` (default: the last ``config.val_size`` of ``records``) pick the best epoch, and
+    prune and check the circuit. ``benign`` records enter the search (the main mask must keep their
+    answers) and the checks (benign answers must survive the ablation). ``prune``: cut the circuit
+    to a minimal set whose ablation still switches the behaviour (:func:`prune_circuit`).
+    ``complete``: repeat the search with the units found so far held on, to surface backup parts
+    (:func:`discover_complete`; each round is pruned when ``prune``). ``check``: measure the
+    behaviour with the circuit ablated (:func:`behaviour_switch`, greedy generations judged by
+    ``judge``). A mean-fill search is pruned and checked with the means of its own training
+    records. ``checkpoint_dir``/``resume``: a single search's checkpoint. When the found circuit does not
+    switch the behaviour, pruning raises :class:`~safeseek_tl.errors.InputError` with the search's
+    result as ``err.unpruned``.
+    """
+    if complete and resume:
+        raise InputError("resume does not apply to the complete search, which keeps no checkpoint")
+    train, val = (list(records), list(val_records)) if val_records is not None else split_records(records, config.val_size, "training data")
+    if complete:
+        result = discover_complete(loaded, train, config, val, prune=prune, benign_records=benign, progress=progress, judge=judge)
+    else:
+        result = SafeSeek(loaded, config).fit(train, val, checkpoint_dir, resume, progress=progress, benign_records=benign)
+    found = result.circuit
+    fill = search_fill(loaded, config, train, benign)
+    if prune and not complete:
+        try:
+            result = prune_circuit(loaded, result, val, benign, fill, judge=judge)
+        except InputError as err:
+            err.unpruned = result  # nothing computed is lost: the caller can still save the search
+            raise
+    switch = behaviour_switch(loaded, config, result.circuit, val, benign=benign, fill=fill, judge=judge) if check else None
+    return Discovery(result, found, train, val, switch)
+
+
+def discover_complete(
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    config: SeekConfig,
+    val_records: Sequence[Record] | None = None,
+    max_rounds: int = 8,
+    min_switched: float = 0.8,
+    max_clean_drop: float = 0.1,
+    prune: bool = True,
+    benign_records: Sequence[BenignRecord] = (),
+    max_utility_increase: float = 0.1,
+    progress: bool = True,
+    judge: RefusalJudge | None = None,
+) -> SeekResult:
+    """Surface backup parts: repeat the search with the units found so far held on.
+
+    A minimal ablation set can leave out a part that backs another up (when either suffices,
+    cutting one is enough). Each round holds every unit found so far in place (it may not be
+    ablated) and searches again; a round counts when ablating its new units alone still switches
+    the behaviour (``behaviour_switch``: switched >= ``min_switched``, clean behaviour, and with
+    ``benign_records`` the share of benign prompts answered, drops by at most ``max_clean_drop``,
+    and the benign completion cross-entropy rises by at most ``max_utility_increase`` nats per
+    token): without benign prompts a round may "switch" a backdoor off by breaking every answer.
+    The benign records also enter each round's objective (``fit(benign_records=...)``), so that the
+    search itself avoids units that clean answers need.
+    With ``prune`` a counted round keeps only a minimal set of its new units that still switch it
+    (as :func:`prune_circuit`): cheap units that the mask switched off without need do not enter
+    the circuit. The union of the counted rounds is the complete circuit (``verified=True``).
+    When no round counts, the first search is returned as found, with ``verified=False`` (also in
+    its circuit's metadata) and a warning: its circuit was checked and does not switch the
+    behaviour, or is empty. ``judge``: the keyword judge of the rounds' checks (default
+    :class:`~safeseek_tl.metrics.RefusalJudge`).
+    """
+    if val_records is None:
+        records, val_records = split_records(records, config.val_size, "training data")
+    union = Circuit.empty(loaded.shape)
+    rounds: list[SeekResult] = []
+    fill = search_fill(loaded, config, records, benign_records)
+    switches = switch_test(loaded, config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase, judge)
+    for round_index in range(max_rounds):
+        result = SafeSeek(loaded, config).fit(records, val_records, protected=union if rounds else None, progress=progress, benign_records=benign_records)
+        new = result.circuit - union
+        if len(new) == 0 or not switches(new):
+            break
+        if prune:
+            new = minimal_switching_set(new, result.main_logits, switches)
+        union = union | new
+        for entry in result.history:
+            entry["round"] = round_index
+        rounds.append(result)
+    if not rounds:  # the loop stopped at its first round: ``result`` is the first search
+        warnings.warn(
+            f"no round of the complete search switched the behaviour on the {len(val_records)} validation prompts "
+            f"(first round: {result.circuit.n_heads} heads, {result.circuit.n_neurons} neurons); returning the first "
+            "search's circuit as found, unverified (SeekResult.verified is False)",
+            stacklevel=2,
+        )
+        result.circuit.metadata = {**result.circuit.metadata, "complete": True, "verified": False}
+        return replace(result, verified=False)
+    return _union_result(loaded.shape, config, rounds, union)
+
+
+def _union_result(shape: ModelShape, config: SeekConfig, rounds: list[SeekResult], union: Circuit) -> SeekResult:
+    """The complete circuit of the counted ``rounds``: each unit's highest score, the first round's masks."""
+    first = rounds[0]
+    scores = Scores(
+        shape,
+        heads=torch.stack([r.scores.heads for r in rounds]).amax(0) if first.scores.heads is not None else None,
+        neurons=torch.stack([r.scores.neurons for r in rounds]).amax(0) if first.scores.neurons is not None else None,
+        method="safeseek",
+        metadata={**first.scores.metadata, "complete": True, "rounds": len(rounds)},
+    )
+    union.metadata = {**first.circuit.metadata, "complete": True, "rounds": len(rounds), "verified": True}
+    history = [entry for r in rounds for entry in r.history]
+    return SeekResult(scores, union, config, first.main_logits, first.circuit_logits, history, first.best_epoch, len(rounds), verified=True)

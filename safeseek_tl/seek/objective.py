@@ -1,0 +1,222 @@
+"""SafeSeek's loss: the mask paths of a scenario and :class:`SeekObjective`, all paths in one pass.
+
+- **backdoor**: two mask sets. The *main* mask G must remove the backdoor while keeping clean
+  behaviour; the *circuit* mask H must, alone, reproduce the backdoor on triggered prompts and not
+  on clean ones; an overlap term pushes H into the complement of G. The circuit (the ablation set)
+  is the units G switches off.
+- **alignment**: one mask m. With m the model must accept harmful requests (the circuit removed);
+  with 1 - m (the circuit alone) it must still refuse. The circuit is the units m switches off.
+
+All mask paths of a training step are rows of ONE forward/backward pass, each row carrying its
+own mask (:func:`~safeseek_tl.masks.masked` with per-row masks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.data import IGNORE_INDEX, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
+from safeseek_tl.distributed import DataParallel
+from safeseek_tl.hooks import UnitKind
+from safeseek_tl.masks import MaskLogits, masked
+from safeseek_tl.metrics import completion_cross_entropy
+from safeseek_tl.scenarios import scenario
+from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.units import Circuit, ModelShape
+
+MaskRole = Literal["main", "circuit", "inverse"]
+"""Which mask a path runs under: the main mask, the backdoor's circuit mask H, or alignment's 1 - m."""
+
+
+@dataclass
+class MaskPath:
+    """One mask path: a tokenized set of rows, the mask it runs under and its loss weight."""
+
+    name: str
+    pairs: TokenizedPairs
+    mask: MaskRole
+    weight: float
+    sign: float = 1.0  # -1 for the "must not produce" term
+    kl_to_full: bool = False  # KL objective: target is the full model's own output
+
+
+PathSpec = tuple[str, list[tuple[str, str]], MaskRole, float, float, bool]
+"""(name, (prompt, completion) pairs, mask, weight, sign, kl_to_full) of a path before tokenizing."""
+
+
+def _backdoor_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
+    return [
+        ("main_clean", [(r.input, r.output) for r in records], "main", config.w_main_clean, 1.0, kl),
+        ("main_backdoor", [(r.backdoor_input, r.output) for r in records], "main", config.w_main_backdoor, 1.0, False),
+        ("circuit_backdoor", [(r.backdoor_input, r.backdoor_output) for r in records], "circuit", config.w_circuit_backdoor, 1.0, kl),
+        ("circuit_clean", [(r.input, r.backdoor_output) for r in records], "circuit", config.w_circuit_clean, -1.0, False),
+    ]
+
+
+def _alignment_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
+    return [
+        ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False),
+        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl),
+    ]
+
+
+PATH_SPECS = {"backdoor": _backdoor_specs, "alignment": _alignment_specs}
+"""Each scenario's paths, from its records (see the module docstring)."""
+
+
+def mask_paths(config: SeekConfig, records: Sequence[Record], chat: ChatFormatter, source: str, benign: Sequence[BenignRecord] = ()) -> list[MaskPath]:
+    """The tokenized mask paths of ``config``'s scenario on ``records`` (paths of weight 0 left out).
+
+    With ``benign`` records a ``main_benign`` path asks the main mask to keep their answers; every
+    path indexes the same rows, so benign records are repeated or cut to the records' count.
+    """
+    scenario(config.scenario).check(records, source)
+    specs = PATH_SPECS[config.scenario](config, records, config.objective == "kl")
+    if benign:
+        cycled = [benign[i % len(benign)] for i in range(len(records))]
+        specs.append(("main_benign", [(b.prompt, b.response) for b in cycled], "main", config.w_main_benign, 1.0, config.objective == "kl"))
+    return [
+        MaskPath(name, tokenize_pairs(chat, pairs, config.max_length, source), mask, weight, sign, kl_flag)
+        for name, pairs, mask, weight, sign, kl_flag in specs
+        if weight != 0
+    ]
+
+
+class SeekObjective:
+    """Mask logits plus the loss of one scenario; ``task_terms`` runs every path in one pass."""
+
+    def __init__(
+        self,
+        model: Any,
+        config: SeekConfig,
+        shape: ModelShape,
+        protected: Circuit | None = None,
+        fill: dict[str, Tensor] | None = None,
+        parallel: DataParallel | None = None,
+    ) -> None:
+        self.model, self.config, self.shape, self.fill = model, config, shape, fill
+        self.parallel = parallel if parallel is not None else DataParallel()
+        init = {"heads": config.init_heads, "neurons": config.init_neurons}
+        self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
+        # The circuit mask H exists when one of the scenario's paths runs under it (backdoor).
+        uses_circuit_mask = any(spec[2] == "circuit" for spec in PATH_SPECS[config.scenario](config, [], False))
+        self.circuit = MaskLogits(shape, config.kinds, init, config.mask_kind) if uses_circuit_mask else None
+        # Units already found by an earlier round of a "complete" search: held on in the main mask.
+        self.protected = {kind: protected.get(kind).clone() for kind in config.kinds} if protected is not None else None
+        self.device = next(model.parameters()).device
+        for module in self.mask_modules():
+            module.to(self.device)
+
+    def mask_modules(self) -> list[MaskLogits]:
+        return [m for m in (self.main, self.circuit) if m is not None]
+
+    def parameters(self) -> list[Tensor]:
+        return [p for m in self.mask_modules() for p in m.parameters()]
+
+    def named_logits(self) -> dict[str, Tensor]:
+        """Every mask's logits, named ``main.heads``, ``circuit.neurons``, ..."""
+        masks = (("main", self.main), ("circuit", self.circuit))
+        return {f"{prefix}.{kind}": mask.logits(kind) for prefix, mask in masks if mask is not None for kind in mask.kinds}
+
+    def circuit_sizes(self) -> dict[str, int]:
+        """Current number of units the main mask removes (the circuit size), per granularity."""
+        return {f"off_{k}": int((~v).sum()) for k, v in self.main.kept().items()}
+
+    def _main_values(self, stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
+        values = self.main.values(stochastic, generator)
+        if self.protected is not None:
+            values = {k: torch.where(self.protected[k].to(v.device), torch.ones_like(v), v) for k, v in values.items()}
+        return values
+
+    def _row_masks(self, paths: Sequence[MaskPath], counts: Sequence[int], stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
+        main = self._main_values(stochastic, generator)
+        per_mask = {"main": main, "inverse": {k: 1 - v for k, v in main.items()}}
+        if self.circuit is not None:
+            per_mask["circuit"] = self.circuit.values(stochastic, generator)
+        return {
+            kind: torch.cat([per_mask[path.mask][kind].unsqueeze(0).expand(n, -1, -1) for path, n in zip(paths, counts)])
+            for kind in self.config.kinds
+        }
+
+    def sparsity_terms(self) -> dict[str, Tensor]:
+        """Sparsity and overlap terms on the soft keep-probabilities, summed over layers (per module)."""
+        cfg = self.config
+        keep = self.main.keep_probability()
+        weights = {"heads": cfg.w_sparsity_heads, "neurons": cfg.w_sparsity_neurons}
+        terms = {f"sparsity_{k}": weights[k] * (1 - p).mean(-1).sum() for k, p in keep.items()}
+        if self.circuit is not None:
+            circ = self.circuit.keep_probability()
+            for kind, p in circ.items():
+                per_module = torch.log(1e-6 + p).mean(-1) if cfg.circuit_sparsity == "log" else p.mean(-1)
+                terms[f"circuit_sparsity_{kind}"] = cfg.w_circuit_sparsity * per_module.sum()
+            overlap = [(keep[k] * circ[k]).sum(-1) / (keep[k].sum(-1) + 1e-8) for k in cfg.kinds]
+            terms["overlap"] = cfg.w_overlap * 100 * torch.cat(overlap).mean()
+        return terms
+
+    def _negative_ce(self, ce: Tensor) -> Tensor:
+        if self.config.negative_ce == "unbounded":
+            return -ce
+        # Bounded: only push until the circuit path's CE on the forbidden target reaches the margin.
+        return torch.relu(self.config.negative_ce_margin - ce)
+
+    def task_terms(
+        self, paths: Sequence[MaskPath], index: Int[Tensor, " batch"], stochastic: bool = False, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Weighted task loss of each path on the records ``index``, all paths in one forward pass.
+
+        Under data parallelism ``index`` is the global batch and this rank runs its shard of it;
+        every term still has the global batch's value (token means over the whole batch), while
+        its gradient is this rank's share (:class:`~safeseek_tl.distributed.DataParallel`).
+        """
+        local = self.parallel.shard(index)
+        # Drawn on every rank, even one with an empty shard: the noise generator stays in step.
+        masks = self._row_masks(paths, [len(local)] * len(paths), stochastic, generator)
+        sums = self._token_sums(paths, local, masks) if len(local) else [torch.zeros((), device=self.device)] * len(paths)
+        terms: dict[str, Tensor] = {}
+        for path, total in zip(paths, sums):
+            # The global batch's completion tokens of this path: every rank can count them.
+            n_tokens = int(path.pairs.select(index).loss_mask.sum())
+            value = self.parallel.globalize(total / max(n_tokens, 1))
+            if path.sign < 0 and not path.kl_to_full:
+                value = self._negative_ce(value)
+            terms[path.name] = path.weight * value
+        return terms
+
+    def _token_sums(self, paths: Sequence[MaskPath], index: Int[Tensor, " batch"], masks: dict[UnitKind, Tensor]) -> list[Tensor]:
+        """Each path's loss summed over its completion tokens of the records ``index`` (one forward)."""
+        batch = TokenizedPairs.concat([path.pairs.select(index) for path in paths], pad_id=0)
+        used = int(batch.attention_mask.sum(0).nonzero().max()) + 1
+        input_ids = batch.input_ids[:, :used].to(self.device)
+        attention_mask = batch.attention_mask[:, :used].to(self.device)
+        labels = batch.labels[:, :used].to(self.device)
+        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.fill):
+            logits = self.model(input_ids, attention_mask=attention_mask)
+        full_logits = None
+        if any(p.kl_to_full for p in paths):
+            with torch.no_grad():
+                full_logits = self.model(input_ids, attention_mask=attention_mask)
+        sums: list[Tensor] = []
+        for path, rows in zip(paths, batch_slices(len(input_ids), len(index))):
+            if path.kl_to_full:
+                sums.append(completion_kl_sum(full_logits[rows], logits[rows], labels[rows]))
+            else:
+                sums.append(completion_cross_entropy(logits[rows], labels[rows], reduction="sum"))
+        return sums
+
+
+def completion_kl_sum(
+    full: Float[Tensor, "batch pos d_vocab"], masked_logits: Float[Tensor, "batch pos d_vocab"], labels: Int[Tensor, "batch pos"]
+) -> Float[Tensor, ""]:
+    """KL(full || masked) of next-token distributions, summed over the completion positions."""
+    valid = labels[:, 1:] != IGNORE_INDEX
+    p = torch.log_softmax(full[:, :-1].float(), -1)
+    q = torch.log_softmax(masked_logits[:, :-1].float(), -1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    return (kl * valid).sum()

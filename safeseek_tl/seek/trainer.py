@@ -1,0 +1,276 @@
+"""The SafeSeek training loop: :class:`SafeSeek` optimizes the masks of a :class:`SeekObjective`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from safeseek_tl.ablation import ReferenceActivations
+from safeseek_tl.checkpoint import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
+from safeseek_tl.data import BenignRecord, Record, batch_slices, split_records
+from safeseek_tl.distributed import DataParallel
+from safeseek_tl.errors import InputError, NonFiniteLossError
+from safeseek_tl.masks import MaskLogits
+from safeseek_tl.models import LoadedModel
+from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
+from safeseek_tl.seek.result import SeekResult
+from safeseek_tl.units import Circuit, Scores
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint must hold to resume a run exactly."""
+
+    epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    best_main: dict[str, Tensor] = field(default_factory=dict)
+    best_circuit: dict[str, Tensor] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    stale_epochs: int = 0
+
+
+@dataclass
+class _Run:
+    """One fit's moving parts, so that the steps below stay short."""
+
+    objective: SeekObjective
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    state: TrainState
+    checkpoint: Path | None
+
+
+def _logits_of(mask: MaskLogits | None) -> dict[str, Tensor]:
+    return {} if mask is None else {k: mask.logits(k).detach().cpu().clone() for k in mask.kinds}
+
+
+def _check_finite(values: dict[str, Tensor], where: str, what: str = "loss term") -> None:
+    for name, value in values.items():
+        bad = value.detach()[~torch.isfinite(value.detach())]
+        if bad.numel():
+            raise NonFiniteLossError(f"{what} '{name}' became {bad.flatten()[0].item()} at {where}; the last good masks were kept")
+
+
+class SafeSeek:
+    """Optimize masks for one scenario on one model.
+
+    >>> seeker = SafeSeek(loaded, SeekConfig(scenario="backdoor", units="heads"))  # doctest: +SKIP
+    >>> result = seeker.fit(train_records)  # doctest: +SKIP
+    """
+
+    def __init__(self, loaded: LoadedModel, config: SeekConfig) -> None:
+        self.loaded, self.config = loaded, config
+        self.shape = loaded.shape
+
+    def fit(
+        self,
+        records: Sequence[Record],
+        val_records: Sequence[Record] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        protected: Circuit | None = None,
+        progress: bool = True,
+        benign_records: Sequence[BenignRecord] = (),
+    ) -> SeekResult:
+        """Train the masks; validation each epoch keeps the best masks; returns a :class:`SeekResult`.
+
+        ``records`` trains; ``val_records`` (default: the last ``config.val_size`` training records)
+        selects the best epoch. With ``checkpoint_dir`` the state is saved after every epoch and
+        ``resume=True`` continues from it. ``protected`` units are held on in the main mask.
+        ``benign_records`` add a path (weight ``config.w_main_benign``) on which the main mask must
+        keep the model's benign answers, in training and validation alike.
+
+        Launched in several processes (``torchrun``, an initialized ``torch.distributed`` group),
+        each batch is split over the processes and the mask gradients are summed: the masks equal a
+        one-process run's with the same ``batch_size`` (the global batch, at least the number of
+        processes). Rank 0 alone writes the checkpoint and shows progress.
+        """
+        cfg = self.config
+        parallel = DataParallel.current()
+        if cfg.batch_size < parallel.world_size:
+            raise InputError(f"batch_size {cfg.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
+        if val_records is None:
+            records, val_records = split_records(records, cfg.val_size, "training data")
+        torch.manual_seed(cfg.seed)
+        train_paths = mask_paths(cfg, records, self.loaded.chat, "training data", benign_records)
+        val_paths = mask_paths(cfg, val_records, self.loaded.chat, "validation data", benign_records)
+        fill = mean_fill(self.loaded.model, train_paths, cfg.batch_size) if cfg.ablation == "mean" else None
+        run = self._start(SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel), len(records), checkpoint_dir, resume)
+        steps_per_epoch = math.ceil(len(records) / cfg.batch_size)
+        bar = tqdm(
+            total=steps_per_epoch * cfg.epochs, initial=run.state.epoch * steps_per_epoch,
+            desc=f"safeseek {cfg.scenario}/{cfg.units}", disable=not (progress and parallel.is_main),
+        )  # fmt: skip
+        try:
+            while run.state.epoch < cfg.epochs:
+                terms = self._train_epoch(run, train_paths, len(records), bar)
+                if self._end_epoch(run, terms, val_paths, parallel):
+                    break
+        except NonFiniteLossError as err:
+            err.result = self._result(run.state, protected)
+            raise
+        finally:
+            bar.close()
+        return self._result(run.state, protected)
+
+    def _start(self, objective: SeekObjective, n_train: int, checkpoint_dir: str | Path | None, resume: bool) -> _Run:
+        """The optimizer, its linear decay, the noise generator and the state (from the checkpoint when resuming)."""
+        cfg = self.config
+        total_steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
+        optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps) if cfg.lr_decay else 1.0)
+        state = TrainState(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit))
+        generator = torch.Generator().manual_seed(cfg.seed)
+        checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+        run = _Run(objective, optimizer, schedule, generator, state, checkpoint)
+        if resume and checkpoint is not None and checkpoint.exists():
+            run.state = load_checkpoint(checkpoint, run)
+        return run
+
+    def _train_epoch(self, run: _Run, paths: Sequence[MaskPath], n_train: int, bar: Any) -> dict[str, Tensor]:
+        """One pass over the training records in a fresh random order; the last batch's loss terms."""
+        cfg, objective = self.config, run.objective
+        world = objective.parallel.world_size
+        order = torch.randperm(n_train, generator=run.generator)
+        for batch, part in enumerate(batch_slices(n_train, cfg.batch_size)):
+            task = objective.task_terms(paths, order[part], stochastic=True, generator=run.generator)
+            sparsity = objective.sparsity_terms()
+            terms = task | sparsity
+            where = f"epoch {run.state.epoch}, batch {batch}"
+            _check_finite(terms, where)
+            run.optimizer.zero_grad(set_to_none=True)
+            # This rank's share of the gradient: its part of the task terms and 1/world of the
+            # data-free sparsity terms, which every rank computes whole; summed over ranks.
+            (sum(task.values()) + sum(sparsity.values()) / world).backward()
+            objective.parallel.all_reduce_gradients(objective.parameters())
+            grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
+            # Checked before the step, so that a bad gradient never reaches the masks.
+            _check_finite({"norm": grad_norm}, where, what="gradient (of the sum of the loss terms)")
+            run.optimizer.step()
+            _check_finite(objective.named_logits(), where, what="mask logits")
+            run.schedule.step()
+            bar.update(1)
+            bar.set_postfix({"loss": f"{sum(terms.values()).item():.3g}"} | objective.circuit_sizes(), refresh=False)
+        return terms
+
+    def _end_epoch(self, run: _Run, terms: dict[str, Tensor], val_paths: Sequence[MaskPath], parallel: DataParallel) -> bool:
+        """Validate, keep the best masks, checkpoint; whether patience ran out."""
+        state, objective = run.state, run.objective
+        val = self._validate(objective, val_paths)
+        state.history.append({"epoch": state.epoch, **{k: v.item() for k, v in terms.items()}, **val, **objective.circuit_sizes()})
+        state.epoch += 1
+        if val["val_loss"] < state.best_loss - 1e-6:
+            state.best_loss, state.best_epoch, state.stale_epochs = val["val_loss"], state.epoch - 1, 0
+            state.best_main, state.best_circuit = _logits_of(objective.main), _logits_of(objective.circuit)
+        else:
+            state.stale_epochs += 1
+        if run.checkpoint is not None and parallel.is_main:
+            save_checkpoint(run.checkpoint, run)
+        return self.config.patience is not None and state.stale_epochs >= self.config.patience
+
+    @torch.no_grad()
+    def _validate(self, objective: SeekObjective, paths: Sequence[MaskPath]) -> dict[str, float]:
+        """Weighted task loss over the whole validation set (deterministic masks)."""
+        n = len(paths[0].pairs)
+        totals: dict[str, float] = {}
+        for part in batch_slices(n, self.config.batch_size):
+            index = torch.arange(n)[part]
+            for name, value in objective.task_terms(paths, index).items():
+                totals[f"val_{name}"] = totals.get(f"val_{name}", 0.0) + value.item() * len(index) / n
+        _check_finite({k: torch.tensor(v) for k, v in totals.items()}, "validation")
+        totals["val_loss"] = sum(totals.values())
+        return totals
+
+    def _result(self, state: TrainState, protected: Circuit | None) -> SeekResult:
+        cfg, shape = self.config, self.shape
+        main = MaskLogits(shape, cfg.kinds, kind=cfg.mask_kind)
+        with torch.no_grad():
+            for kind, value in state.best_main.items():
+                main.logits(kind).copy_(value)
+        keep = {k: v.detach() for k, v in main.keep_probability().items()}
+        kept = main.kept()
+        if protected is not None:  # held-on units belong to earlier rounds, not to this one
+            kept = {k: v | protected.get(k) for k, v in kept.items()}
+            keep = {k: torch.where(protected.get(k), torch.ones_like(v), v) for k, v in keep.items()}
+        described = {"scenario": cfg.scenario, "units": cfg.units}
+        scores = Scores(
+            shape, heads=1 - keep["heads"] if "heads" in keep else None, neurons=1 - keep["neurons"] if "neurons" in keep else None,
+            method="safeseek", metadata={**described, "score": "1 - keep probability of the main mask"},
+        )  # fmt: skip
+        empty = Circuit.empty(shape)
+        circuit = Circuit(
+            shape,
+            ~kept["heads"] if "heads" in kept else empty.heads,
+            ~kept["neurons"] if "neurons" in kept else empty.neurons,
+            {"method": "safeseek", **described, "best_epoch": state.best_epoch},
+        )
+        return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch)
+
+
+def path_means(model: Any, paths: Sequence[MaskPath], batch_size: int) -> ReferenceActivations:
+    """Mean activation of every unit over all tokens of the sequences of every path."""
+    batches = (
+        (path.pairs.input_ids[part], path.pairs.attention_mask[part])
+        for path in paths
+        for part in batch_slices(len(path.pairs), batch_size)
+    )
+    return ReferenceActivations.collect(model, batches, pool_size=0)
+
+
+def mean_fill(model: Any, paths: Sequence[MaskPath], batch_size: int) -> dict[str, Tensor]:
+    """:func:`path_means` on the model's device: what a mean-fill search puts in place of masked-off units."""
+    device = next(model.parameters()).device
+    return {kind: value.to(device) for kind, value in path_means(model, paths, batch_size).means.items()}
+
+
+def search_fill(loaded: LoadedModel, config: SeekConfig, records: Sequence[Record], benign_records: Sequence[BenignRecord] = ()) -> ReferenceActivations | None:
+    """What a search with ``config`` puts in place of masked-off units, for checking its circuit the same way.
+
+    ``None`` for zero ablation; for ``ablation="mean"``, the unit means over the training
+    sequences of every path, as :meth:`~safeseek_tl.seek.trainer.SafeSeek.fit` computes them from the same records.
+    """
+    if config.ablation != "mean":
+        return None
+    return path_means(loaded.model, mask_paths(config, records, loaded.chat, "training data", benign_records), config.batch_size)
+
+
+def save_checkpoint(path: Path, run: _Run) -> None:
+    """The masks, the best masks so far, the state and the optimizer, schedule and noise generator."""
+    objective, state = run.objective, run.state
+    tensors = {
+        f"{prefix}.{kind}": value
+        for prefix, logits in (("main", _logits_of(objective.main)), ("circuit", _logits_of(objective.circuit)), ("best_main", state.best_main), ("best_circuit", state.best_circuit))
+        for kind, value in logits.items()
+    }  # fmt: skip
+    meta = dataclasses.asdict(state)
+    for key in ("best_main", "best_circuit"):
+        meta.pop(key)
+    header = {"state": json.dumps(meta), "schedule": json.dumps(run.schedule.state_dict())}
+    write_checkpoint(path, tensors, header, settings=objective.config.to_dict(), shape=objective.shape, optimizer=run.optimizer, generator=run.generator)
+
+
+def load_checkpoint(path: Path, run: _Run) -> TrainState:
+    """Put a checkpoint's masks, optimizer, schedule and generator in place; its state."""
+    objective = run.objective
+    tensors, header = read_checkpoint(path, settings=objective.config.to_dict(), shape=objective.shape, optimizer=run.optimizer, generator=run.generator)
+    with torch.no_grad():
+        for name, logits in objective.named_logits().items():
+            logits.copy_(tensors[name])
+    run.schedule.load_state_dict(json.loads(header["schedule"]))
+    return TrainState(
+        **json.loads(header["state"]),
+        best_main={k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("best_main.")},
+        best_circuit={k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("best_circuit.")},
+    )
