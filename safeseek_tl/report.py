@@ -8,8 +8,9 @@ every piece of text that comes from the run (prompts, generations, settings, met
 title) is HTML-escaped.
 
 The circuitsvis views need the model, so they are not part of the report: make them with
-:func:`~safeseek_tl.plots.attention_view` / :func:`~safeseek_tl.plots.neuron_activation_view`
-and save them with :func:`~safeseek_tl.plots.save_circuitsvis`.
+:func:`~safeseek_tl.circuitsvis_views.attention_view` /
+:func:`~safeseek_tl.circuitsvis_views.neuron_activation_view` and save them with
+:func:`~safeseek_tl.circuitsvis_views.save_circuitsvis`.
 """
 
 from __future__ import annotations
