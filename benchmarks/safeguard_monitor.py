@@ -52,10 +52,10 @@ from safeseek_tl.methods import run_method
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.monitor import Monitor, TamperReference
 from safeseek_tl.organisms import load_data, organism_info
+from safeseek_tl.readout import read_prompts
 from safeseek_tl.safeguard import (
     Safeguard,
     labelled_prompts,
-    read_prompts,
     unsafe_labels,
 )
 from safeseek_tl.seek import SafeSeek, SeekConfig

@@ -29,8 +29,10 @@ from safeseek_tl.metrics import (
 )
 from safeseek_tl.models import LoadedModel, load_model
 from safeseek_tl.monitor import Monitor, PromptCheck, TamperReference
-from safeseek_tl.safeguard import CircuitReader, Safeguard
-from safeseek_tl.tuning import TUNE_MODES, TuneConfig, TuneMode, TuneResult, apply_delta, parameter_masks, tune
+from safeseek_tl.parameters import TUNE_MODES, TuneMode, apply_delta, parameter_masks
+from safeseek_tl.readout import CircuitReader
+from safeseek_tl.safeguard import Safeguard
+from safeseek_tl.tuning import TuneConfig, TuneResult, tune
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
 __version__ = "0.1.0"

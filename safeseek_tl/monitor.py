@@ -37,13 +37,8 @@ from torch import Tensor
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
 from safeseek_tl.errors import InputError
 from safeseek_tl.models import LoadedModel
-from safeseek_tl.safeguard import (
-    CircuitReader,
-    PromptReadout,
-    Safeguard,
-    read_prompts,
-    unit_labels,
-)
+from safeseek_tl.readout import CircuitReader, PromptReadout, read_prompts, unit_labels
+from safeseek_tl.safeguard import Safeguard
 from safeseek_tl.units import Circuit, ModelShape, ShapeMismatchError
 
 FORMAT = "safeseek_tl.tamper_reference/1"

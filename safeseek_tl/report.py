@@ -8,8 +8,9 @@ every piece of text that comes from the run (prompts, generations, settings, met
 title) is HTML-escaped.
 
 The circuitsvis views need the model, so they are not part of the report: make them with
-:func:`~safeseek_tl.plots.attention_view` / :func:`~safeseek_tl.plots.neuron_activation_view`
-and save them with :func:`~safeseek_tl.plots.save_circuitsvis`.
+:func:`~safeseek_tl.circuitsvis_views.attention_view` /
+:func:`~safeseek_tl.circuitsvis_views.neuron_activation_view` and save them with
+:func:`~safeseek_tl.circuitsvis_views.save_circuitsvis`.
 """
 
 from __future__ import annotations
@@ -130,6 +131,41 @@ def write_report(
     ``examples`` (a list of ``{"prompt", "full", "ablated"}``) overrides the folder's ``examples.json``.
     """
     run = Path(run_dir)
+    present, scores, circuit, history = _read_run(run)
+    examples_source = "examples"
+    if examples is None and "examples.json" in present:
+        examples, examples_source = read_json(present["examples.json"]), str(present["examples.json"])
+
+    figure = _Figures()
+    sections: list[tuple[str, str]] = []
+    if scores is not None or circuit is not None:
+        sections.append(("Summary", _summary(scores, circuit, history)))
+    if "behaviour.json" in present:
+        sections.append(("Behaviour", _behaviour_table(read_json(present["behaviour.json"]), str(present["behaviour.json"]))))
+    units = _unit_figures(scores, circuit, figure)
+    if units:
+        sections.append(("Units", units))
+    if history is not None and history.get("history"):
+        sections.append(("Training", figure(plots.training_curves(history["history"], best_epoch=history.get("best_epoch")))))
+    if "comparison.csv" in present:
+        sections.append(("Method comparison", _comparison(pd.read_csv(present["comparison.csv"]), figure)))
+    if "overlap.csv" in present:
+        sections.append(("Circuit overlap", figure(plots.overlap_matrix(pd.read_csv(present["overlap.csv"], index_col=0)))))
+    if examples is not None:
+        sections.append(("Example generations", _examples_table(examples, examples_source)))
+    if "config.json" in present:
+        config = read_json(present["config.json"])
+        rows = config.items() if isinstance(config, Mapping) else [("config", config)]
+        sections.append(("Settings", _table(["setting", "value"], rows)))
+
+    heading = title if title is not None else f"safeseek report: {run.resolve().name}"
+    with atomic_path(out_file) as tmp:
+        tmp.write_text(_page(heading, run, sections), encoding="utf-8")
+    return Path(out_file)
+
+
+def _read_run(run: Path) -> tuple[dict[str, Path], Scores | None, Circuit | None, Mapping[str, Any] | None]:
+    """The report's files present in the run folder, and its scores, circuit and history (checked)."""
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} does not exist")
     files = {name: run / name for name in ("scores.safetensors", "circuit.json", "history.json", "config.json",
@@ -144,17 +180,11 @@ def write_report(
     history = read_json(present["history.json"]) if "history.json" in present else None
     if history is not None and not (isinstance(history, Mapping) and isinstance(history.get("history", []), list)):
         raise InputError(f"{present['history.json']}: expected an object with a 'history' list of epochs")
-    examples_source = "examples"
-    if examples is None and "examples.json" in present:
-        examples, examples_source = read_json(present["examples.json"]), str(present["examples.json"])
+    return present, scores, circuit, history
 
-    figure = _Figures()
-    sections: list[tuple[str, str]] = []
-    if scores is not None or circuit is not None:
-        sections.append(("Summary", _summary(scores, circuit, history)))
-    if "behaviour.json" in present:
-        sections.append(("Behaviour", _behaviour_table(read_json(present["behaviour.json"]), str(present["behaviour.json"]))))
 
+def _unit_figures(scores: Scores | None, circuit: Circuit | None, figure: _Figures) -> str:
+    """The score maps and the circuit's map and graph ("" when there are none)."""
     parts: list[str] = []
     if scores is not None and scores.heads is not None:
         parts.append(figure(plots.head_map(scores)))
@@ -166,40 +196,27 @@ def write_report(
         parts.append(figure(plots.circuit_graph(circuit, scores)))
     elif circuit is not None:
         parts.append('<p class="note">The circuit is empty: no unit was selected.</p>')
-    if parts:
-        sections.append(("Units", "".join(parts)))
+    return "".join(parts)
 
-    if history is not None and history.get("history"):
-        sections.append(("Training", figure(plots.training_curves(history["history"], best_epoch=history.get("best_epoch")))))
 
-    if "comparison.csv" in present:
-        table = pd.read_csv(present["comparison.csv"])
-        parts = [_table(list(table.columns), table.itertuples(index=False))]
-        if not table.empty:
-            parts += [figure(plots.comparison_curves(table, y=column)) for column in ("behaviour_change", "utility_change")
-                      if column in table.columns and table[column].notna().any()]
-            if any(c in table.columns and table[c].notna().any() for c in ("precision", "recall")):
-                parts.append(figure(plots.precision_recall_plot(table)))
-        sections.append(("Method comparison", "".join(parts)))
-    if "overlap.csv" in present:
-        sections.append(("Circuit overlap", figure(plots.overlap_matrix(pd.read_csv(present["overlap.csv"], index_col=0)))))
+def _comparison(table: pd.DataFrame, figure: _Figures) -> str:
+    """The comparison table, its behaviour and utility curves, and precision and recall when it has them."""
+    parts = [_table(list(table.columns), table.itertuples(index=False))]
+    if not table.empty:
+        parts += [figure(plots.comparison_curves(table, y=column)) for column in ("behaviour_change", "utility_change")
+                  if column in table.columns and table[column].notna().any()]
+        if any(c in table.columns and table[c].notna().any() for c in ("precision", "recall")):
+            parts.append(figure(plots.precision_recall_plot(table)))
+    return "".join(parts)
 
-    if examples is not None:
-        sections.append(("Example generations", _examples_table(examples, examples_source)))
-    if "config.json" in present:
-        config = read_json(present["config.json"])
-        rows = config.items() if isinstance(config, Mapping) else [("config", config)]
-        sections.append(("Settings", _table(["setting", "value"], rows)))
 
-    heading = title if title is not None else f"safeseek report: {run.resolve().name}"
+def _page(heading: str, run: Path, sections: Sequence[tuple[str, str]]) -> str:
+    """The whole HTML page: the heading, the run folder, then each section."""
     body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections)
-    page = (
+    return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(heading)}</title><style>{STYLE}</style></head>\n"
         f"<body><h1>{html.escape(heading)}</h1>"
         f'<p class="note">Run folder: {html.escape(str(run))}</p>{body}</body></html>\n'
     )
-    with atomic_path(out_file) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return Path(out_file)

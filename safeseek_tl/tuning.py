@@ -10,28 +10,9 @@ code for it. Three modes (``TUNE_MODES``):
   bit-identical.
 - ``"full"``: every parameter trains (the baseline the other two are compared with).
 
-**A unit's parameters**, in the Hugging Face weights the bridge runs on (``nn.Linear`` weights are
-``[out, in]``):
-
-- head ``(l, h)``: rows ``h*d_head:(h+1)*d_head`` of ``q_proj`` (and of its bias, if any), the same
-  columns of ``o_proj``, and the rows of ``k_proj``/``v_proj`` of its key/value head (see below);
-- neuron ``(l, i)``: row ``i`` of ``gate_proj`` and ``up_proj`` (and of their biases), column ``i``
-  of ``down_proj``.
-
-Output biases (``o_proj``, ``down_proj``) are shared by every unit of a layer and belong to none.
-Embeddings, norms and the unembedding belong to no unit either: ``"only"`` freezes them,
-``"protect"`` trains them.
-
-**Grouped-query attention.** One key/value head serves ``n_heads / n_kv_heads`` query heads (query
-head ``h`` reads key/value head ``h // group``, as Hugging Face's ``repeat_kv`` lays them out). A
-shared weight is given to the circuit only as far as both modes keep their promise:
-
-- ``"only"`` tunes a key/value head's rows only when *every* query head of its group is in the
-  circuit, so tuning never changes a weight that a head outside the circuit reads;
-- ``"protect"`` freezes a key/value head's rows when *any* query head of its group is in the
-  circuit, so no weight that a protected head reads ever changes.
-
-A key/value head of a partly selected group is therefore frozen in both modes.
+Which entries of the Hugging Face weights a unit owns, also under grouped-query attention, is
+:mod:`safeseek_tl.parameters`' business (:func:`~safeseek_tl.parameters.parameter_masks`); this
+module re-exports its names.
 
 **Bit-identical frozen entries.** Hooks on the parameters zero the gradients of frozen entries
 before they reach the optimizer, and the optimizer is AdamW *without weight decay*: an entry whose
@@ -47,7 +28,7 @@ for bit.
 very tensors of ``loaded.model.original_model``. :func:`~safeseek_tl.models.load_model` gives fresh
 weights on every call, so load the model again to compare with the base, or save the tuned slices
 as a ``safeseek_tl.delta.ParameterDelta`` (``result.save(out)``) and apply them to a fresh
-copy with :func:`apply_delta`.
+copy with :func:`~safeseek_tl.parameters.apply_delta`.
 """
 
 from __future__ import annotations
@@ -56,11 +37,11 @@ import dataclasses
 import hashlib
 import json
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Int
@@ -79,162 +60,11 @@ from safeseek_tl.data import (
     tokenize_pairs,
     trim_padding,
 )
-from safeseek_tl.delta import ParameterDelta, SliceDelta
-from safeseek_tl.errors import InputError
+from safeseek_tl.delta import ParameterDelta
+from safeseek_tl.errors import InputError, NonFiniteLossError
 from safeseek_tl.metrics import completion_cross_entropy
-from safeseek_tl.seek import NonFiniteLossError
+from safeseek_tl.parameters import TUNE_MODES, TuneMode, apply_delta, delta_of, hf_parameters, mask_slice, parameter_masks
 from safeseek_tl.units import Circuit, ModelShape
-
-TuneMode = Literal["only", "protect", "full"]
-TUNE_MODES: tuple[TuneMode, ...] = ("only", "protect", "full")
-
-# The bridge wraps every Hugging Face module and adds this segment to the parameter names.
-_WRAPPER_SEGMENT = "._original_component"
-# Projection -> (submodule, axis of a unit's slice): 0 = output rows, 1 = input columns.
-_PROJECTIONS: dict[str, tuple[str, int]] = {
-    "q_proj": ("self_attn", 0),
-    "k_proj": ("self_attn", 0),
-    "v_proj": ("self_attn", 0),
-    "o_proj": ("self_attn", 1),
-    "gate_proj": ("mlp", 0),
-    "up_proj": ("mlp", 0),
-    "down_proj": ("mlp", 1),
-}
-_OPTIONAL_PROJECTIONS = ("gate_proj",)  # MLPs without a gate have only up_proj and down_proj
-
-
-# ---------------------------------------------------------------- which entries train
-def hf_parameters(loaded: Any) -> dict[str, torch.nn.Parameter]:
-    """The Hugging Face model's parameters under their usual names (``model.layers.0.self_attn.q_proj.weight``).
-
-    These are the tensors the bridge runs on; the names are those of the model's ``state_dict``.
-    """
-    model = loaded.model.original_model
-    return {name.replace(_WRAPPER_SEGMENT, ""): param for name, param in model.named_parameters()}
-
-
-def _attention_geometry(loaded: Any) -> tuple[int, int]:
-    """``(d_head, group)``: the head width and how many query heads share one key/value head."""
-    cfg = loaded.model.cfg
-    n_kv = int(cfg.n_key_value_heads or cfg.n_heads)
-    if cfg.n_heads % n_kv:
-        raise ValueError(f"{cfg.n_heads} query heads cannot be split into groups over {n_kv} key/value heads")
-    return int(cfg.d_head), int(cfg.n_heads) // n_kv
-
-
-def _circuit_entries(loaded: Any, circuit: Circuit, shared_kv: Literal["all", "any"]) -> dict[str, Bool[Tensor, " ..."]]:
-    """Boolean masks of the parameter entries that belong to ``circuit``'s units.
-
-    ``shared_kv`` says when a key/value head shared by a group of query heads counts as the
-    circuit's: when ``"all"`` the query heads of its group are in the circuit, or ``"any"``.
-    """
-    params = hf_parameters(loaded)
-    d_head, group = _attention_geometry(loaded)
-    owned: dict[str, Tensor] = {}
-
-    def mark(layer: int, proj: str, index: slice | int) -> None:
-        module, axis = _PROJECTIONS[proj]
-        prefix = f"model.layers.{layer}.{module}.{proj}"
-        if f"{prefix}.weight" not in params:
-            if proj in _OPTIONAL_PROJECTIONS:
-                return
-            raise InputError(
-                f"safety circuit tuning needs Llama-style weights (model.layers.{{l}}.self_attn.q_proj/k_proj/v_proj/o_proj, "
-                f"model.layers.{{l}}.mlp.up_proj/down_proj); this model has no {prefix}.weight"
-            )
-        names = [f"{prefix}.weight"] + ([f"{prefix}.bias"] if axis == 0 and f"{prefix}.bias" in params else [])
-        for name in names:
-            mask = owned.setdefault(name, torch.zeros(params[name].shape, dtype=torch.bool))
-            if axis == 0:
-                mask[index] = True
-            else:
-                mask[:, index] = True
-
-    for layer, head in circuit.head_list:
-        rows = slice(head * d_head, (head + 1) * d_head)
-        mark(layer, "q_proj", rows)
-        mark(layer, "o_proj", rows)
-    for layer, selected in enumerate(circuit.heads):
-        for kv_head, members in enumerate(selected.view(-1, group)):
-            if members.all() if shared_kv == "all" else members.any():
-                rows = slice(kv_head * d_head, (kv_head + 1) * d_head)
-                mark(layer, "k_proj", rows)
-                mark(layer, "v_proj", rows)
-    for layer, index in circuit.neuron_list:
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            mark(layer, proj, index)
-    return owned
-
-
-def parameter_masks(loaded: Any, circuit: Circuit | None, mode: TuneMode = "only") -> dict[str, Bool[Tensor, " ..."]]:
-    """Which entries of each Hugging Face parameter may change when tuning in ``mode``.
-
-    Keys are :func:`hf_parameters` names; a parameter that is not a key is frozen entirely.
-    ``"only"``: the entries of the circuit's units; ``"protect"``: every entry except those;
-    ``"full"``: everything (``circuit`` may be ``None``). See the module docstring for which
-    entries a unit owns and for the grouped-query attention rule.
-    """
-    if mode not in TUNE_MODES:
-        raise InputError(f"mode must be one of {TUNE_MODES}, got {mode!r}")
-    params = hf_parameters(loaded)
-    if mode == "full":
-        return {name: torch.ones(param.shape, dtype=torch.bool) for name, param in params.items()}
-    if circuit is None:
-        raise InputError(f"mode {mode!r} needs a circuit (the units to tune or to protect)")
-    loaded.shape.check_compatible(circuit.shape, "the circuit")
-    if mode == "only":
-        return _circuit_entries(loaded, circuit, shared_kv="all")
-    frozen = _circuit_entries(loaded, circuit, shared_kv="any")
-    return {name: ~frozen[name] if name in frozen else torch.ones(param.shape, dtype=torch.bool) for name, param in params.items()}
-
-
-# ---------------------------------------------------------------- deltas
-def _slice_of(mask: Bool[Tensor, " ..."]) -> tuple[int, Int[Tensor, " k"]]:
-    """``(dim, index)`` such that ``mask`` selects exactly the rows (dim 0) or columns (dim 1) ``index``."""
-    rows = mask.flatten(1).any(1) if mask.dim() > 1 else mask
-    if torch.equal(mask, rows.view(-1, *[1] * (mask.dim() - 1)).expand_as(mask)):
-        return 0, rows.nonzero().flatten()
-    columns = mask.any(0)
-    if mask.dim() == 2 and torch.equal(mask, columns.expand_as(mask)):
-        return 1, columns.nonzero().flatten()
-    raise ValueError("a tuning mask must select whole rows or whole columns of a parameter")
-
-
-def delta_of(loaded: Any, masks: Mapping[str, Bool[Tensor, " ..."]], **metadata: Any) -> ParameterDelta:
-    """The current values of the entries ``masks`` select, as a ``safeseek_tl.delta.ParameterDelta``.
-
-    Parameters carry their Hugging Face names (:func:`hf_parameters`), so the delta also applies
-    to a plain Hugging Face model (``delta.apply_(hf_model)``); the model's shape goes in the
-    metadata (``"model"``) for :func:`apply_delta` to check.
-    """
-    params = hf_parameters(loaded)
-    slices = {}
-    for name, mask in masks.items():
-        dim, index = _slice_of(mask)
-        values = params[name].detach().index_select(dim, index.to(params[name].device))
-        slices[name] = SliceDelta(dim, index, values.cpu().clone(), tuple(params[name].shape))
-    return ParameterDelta(slices, {"model": loaded.shape.to_dict(), **metadata})
-
-
-def apply_delta(loaded: Any, delta: ParameterDelta | str | Path) -> ParameterDelta:
-    """Write a delta (or a delta file saved by :meth:`~safeseek_tl.tuning.TuneResult.save`) into ``loaded``'s weights, in place.
-
-    The bridge sees the new weights at once. Raises :class:`~safeseek_tl.errors.ShapeMismatchError`
-    when the delta was made for a model of another shape (checked before anything is written) or
-    names a parameter this model lacks or has in another shape.
-    """
-    if not isinstance(delta, ParameterDelta):
-        delta = ParameterDelta.load(delta)
-    if "model" in delta.metadata:
-        made_for = ModelShape.from_dict(delta.metadata["model"], source="the parameter delta")
-        loaded.shape.check_compatible(made_for, "the parameter delta")
-        if made_for.model_name and loaded.name and made_for.model_name != loaded.name:
-            warnings.warn(f"the delta was tuned on {made_for.model_name!r} and is applied to {loaded.name!r}", stacklevel=2)
-    # The bridge's wrappers add a segment to the parameter names: address the wrapped names.
-    model = loaded.model.original_model
-    wrapped = {name.replace(_WRAPPER_SEGMENT, ""): name for name, _ in model.named_parameters()}
-    ParameterDelta({wrapped.get(name, name): part for name, part in delta.slices.items()}, delta.metadata).apply_(model)
-    return delta
 
 
 # ---------------------------------------------------------------- training
@@ -413,54 +243,101 @@ def tune(
     units = None if circuit is None or config.mode == "full" else {"heads": circuit.head_list, "neurons": circuit.neuron_list}
     params = hf_parameters(loaded)
     tuned = {name: params[name] for name in masks}
+    with _train_only(tuned, masks):
+        # No weight decay: it would move frozen entries, whose gradient is always zero.
+        optimizer = torch.optim.AdamW(tuned.values(), lr=config.lr, weight_decay=0.0)
+        batches = _BatchOrder(len(pairs), config.batch_size, torch.Generator().manual_seed(config.seed))
+        checkpoint = None
+        if checkpoint_dir is not None:
+            slices = {name: mask_slice(mask) for name, mask in masks.items()}
+            settings = _run_settings(loaded, config, units, pairs)
+            checkpoint = _Checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE, tuned, slices, optimizer, batches, settings, loaded.shape)
+        losses, wall = _train(loaded, pairs, batches, optimizer, config, checkpoint, resume, checkpoint_every, progress)
+    delta = delta_of(loaded, masks, mode=config.mode, circuit=units, config=config.to_dict())
+    return TuneResult(config, delta, trainable, sum(p.numel() for p in params.values()), losses, wall)
+
+
+@contextmanager
+def _train_only(tuned: dict[str, torch.nn.Parameter], masks: Mapping[str, Bool[Tensor, " ..."]]) -> Iterator[None]:
+    """Let the ``tuned`` parameters take gradients, with those of the entries ``masks`` leaves out zeroed.
+
+    On exit (also on an error or an interrupt) the hooks are removed and the parameters are frozen
+    again, without gradients.
+    """
     handles = []
-    for name, mask in masks.items():
-        param = params[name]
-        param.requires_grad_(True)
-        if not mask.all():
-            keep = mask.to(param.device)
-            # masked_fill rather than a product: a NaN gradient must not reach a frozen entry either.
-            handles.append(param.register_hook(lambda grad, keep=keep: grad.masked_fill(~keep, 0.0)))
-    # No weight decay: it would move frozen entries, whose gradient is always zero.
-    optimizer = torch.optim.AdamW(tuned.values(), lr=config.lr, weight_decay=0.0)
-    batches = _BatchOrder(len(pairs), config.batch_size, torch.Generator().manual_seed(config.seed))
-    device = loaded.device
-    losses: list[float] = []
-    wall_before = 0.0  # of the run's earlier, interrupted parts
-    checkpoint = None
-    if checkpoint_dir is not None:
-        slices = {name: _slice_of(mask) for name, mask in masks.items()}
-        checkpoint = _Checkpoint(Path(checkpoint_dir) / CHECKPOINT_FILE, tuned, slices, optimizer, batches, _run_settings(loaded, config, units, pairs), loaded.shape)
-    start = time.perf_counter()
-    bar = tqdm(total=config.steps, desc=f"tune ({config.mode})", disable=not progress)
     try:
-        if resume and checkpoint is not None and checkpoint.path.exists():
-            losses, wall_before = checkpoint.load()
-            bar.update(len(losses))
-        while len(losses) < config.steps:
-            batch = pairs.select(batches.next())
-            input_ids, attention_mask = trim_padding(batch.input_ids, batch.attention_mask)
-            labels = batch.labels[:, : input_ids.shape[1]]
-            logits = loaded.model(input_ids.to(device), attention_mask=attention_mask.to(device))
-            loss = completion_cross_entropy(logits, labels.to(device))
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"the tuning loss became {loss.item()} at step {len(losses)}; the model is left as tuned so far")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(tuned.values(), config.max_grad_norm)
-            optimizer.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix({"loss": f"{losses[-1]:.3g}"}, refresh=False)
-            if checkpoint is not None and len(losses) % checkpoint_every == 0:
-                checkpoint.save(losses, wall_before + time.perf_counter() - start)
+        for name, param in tuned.items():
+            param.requires_grad_(True)
+            if not masks[name].all():
+                keep = masks[name].to(param.device)
+                # masked_fill rather than a product: a NaN gradient must not reach a frozen entry either.
+                handles.append(param.register_hook(lambda grad, keep=keep: grad.masked_fill(~keep, 0.0)))
+        yield
     finally:
-        bar.close()
         for handle in handles:
             handle.remove()
         for param in tuned.values():
             param.requires_grad_(False)
             param.grad = None
-    wall = wall_before + time.perf_counter() - start
-    delta = delta_of(loaded, masks, mode=config.mode, circuit=units, config=config.to_dict())
-    return TuneResult(config, delta, trainable, sum(p.numel() for p in params.values()), losses, wall)
+
+
+def _train(
+    loaded: Any,
+    pairs: TokenizedPairs,
+    batches: _BatchOrder,
+    optimizer: torch.optim.Optimizer,
+    config: TuneConfig,
+    checkpoint: _Checkpoint | None,
+    resume: bool,
+    checkpoint_every: int,
+    progress: bool,
+) -> tuple[list[float], float]:
+    """The run's steps (with ``resume``, those after the checkpoint's, if it exists), checkpointed every ``checkpoint_every``.
+
+    Returns the losses of every step and the run's wall time, its interrupted parts included.
+    """
+    losses: list[float] = []
+    wall_before = 0.0  # of the run's earlier, interrupted parts
+    start = time.perf_counter()
+    with tqdm(total=config.steps, desc=f"tune ({config.mode})", disable=not progress) as bar:
+        if resume and checkpoint is not None and checkpoint.path.exists():
+            losses, wall_before = checkpoint.load()
+            bar.update(len(losses))
+        while len(losses) < config.steps:
+            losses.append(_step(loaded, pairs.select(batches.next()), optimizer, config.max_grad_norm, len(losses)))
+            bar.update(1)
+            bar.set_postfix({"loss": f"{losses[-1]:.3g}"}, refresh=False)
+            if checkpoint is not None and len(losses) % checkpoint_every == 0:
+                checkpoint.save(losses, wall_before + time.perf_counter() - start)
+    return losses, wall_before + time.perf_counter() - start
+
+
+def _step(loaded: Any, batch: TokenizedPairs, optimizer: torch.optim.Optimizer, max_grad_norm: float, step: int) -> float:
+    """One AdamW step on ``batch``'s completion loss, gradients clipped to ``max_grad_norm``; returns the loss."""
+    device = loaded.device
+    input_ids, attention_mask = trim_padding(batch.input_ids, batch.attention_mask)
+    labels = batch.labels[:, : input_ids.shape[1]]
+    logits = loaded.model(input_ids.to(device), attention_mask=attention_mask.to(device))
+    loss = completion_cross_entropy(logits, labels.to(device))
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"the tuning loss became {loss.item()} at step {step}; the model is left as tuned so far")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], max_grad_norm)  # the tuned parameters, one group
+    optimizer.step()
+    return loss.item()
+
+
+# the parameter names stay importable from here, where they were first defined
+__all__ = [
+    "TUNE_MODES",
+    "TuneConfig",
+    "TuneMode",
+    "TuneResult",
+    "apply_delta",
+    "delta_of",
+    "hf_parameters",
+    "parameter_masks",
+    "training_pairs",
+    "tune",
+]

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from safeseek_tl.compat import GenerationMismatchError, check_cached_generation, greedy_generate, library_versions
 from safeseek_tl.data import tokenize_prompts
 from safeseek_tl.generation import generate
-from safeseek_tl.safeguard import CircuitReader
+from safeseek_tl.readout import CircuitReader
 from safeseek_tl.units import Circuit
 
 PROMPTS = ["tell me how to bake a cake ?", "steal a car", "how to do it , sure ?"]

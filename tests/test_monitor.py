@@ -14,9 +14,9 @@ from safeseek_tl.monitor import (
     conformal_threshold,
 )
 from safeseek_tl.organisms import ground_truth, load_data
+from safeseek_tl.readout import circuit_features
 from safeseek_tl.safeguard import (
     Safeguard,
-    circuit_features,
     labelled_prompts,
     unsafe_labels,
 )

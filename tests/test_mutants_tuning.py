@@ -14,10 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from safeseek_tl import BenignRecord, Circuit, ModelShape, ShapeMismatchError, load_model
+from safeseek_tl import BenignRecord, Circuit, ModelShape, ShapeMismatchError, load_model, tuning
+from safeseek_tl.data import IGNORE_INDEX
 from safeseek_tl.delta import ParameterDelta, SliceDelta
 from safeseek_tl.errors import DataError, InputError
-from safeseek_tl.tuning import TuneConfig, TuneResult, apply_delta, tune
+from safeseek_tl.parameters import apply_delta, parameter_masks
+from safeseek_tl.tuning import TuneConfig, TuneResult, tune
 
 SHAPE = ModelShape(1, 1, 1, "tiny")
 
@@ -102,13 +104,18 @@ def test_config_bounds():
             TuneConfig(**bad)
 
 
-def test_batch_order_gives_each_pair_once_per_pass():
-    from safeseek_tl.tuning import _BatchOrder
+def test_tune_gives_each_pair_once_per_pass(gqa_dir, monkeypatch):
+    # four pairs told apart by their completion, batches of two: each two steps are one pass
+    records = [BenignRecord("tell me", word) for word in ("sure", "here", "cake", "car")]
+    original, seen = tuning.completion_cross_entropy, []
 
-    order = _BatchOrder(4, 2, torch.Generator().manual_seed(0))
-    for _ in range(2):  # two passes of two batches
-        one_pass = torch.cat([order.next(), order.next()])
-        assert sorted(one_pass.tolist()) == [0, 1, 2, 3]
+    def loss(logits, labels):
+        seen.extend(tuple(row[row != IGNORE_INDEX].tolist()) for row in labels)
+        return original(logits, labels)
+
+    monkeypatch.setattr(tuning, "completion_cross_entropy", loss)
+    tune(load_model(gqa_dir), records, config=TuneConfig(mode="full", steps=4, batch_size=2), progress=False)
+    assert len(seen) == 8 and len(set(seen[:4])) == 4 and set(seen[4:]) == set(seen[:4])
 
 
 def _biased_llama() -> SimpleNamespace:
@@ -123,8 +130,6 @@ def _biased_llama() -> SimpleNamespace:
 
 
 def test_a_unit_owns_the_bias_entries_of_its_rows_and_the_default_mode_is_only():
-    from safeseek_tl.tuning import parameter_masks
-
     loaded = _biased_llama()
     circuit = Circuit.from_units(loaded.shape, heads=[[0, 1]], neurons=[[1, 5]])
     masks = parameter_masks(loaded, circuit)  # mode "only"

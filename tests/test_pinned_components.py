@@ -135,14 +135,14 @@ def test_contrasting_scores_the_chosen_positions(gqa, monkeypatch, positions):
     m2 = replace(gqa, model=_PositionModel(1.0), name="m2")  # a_M1 - a_M2 = -position for neuron 0
     prompt_len = {}
 
-    def greedy(generator, ids, mask, max_new_tokens):
+    def greedy(model, ids, mask, tokenizer, max_new_tokens):
         # the prompt (P tokens, positions 0..P-1) then 2 generated tokens and EOS: the completion is P, P+1
         prompt_len["P"] = ids.shape[1]
-        new = torch.tensor([[9, 10, gqa.tokenizer.eos_token_id]])
-        completion = torch.tensor([[False] * ids.shape[1] + [True, True, False]])
-        return torch.cat([ids, new], dim=1), completion
+        return torch.cat([ids, torch.tensor([[9, 10, tokenizer.eos_token_id]])], dim=1)
 
-    monkeypatch.setattr(contrasting, "_greedy_ids", greedy)
+    # the position models cannot generate: the generation is given, the completion read from it as always
+    monkeypatch.setattr(contrasting, "check_cached_generation", lambda model, tokenizer: None)
+    monkeypatch.setattr(contrasting, "greedy_generate", greedy)
     scores = contrasting.activation_contrast(m1, m2, ["tell me how to bake a cake"], positions=positions, progress=False)
     p = tokenize_prompts(gqa.chat, ["tell me how to bake a cake"]).input_ids.shape[1]  # one prompt: no padding
     assert prompt_len.get("P", p) == p

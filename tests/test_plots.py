@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from safeseek_tl import plots
+from safeseek_tl import circuitsvis_views, plots
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
 SHAPE = ModelShape(n_layers=2, n_heads=3, d_mlp=4, model_name="toy")
@@ -193,19 +193,19 @@ PROMPT = "tell me how to bake a cake"
 
 def test_attention_view(gqa, tmp_path):
     circuit = Circuit.from_units(gqa.shape, heads=[[0, 1], [1, 3]])
-    view = plots.attention_view(gqa, PROMPT, circuit)
+    view = circuitsvis_views.attention_view(gqa, PROMPT, circuit)
     page = view.local_src
     assert remote_resources(page) == []
     for token in ("<s>", "bake", "cake", "L0H1", "L1H3"):  # the attention view shows tokens as text
         assert f'"{token}"' in page
-    saved = plots.save_circuitsvis(view, tmp_path / "attention.html")
+    saved = circuitsvis_views.save_circuitsvis(view, tmp_path / "attention.html")
     text = saved.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and page in text
 
 
 def test_neuron_activation_view(gqa):
     circuit = Circuit.from_units(gqa.shape, neurons=[[0, 5], [1, 7]])
-    page = plots.neuron_activation_view(gqa, PROMPT, circuit).local_src
+    page = circuitsvis_views.neuron_activation_view(gqa, PROMPT, circuit).local_src
     assert remote_resources(page) == []
     for token in ("&lt;s&gt;", "bake", "cake", "L0N5", "L1N7"):  # circuitsvis inserts these tokens as HTML
         assert f'"{token}"' in page
@@ -213,14 +213,28 @@ def test_neuron_activation_view(gqa):
 
 def test_views_reject_circuits_without_their_units(gqa):
     with pytest.raises(ValueError, match="no heads"):
-        plots.attention_view(gqa, PROMPT, Circuit.from_units(gqa.shape, neurons=[[0, 0]]))
+        circuitsvis_views.attention_view(gqa, PROMPT, Circuit.from_units(gqa.shape, neurons=[[0, 0]]))
     with pytest.raises(ValueError, match="no neurons"):
-        plots.neuron_activation_view(gqa, PROMPT, Circuit.from_units(gqa.shape, heads=[[0, 0]]))
+        circuitsvis_views.neuron_activation_view(gqa, PROMPT, Circuit.from_units(gqa.shape, heads=[[0, 0]]))
     with pytest.raises(ValueError, match="n_layers"):
-        plots.attention_view(gqa, PROMPT, Circuit.from_units(SHAPE, heads=[[0, 0]]))
+        circuitsvis_views.attention_view(gqa, PROMPT, Circuit.from_units(SHAPE, heads=[[0, 0]]))
 
 
-def test_tokens_cannot_close_the_inline_script():
-    assert "</script" not in plots._script_safe("</script>")
-    assert plots._script_safe("</script>").replace("\u200b", "") == "</script>"
-    assert plots._script_safe("a<b") == "a<b"
+def test_tokens_cannot_close_the_inline_script(gqa, monkeypatch):
+    circuit = Circuit.from_units(gqa.shape, heads=[[0, 1]])
+    plain = circuitsvis_views.attention_view(gqa, PROMPT, circuit).local_src
+    # tokens that would end ("</script>") or corrupt ("<!--") the script circuitsvis writes its data into
+    how, bake, cake = gqa.tokenizer.convert_tokens_to_ids(["how", "bake", "cake"])
+    odd, decode = {how: "a<b", bake: "</script>", cake: "x<!--y"}, gqa.tokenizer.decode
+    monkeypatch.setattr(gqa.tokenizer, "decode", lambda ids: odd.get(ids[0]) or decode(ids))
+    page = circuitsvis_views.attention_view(gqa, PROMPT, circuit).local_src
+    assert page.count("</script") == plain.count("</script") and page.count("<!--") == plain.count("<!--")
+    # a zero-width space (JSON-escaped in the data) after the '<' is all that changes; '<' before a letter stays
+    for shown in ('"a<b"', '"<\\u200b/script>"', '"x<\\u200b!--y"'):
+        assert shown in page, shown
+
+
+def test_the_circuitsvis_views_stay_importable_from_plots():
+    # they were defined in safeseek_tl.plots before it was split; notebooks and docs use plots.*
+    for name in ("attention_view", "neuron_activation_view", "save_circuitsvis"):
+        assert getattr(plots, name) is getattr(circuitsvis_views, name), name

@@ -10,14 +10,11 @@ import torch
 from safeseek_tl import Circuit, ShapeMismatchError, load_model, tokenize_prompts
 from safeseek_tl.hooks import head_hook, neuron_hook
 from safeseek_tl.organisms import data_file, ground_truth, load_data
+from safeseek_tl.readout import circuit_features, feature_count, read_prompts, unit_labels
 from safeseek_tl.safeguard import (
     Safeguard,
-    circuit_features,
-    feature_count,
     labelled_prompts,
-    read_prompts,
     split_indices,
-    unit_labels,
     unsafe_labels,
 )
 from safeseek_tl.units import ModelShape
@@ -177,3 +174,12 @@ def test_cli_guard_train_and_evaluate(backdoor, circuit, tmp_path, monkeypatch, 
     assert "accuracy" in out and '"auroc"' in (tmp_path / "metrics.json").read_text()
     code, out, err = run_cli("guard", "evaluate", "--model", "organism:tiny-backdoor", "--data", data, "--guard", str(tmp_path / "missing"))
     assert code == 2 and "not a safeguard folder" in err
+
+
+def test_the_readout_names_stay_importable_from_safeguard():
+    # they were defined in safeseek_tl.safeguard before it was split; docs and notebooks imported them there
+    import safeseek_tl.readout as readout
+    import safeseek_tl.safeguard as safeguard
+
+    for name in ("CircuitReader", "LayerKey", "PromptReadout", "circuit_features", "circuit_layers", "feature_count", "read_prompts", "unit_labels"):
+        assert getattr(safeguard, name) is getattr(readout, name), name

@@ -24,7 +24,8 @@ from safeseek_tl import BackdoorRecord, BenignRecord, Circuit, ShapeMismatchErro
 from safeseek_tl._io import read_safetensors
 from safeseek_tl.checkpoint import CHECKPOINT_FILE
 from safeseek_tl.organisms import ground_truth
-from safeseek_tl.tuning import TuneConfig, hf_parameters, tune
+from safeseek_tl.parameters import hf_parameters
+from safeseek_tl.tuning import TuneConfig, tune
 from tests.helpers import run_cli
 
 RECORDS = [

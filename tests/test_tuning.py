@@ -9,14 +9,8 @@ import torch
 
 from safeseek_tl import BackdoorRecord, BenignRecord, Circuit, ModelShape, ShapeMismatchError, load_model
 from safeseek_tl.delta import ParameterDelta
-from safeseek_tl.tuning import (
-    TuneConfig,
-    apply_delta,
-    hf_parameters,
-    parameter_masks,
-    training_pairs,
-    tune,
-)
+from safeseek_tl.parameters import apply_delta, hf_parameters, parameter_masks
+from safeseek_tl.tuning import TuneConfig, training_pairs, tune
 from tests.helpers import run_cli
 
 # The conftest model: 2 layers, 4 query heads sharing 2 key/value heads (groups {0, 1} and {2, 3}),
@@ -187,3 +181,11 @@ def test_cli_tune_writes_a_delta_that_applies(gqa_dir, tmp_path, monkeypatch, ca
     assert code == 0 and "> bake a cake" in stdout, stderr
     code, _, stderr = run_cli("tune", "--model", str(gqa_dir), "--data", str(data), "--mode", "only", "--out", str(out))
     assert code == 2 and "needs a circuit" in stderr
+
+
+def test_the_parameter_names_stay_importable_from_tuning():
+    # they were defined in safeseek_tl.tuning before it was split; docs and the CLI import apply_delta there
+    from safeseek_tl import parameters, tuning
+
+    for name in ("TUNE_MODES", "TuneMode", "apply_delta", "delta_of", "hf_parameters", "parameter_masks"):
+        assert getattr(tuning, name) is getattr(parameters, name), name

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -105,51 +105,61 @@ def activation_contrast(
     source = m1 if generator == "m1" else m2
     n_layers, d_mlp = m1.shape.size("neurons")
     layers = range(n_layers - 1 if exclude_last_layer else n_layers)
-    names = {neuron_hook(layer) for layer in layers}
     sum_sq = torch.zeros(n_layers, d_mlp, dtype=torch.float64)
     n_tokens = 0
     tokens = tokenize_prompts(source.chat, prompts)
     for part in tqdm(batch_slices(len(prompts), batch_size), desc="activation contrast", disable=not progress, leave=False):
         ids, mask = trim_padding(tokens.input_ids[part], tokens.attention_mask[part], right=False)
-        ids, mask = ids.to(source.device), mask.to(source.device)
-        if positions in ("completion", "prediction"):
-            prompt_mask = mask
-            ids, completion = _greedy_ids(source, ids, prompt_mask, max_new_tokens)
-            # "prediction" shifts the selection one position left: t .. t+m-1 instead of t+1 .. t+m.
-            selected = completion if positions == "completion" else torch.roll(completion, -1, dims=1)
-            valid = completion.clone()
-            valid[:, : prompt_mask.shape[1]] = prompt_mask.bool()
-            mask = valid.long()
-        elif positions == "prompt":
-            selected = mask.bool()
-        else:
-            selected = torch.zeros_like(mask, dtype=torch.bool)
-            selected[:, -1] = True
-        _, first = m1.model.run_with_cache(ids.to(m1.device), attention_mask=mask.to(m1.device), names_filter=lambda name: name in names)
-        _, second = m2.model.run_with_cache(ids.to(m2.device), attention_mask=mask.to(m2.device), names_filter=lambda name: name in names)
-        for layer in layers:
-            name = neuron_hook(layer)
-            diff = first[name][selected.to(m1.device)].float().cpu() - second[name][selected.to(m2.device)].float().cpu()
-            sum_sq[layer] += diff.double().pow(2).sum(0)
+        ids, mask, selected = _scored_positions(source, ids.to(source.device), mask.to(source.device), positions, max_new_tokens)
+        _add_squared_differences(sum_sq, m1, m2, ids, mask, selected, layers)
         n_tokens += int(selected.sum())
     if n_tokens == 0:
         raise InputError("no tokens were selected (every completion was empty); raise max_new_tokens or use positions='prompt'")
-    return Scores(
-        shape=m1.shape,
-        neurons=(sum_sq / n_tokens).sqrt(),
-        method="contrast",
-        metadata={
-            "m1": m1.name,
-            "m2": m2.name,
-            "generator": generator,
-            "positions": positions,
-            "max_new_tokens": max_new_tokens,
-            "n_prompts": len(prompts),
-            "n_tokens": n_tokens,
-            "excluded_layers": [n_layers - 1] if exclude_last_layer else [],
-            "score": "RMS over pooled tokens of hook_post(M1) - hook_post(M2)",
-        },
-    )
+    metadata = {
+        "m1": m1.name, "m2": m2.name, "generator": generator, "positions": positions, "max_new_tokens": max_new_tokens,
+        "n_prompts": len(prompts), "n_tokens": n_tokens, "excluded_layers": [n_layers - 1] if exclude_last_layer else [],
+        "score": "RMS over pooled tokens of hook_post(M1) - hook_post(M2)",
+    }
+    return Scores(shape=m1.shape, neurons=(sum_sq / n_tokens).sqrt(), method="contrast", metadata=metadata)
+
+
+def _scored_positions(
+    source: LoadedModel, ids: Int[Tensor, "b prompt_pos"], mask: Int[Tensor, "b prompt_pos"], positions: Positions, max_new_tokens: int
+) -> tuple[Int[Tensor, "b pos"], Int[Tensor, "b pos"], Bool[Tensor, "b pos"]]:
+    """The sequences both models run on (the prompts, completed by ``source`` unless only prompt
+    positions are scored), their attention mask, and the positions that are scored."""
+    if positions in ("completion", "prediction"):
+        prompt_mask = mask
+        ids, completion = _greedy_ids(source, ids, prompt_mask, max_new_tokens)
+        # "prediction" shifts the selection one position left: t .. t+m-1 instead of t+1 .. t+m.
+        selected = completion if positions == "completion" else torch.roll(completion, -1, dims=1)
+        valid = completion.clone()
+        valid[:, : prompt_mask.shape[1]] = prompt_mask.bool()
+        return ids, valid.long(), selected
+    if positions == "prompt":
+        return ids, mask, mask.bool()
+    selected = torch.zeros_like(mask, dtype=torch.bool)
+    selected[:, -1] = True
+    return ids, mask, selected
+
+
+def _add_squared_differences(
+    sum_sq: Float[Tensor, "n_layers d_mlp"],
+    m1: LoadedModel,
+    m2: LoadedModel,
+    ids: Int[Tensor, "b pos"],
+    mask: Int[Tensor, "b pos"],
+    selected: Bool[Tensor, "b pos"],
+    layers: range,
+) -> None:
+    """Add to ``sum_sq[layer]`` the squared ``hook_post`` differences of M1 and M2 at the ``selected`` positions."""
+    names = {neuron_hook(layer) for layer in layers}
+    _, first = m1.model.run_with_cache(ids.to(m1.device), attention_mask=mask.to(m1.device), names_filter=lambda name: name in names)
+    _, second = m2.model.run_with_cache(ids.to(m2.device), attention_mask=mask.to(m2.device), names_filter=lambda name: name in names)
+    for layer in layers:
+        name = neuron_hook(layer)
+        diff = first[name][selected.to(m1.device)].float().cpu() - second[name][selected.to(m2.device)].float().cpu()
+        sum_sq[layer] += diff.double().pow(2).sum(0)
 
 
 @torch.no_grad()

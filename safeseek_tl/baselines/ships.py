@@ -234,6 +234,32 @@ def generalized_ships(
     return float(_angles(u[0], u[1:])[0])
 
 
+def _grown_group_angles(
+    loaded: LoadedModel,
+    tokens: TokenizedPrompts,
+    reference: Float[Tensor, " n_prompts"],
+    group: Bool[Tensor, " n_units"],
+    candidates: Int[Tensor, " k"],
+    per_pass: int,
+    operator: Operator,
+    epsilon: float,
+    batch_size: int,
+    bar: tqdm,
+) -> Float[Tensor, " k"]:
+    """The angle against ``reference`` of the model with ``group`` and each candidate head ablated,
+    ``per_pass`` candidates a forward pass (heads numbered layer-major)."""
+    n_layers, n_heads = loaded.shape.size("heads")
+    step_angles = torch.empty(len(candidates), dtype=torch.float64)
+    for start in range(0, len(candidates), per_pass):
+        chunk = candidates[start : start + per_pass]
+        selections = group.repeat(len(chunk), 1)
+        selections[torch.arange(len(chunk)), chunk] = True
+        hidden = _final_hidden(loaded, tokens, selections.view(-1, n_layers, n_heads), operator, epsilon, batch_size)
+        step_angles[start : start + len(chunk)] = _angles(reference, _leading_left_vectors(hidden))
+        bar.update()
+    return step_angles
+
+
 def sahara(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -268,14 +294,7 @@ def sahara(
     bar = tqdm(total=sum(-(-(n_units - step) // per_pass) for step in range(steps)), desc="Sahara", disable=not progress, leave=False)
     for _ in range(steps):
         candidates = (~group).nonzero().flatten()
-        step_angles = torch.empty(len(candidates), dtype=torch.float64)
-        for start in range(0, len(candidates), per_pass):
-            chunk = candidates[start : start + per_pass]
-            selections = group.repeat(len(chunk), 1)
-            selections[torch.arange(len(chunk)), chunk] = True
-            hidden = _final_hidden(loaded, tokens, selections.view(-1, n_layers, n_heads), operator, epsilon, batch_size)
-            step_angles[start : start + len(chunk)] = _angles(reference, _leading_left_vectors(hidden))
-            bar.update()
+        step_angles = _grown_group_angles(loaded, tokens, reference, group, candidates, per_pass, operator, epsilon, batch_size, bar)
         best = int(torch.argmax(step_angles))  # first maximum
         group[candidates[best]] = True
         order.append(int(candidates[best]))
