@@ -12,6 +12,7 @@ standard files users bring, and alignment records built from a model's own refus
 """
 
 from safeseek_tl.datasets.bundled import BUNDLED_SETS, bundled_path, load_bundled
+from safeseek_tl.datasets.formats import load_advbench, load_alpaca, load_harmbench, load_jailbreakbench, load_xstest
 from safeseek_tl.datasets.openings import compliant_opening
 from safeseek_tl.datasets.requests import SPLITS, Request, split_requests
 
@@ -21,6 +22,11 @@ __all__ = [
     "Request",
     "bundled_path",
     "compliant_opening",
+    "load_advbench",
+    "load_alpaca",
     "load_bundled",
+    "load_harmbench",
+    "load_jailbreakbench",
+    "load_xstest",
     "split_requests",
 ]
