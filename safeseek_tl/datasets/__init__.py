@@ -11,6 +11,7 @@ standard files users bring, and alignment records built from a model's own refus
   ``evaluate`` and ``guard`` commands read once written with ``safeseek data export``.
 """
 
+from safeseek_tl.datasets.alignment import alignment_records, benign_records
 from safeseek_tl.datasets.bundled import BUNDLED_SETS, bundled_path, load_bundled
 from safeseek_tl.datasets.formats import load_advbench, load_alpaca, load_harmbench, load_jailbreakbench, load_xstest
 from safeseek_tl.datasets.openings import compliant_opening
@@ -20,6 +21,8 @@ __all__ = [
     "BUNDLED_SETS",
     "SPLITS",
     "Request",
+    "alignment_records",
+    "benign_records",
     "bundled_path",
     "compliant_opening",
     "load_advbench",
