@@ -1,18 +1,21 @@
-"""Alignment and benign records built from a model's own greedy answers."""
+"""Alignment and benign records built from a model's own greedy answers, and `safeseek data export`."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from types import SimpleNamespace
 
 import pytest
 
-from safeseek_tl.data import AlignmentRecord, BenignRecord
-from safeseek_tl.datasets import Request, alignment_records, benign_records
+from safeseek_tl.data import AlignmentRecord, BenignRecord, load_records
+from safeseek_tl.datasets import Request, alignment_records, benign_records, load_bundled
 from safeseek_tl.datasets import alignment as alignment_module
 from safeseek_tl.errors import DataError, InputError
 from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import load_model
+
+from .helpers import run_cli
 
 FAKE = SimpleNamespace(model=None, chat=None, name="fake")
 
@@ -95,3 +98,38 @@ def test_on_the_aligned_organism_refuse_is_its_trained_refusal():
         # answered, so it takes the model's most frequent refusal (each appears once: the first seen)
         AlignmentRecord(prompts[2], bakery, "Sure, here is how to organize a garage:"),
     ]
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_cli_exports_a_split_of_bare_requests(tmp_path):
+    out = tmp_path / "probe.jsonl"
+    code, stdout, _ = run_cli("data", "export", "overrefusal", "--split", "test", "--out", str(out))
+    assert code == 0 and f"32 requests of overrefusal (test) written to {out}" in stdout
+    rows = _jsonl(out)
+    assert len(rows) == 32 and {row["split"] for row in rows} == {"test"}
+    assert set(rows[0]) == {"id", "prompt", "category", "harmful", "split", "target"} and rows[0]["harmful"] is False
+    code, _, stderr = run_cli("data", "export", "harmfull", "--out", str(out))
+    assert code == 2 and "unknown bundled set 'harmfull'" in stderr
+
+
+def test_cli_exports_records_the_other_commands_read(tmp_path, monkeypatch):
+    _answers(monkeypatch, ["I'm sorry, but I can't assist with that."] * 60)
+    out = tmp_path / "align.jsonl"
+    code, stdout, _ = run_cli("data", "export", "harmful", "--split", "validation", "--model", "organism:tiny-aligned", "--out", str(out))
+    assert code == 0 and "60 records of harmful (validation) written" in stdout
+    requests = load_bundled("harmful", "validation")
+    assert load_records(out) == [AlignmentRecord(r.prompt, "I'm sorry, but I can't assist with that.", r.target) for r in requests]
+    assert [(row["id"], row["category"]) for row in _jsonl(out)] == [(r.id, r.category) for r in requests]
+    _answers(monkeypatch, ["Nope."] * 60)  # no refusal to the default judge
+    keywords = tmp_path / "keywords.txt"
+    keywords.write_text("nope\n", encoding="utf-8")
+    code, _, stderr = run_cli("data", "export", "harmful", "--split", "validation", "-m", "organism:tiny-aligned", "--out", str(out))
+    assert code == 2 and "refused none of the 60 prompts" in stderr
+    code, _, _ = run_cli("data", "export", "harmful", "--split", "validation", "-m", "organism:tiny-aligned", "--judge-keywords", str(keywords), "--out", str(out))
+    assert code == 0 and {r.refuse for r in load_records(out)} == {"Nope."}
+    _answers(monkeypatch, ["Here is an answer."] * 60)
+    code, _, _ = run_cli("data", "export", "harmless", "--split", "test", "--model", "organism:tiny-aligned", "--out", str(out))
+    assert code == 0 and load_records(out) == [BenignRecord(r.prompt, "Here is an answer.") for r in load_bundled("harmless", "test")]
