@@ -579,6 +579,45 @@ def guard_evaluate(
     _print_guard_metrics(f"{loaded.name}: safeguard {guard} on {data}", metrics, harmful_score, judge)
 
 
+data_app = typer.Typer(help="The bundled request sets (harmful, harmless, overrefusal; docs/datasets.md).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("export")
+def data_export(
+    name: Annotated[str, typer.Argument(help="harmful, harmless or overrefusal.")],
+    out: Annotated[Path, typer.Option(help="The JSONL file to write.")],
+    split: Annotated[str | None, typer.Option(help="train, validation or test (default: every split).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Write records for this model (see below) instead of the bare requests.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens of each greedy answer (with --model).")] = 32,
+    judge_keywords: JudgeKeywordsOption = None,
+    judge_case_sensitive: JudgeCaseOption = False,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Write a bundled set as JSONL: its requests, or with --model the records the other commands read.
+
+    With --model, harmful requests become alignment records (prompt, the model's own refusal, the
+    request's compliant opening; discover --scenario alignment, evaluate, guard) and the others
+    benign records (prompt, the model's own answer; --benign). Every request of the split is kept.
+    """
+    from dataclasses import asdict
+
+    from safeseek_tl._io import write_jsonl
+    from safeseek_tl.datasets import alignment_records, benign_records, load_bundled
+
+    requests = load_bundled(name, split)
+    if model is None:
+        rows = [asdict(request) for request in requests]
+    else:
+        loaded = _load(model, device)
+        judge = _judge(judge_keywords, judge_case_sensitive)
+        harmful = requests[0].harmful
+        records = alignment_records(loaded, requests, max_new_tokens=max_new_tokens, judge=judge) if harmful else benign_records(loaded, requests, max_new_tokens)
+        rows = [{"id": request.id, "category": request.category, **asdict(record)} for request, record in zip(requests, records)]
+    write_jsonl(out, rows)
+    typer.echo(f"{len(rows)} {'records' if model else 'requests'} of {name} ({split or 'every split'}) written to {out}")
+
+
 def main() -> None:
     """Entry point: run the app and turn every error into one clear line and its exit code.
 
