@@ -312,7 +312,7 @@ def _default_top_k(shape) -> dict[str, int]:
 
 @app.command()
 def attribute(
-    method: Annotated[str, typer.Option(help="ships, sahara, contrast, act-patch, attr-patch or probe.")],
+    method: Annotated[str, typer.Option(help="ships, sahara, contrast, act-patch, attr-patch, probe or refusal-direction.")],
     model: ModelOption,
     data: Annotated[Path, typer.Option(help="Backdoor or alignment records.")],
     scenario: Annotated[str, typer.Option(help="backdoor (triggered vs clean prompts) or alignment (harmful vs benign).")],
@@ -321,6 +321,7 @@ def attribute(
     benign: Annotated[Path | None, typer.Option(help="Benign records: the contrast prompts of the alignment scenario.")] = None,
     top_k_heads: Annotated[int | None, typer.Option(help="Heads in circuit.json (default 3% of heads).")] = None,
     top_k_neurons: Annotated[int | None, typer.Option(help="Neurons in circuit.json (default 1% of neurons).")] = None,
+    kl_limit: Annotated[float | None, typer.Option(help="refusal-direction: the largest KL on harmless prompts a candidate may cause (default 0.1, Arditi et al.'s).")] = None,
     device: DeviceOption = "cpu",
 ) -> None:
     """Score units with a heuristic baseline; write the scores and the top-k circuit."""
@@ -328,11 +329,14 @@ def attribute(
     from safeseek_tl.data import load_records
     from safeseek_tl.units import Circuit
 
+    if kl_limit is not None and method != "refusal-direction":
+        raise InputError("--kl-limit is an option of refusal-direction only")
     records = load_records(data, scenario)
     benign_records = load_records(benign, "benign") if benign else None
     loaded = _load(model, device)
     base = _load(base_model, device) if base_model else None
-    scores = run_baseline(method, loaded, records, scenario, base_model=base, benign=benign_records)
+    options = {} if kl_limit is None else {"kl_limit": kl_limit}
+    scores = run_baseline(method, loaded, records, scenario, base_model=base, benign=benign_records, **options)
     defaults = _default_top_k(loaded.shape)
     budget = {}
     if scores.heads is not None:

@@ -3,7 +3,9 @@
 - Safety Neurons (Chen et al.): :func:`activation_contrast`, :func:`dynamic_patching` and controls;
 - Ships / Sahara (Zhou et al.): :func:`ships_scores`, :func:`generalized_ships`, :func:`sahara`;
 - :func:`activation_patching`, :func:`attribution_patching`;
-- :func:`linear_probes` (a layer-level map).
+- :func:`linear_probes` (a layer-level map);
+- the refusal direction (Arditi et al.): :func:`find_refusal_direction`, :func:`direction_ablated`,
+  and the unit ranking of :func:`~safeseek_tl.baselines.direction.refusal_direction_scores`.
 
 :func:`run_baseline` runs any of them by name (:data:`BASELINES`) on the library's records, with
 one convention for which prompts carry the behaviour:
@@ -22,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from safeseek_tl.baselines.contrasting import activation_contrast, causal_effect, dynamic_patching, random_like, static_patching
+from safeseek_tl.baselines.direction import RefusalDirection, direction_ablated, direction_added, find_refusal_direction, refusal_direction_scores
 from safeseek_tl.baselines.patching import activation_patching, attribution_patching, refusal_metric, row_unit_hooks
 from safeseek_tl.baselines.probing import ProbeResult, linear_probes
 from safeseek_tl.baselines.ships import generalized_ships, head_ablation_hooks, sahara, ships_scores, ships_scores_naive
@@ -112,6 +115,7 @@ BASELINES: dict[str, Callable[..., Scores]] = {
     "act-patch": _patching(activation_patching, "act-patch"),
     "attr-patch": _patching(attribution_patching, "attr-patch"),
     "probe": _probe,
+    "refusal-direction": lambda inputs, **options: refusal_direction_scores(inputs.loaded, inputs.behaviour(), inputs.contrast("refusal-direction"), **options),
 }
 """Runners ``(BaselineInputs, **options) -> Scores`` by name; call them through :func:`run_baseline`."""
 
@@ -129,8 +133,8 @@ def run_baseline(
     """Run baseline ``name`` on ``records`` of ``scenario`` ("backdoor" or "alignment").
 
     ``options`` go to the method (e.g. ``operator="sc"`` for Ships, ``units="neurons"`` for
-    patching); ``benign`` gives the contrast prompts of the alignment scenario (patching, probes;
-    other methods ignore it); ``base_model`` is M1 for ``"contrast"``. Patching scores are oriented so
+    patching); ``benign`` gives the contrast prompts of the alignment scenario (patching, probes,
+    the refusal direction; other methods ignore it); ``base_model`` is M1 for ``"contrast"``. Patching scores are oriented so
     that higher moves the metric (default: refusal log-odds) toward its value on the behaviour
     prompts. The scenario is recorded in ``metadata``.
     """
@@ -145,11 +149,15 @@ __all__ = [
     "BASELINES",
     "BaselineInputs",
     "ProbeResult",
+    "RefusalDirection",
     "activation_contrast",
     "activation_patching",
     "attribution_patching",
     "causal_effect",
+    "direction_ablated",
+    "direction_added",
     "dynamic_patching",
+    "find_refusal_direction",
     "generalized_ships",
     "head_ablation_hooks",
     "linear_probes",
