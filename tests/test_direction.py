@@ -161,10 +161,14 @@ def test_mean_differences_is_harmful_minus_harmless_at_the_template_positions(gq
 
 
 def test_first_layer_candidates_are_zero(aligned):
-    # at layer 0 the residual is the token embedding, and the post-instruction tokens are the same for every prompt
-    diff = mean_differences(aligned, _prompts("alignment", "train", 8), _prompts("benign", "train", 8))
+    # at layer 0 the residual is the token embedding: the same at the post-instruction positions of
+    # every prompt, not at the user's last token ("?" in the harmful prompts, "." in the harmless ones)
+    harmful, harmless = ["how do I kill my cousin ?", "how do I loot a factory ?"], ["explain how to clean a garage .", "draw a factory ."]
+    diff = mean_differences(aligned, harmful, harmless)
     assert diff.shape == (2, 4, 128)
     assert diff[:, 0].abs().max() == 0 and diff[:, 1:].abs().min(-1).values.max() > 0
+    before = mean_differences(aligned, harmful, harmless, n_positions=3)
+    assert torch.equal(before[1:], diff) and before[0, 0].abs().max() > 0
 
 
 # ---- directional ablation and activation addition ----
@@ -331,6 +335,11 @@ def test_selection_on_tiny_aligned_follows_the_rules(aligned):
     assert (found.position, found.layer) == (best["position"], best["layer"]) == (-1, 2)
     assert torch.equal(found.direction, candidates[-1, 2].float())
     assert found.baseline["refusal_score_harmful"] > 0 > found.baseline["refusal_score_harmless"]
+    lenient = select_direction(aligned, candidates, harmful, harmless, kl_limit=100.0, induce_min=None, progress=False)
+    kept = [row for row in lenient.table if row["rejected"] is None]
+    assert len(kept) == 4 and all(row["induced_score"] is None for row in lenient.table)  # the layers 1 and 2
+    best = min(kept, key=lambda row: row["ablated_score"])
+    assert (lenient.position, lenient.layer) == (best["position"], best["layer"]) == (-1, 2)
     with pytest.raises(InputError, match=r"all 8 candidate directions were rejected \(.*KL above 0.001"):
         select_direction(aligned, candidates, harmful, harmless, kl_limit=0.001, progress=False)
 
