@@ -1,27 +1,14 @@
 """The refusal direction (Arditi et al. 2024) as a baseline: one residual-stream direction, and the units that write it.
 
-- :func:`mean_differences`: the candidates, ``r[i, l]`` = mean over harmful prompts of
-  ``blocks.{l}.hook_resid_pre`` at post-instruction position ``i``, minus the same mean over
-  harmless prompts (float64). The post-instruction positions are the tokens the chat template
-  writes after the user's text (:meth:`~safeseek_tl.chat.ChatFormatter.post_instruction_length`),
-  the last positions of every left-padded prompt;
-- :func:`select_direction`: on validation prompts, each candidate's mean refusal score on harmful
-  prompts under :func:`direction_ablated`, its KL(full || ablated) on harmless prompts, and the
-  refusal score that adding it at its own layer (:func:`direction_added`) induces on harmless
-  prompts. Candidates from the last ``prune_fraction`` of layers (not evaluated), with KL above
-  ``kl_limit`` or with an induced score below ``induce_min`` are rejected (:func:`rejection`); the
-  kept candidate with the lowest ablated score, the largest drop, is the direction;
-- :func:`direction_unit_scores`: each head's and neuron's mean write onto the direction, harmful
-  minus harmless, at the post-instruction positions, so that the direction also ranks units and
-  competes with the other methods at matched unit budgets;
-- :func:`refusal_direction_scores`: all of it from two prompt lists, the ``refusal-direction``
-  baseline.
-
-Directional ablation projects the unit direction out of the input of every block
-(``hook_resid_pre``) and out of what every attention and MLP writes (``hook_attn_out``,
-``hook_mlp_out``), at every position, as the official code does; the residual stream then has no
-component along it anywhere. Activation addition adds the unnormalized difference of means to
-``hook_resid_pre`` of one layer, at every position, with coefficient 1.
+:func:`mean_differences` gives the candidates (harmful minus harmless mean of
+``blocks.{l}.hook_resid_pre`` per post-instruction position and layer); :func:`select_direction`
+picks one on validation prompts (lowest refusal score under ablation among the candidates that
+:func:`rejection` keeps); :func:`direction_ablated` projects it out of ``hook_resid_pre``,
+``hook_attn_out`` and ``hook_mlp_out`` of every layer at every position, as the official code does,
+and :func:`direction_added` adds it to ``hook_resid_pre`` of one layer; :func:`direction_unit_scores`
+ranks heads and neurons by their write onto it, so that it competes at matched unit budgets;
+:func:`refusal_direction_scores` is the ``refusal-direction`` baseline. docs/direction.md has the
+details and the differences from the official code.
 """
 
 from __future__ import annotations
@@ -277,9 +264,10 @@ def select_direction(
     """Choose among ``candidates`` (:func:`mean_differences`) on validation prompts (see :func:`rejection`).
 
     The kept candidate with the lowest mean refusal score of ``harmful_val`` under directional
-    ablation wins (the first such, position-major, on ties); rejected candidates are not evaluated. ``refusal_ids`` default to the
-    tokenizer's refusal openings (:func:`~safeseek_tl.evaluate.own_refusal_token_ids` finds the
-    model's own). Raises :class:`~safeseek_tl.errors.InputError` when every candidate is rejected.
+    ablation wins (the first such, position-major, on ties); candidates of the last layers and zero
+    ones are rejected without being evaluated. ``refusal_ids`` default to the tokenizer's refusal
+    openings (:func:`~safeseek_tl.evaluate.own_refusal_token_ids` finds the model's own). Raises
+    :class:`~safeseek_tl.errors.InputError` when every candidate is rejected.
     """
     if not harmful_val or not harmless_val:
         raise InputError("choosing a refusal direction needs harmful and harmless validation prompts")
