@@ -46,6 +46,22 @@ class ChatFormatter:
     def prompt_ids(self, prompt: str) -> list[int]:
         return self._encode(self.prompt_text(prompt))
 
+    def post_instruction_length(self, probes: tuple[str, ...] = ("Hello", "How do I bake bread?")) -> int:
+        """How many tokens the template writes after the user's text: the post-instruction positions.
+
+        For each probe prompt, the templated text is cut right after the user's text and tokenized;
+        the tokens of the full prompt beyond the longest prefix it shares with that cut are the
+        template's own. Counted in context, so a token that the tokenizer merges across the end of
+        the user's text counts as post-instruction; the smallest count over the probes is returned.
+        """
+        counts = []
+        for probe in probes:
+            text = self.prompt_text(probe)
+            full, head = self.prompt_ids(probe), self._encode(text[: text.rfind(probe) + len(probe)])
+            shared = next((i for i, (a, b) in enumerate(zip(full, head)) if a != b), min(len(full), len(head)))
+            counts.append(len(full) - shared)
+        return min(counts)
+
     def pair_ids(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt part and of the completion part (with the end-of-turn tokens).
 

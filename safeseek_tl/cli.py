@@ -308,7 +308,7 @@ def _default_top_k(shape) -> dict[str, int]:
 
 @app.command()
 def attribute(
-    method: Annotated[str, typer.Option(help="A registered method: safeseek, ships, sahara, contrast, act-patch, attr-patch or probe (safeseek models).")],
+    method: Annotated[str, typer.Option(help="A registered method: safeseek, ships, sahara, contrast, act-patch, attr-patch, probe or refusal-direction.")],
     model: ModelOption,
     data: Annotated[Path, typer.Option(help="Backdoor or alignment records.")],
     scenario: Annotated[str, typer.Option(help="backdoor (triggered vs clean prompts) or alignment (harmful vs benign).")],
@@ -318,7 +318,7 @@ def attribute(
     top_k_heads: Annotated[int | None, typer.Option(help="Heads in circuit.json (default 3% of heads).")] = None,
     top_k_neurons: Annotated[int | None, typer.Option(help="Neurons in circuit.json (default 1% of neurons).")] = None,
     units: Annotated[str, typer.Option(help="Granularities the methods that take it score (safeseek, act-patch, attr-patch): heads, neurons or both.")] = "heads",
-    overrides: Annotated[list[str], typer.Option("--set", help="A method option, e.g. --set operator=sc (ships) or --set epochs=5 (safeseek: any SeekConfig field); repeatable.")] = [],  # noqa: B006
+    overrides: Annotated[list[str], typer.Option("--set", help="A method option, e.g. --set operator=sc (ships) or --set epochs=5 (safeseek: any SeekConfig field), --set kl_limit=0.2 (refusal-direction); repeatable.")] = [],  # noqa: B006
     device: DeviceOption = "cpu",
 ) -> None:
     """Score units with any registered method (SafeSeek included); write the scores and the top-k circuit."""

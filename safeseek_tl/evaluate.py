@@ -2,13 +2,15 @@
 
 The same numbers for every method: refusal rate and attack success rate (keyword judge on greedy
 generations), each with the logit refusal score of the same prompts (no generation, no keywords),
-and utility as the mean completion cross-entropy on benign data.
+and utility as the mean completion cross-entropy on benign data. :func:`intervention_kl` is the
+cost of an intervention that the community reports beside refusals: KL(full || intervened) of the
+next-token distribution at the last prompt position, on harmless prompts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,14 @@ from safeseek_tl.ablation import AblationMode, ReferenceActivations, ablated
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, BenignRecord, Record, batch_slices, tokenize_pairs, tokenize_prompts
 from safeseek_tl.errors import InputError
 from safeseek_tl.generation import generate
-from safeseek_tl.metrics import RefusalJudge, completion_cross_entropy, refusal_score, refusal_token_ids
+from safeseek_tl.metrics import (
+    RefusalJudge,
+    completion_cross_entropy,
+    last_position_kl,
+    refusal_first_tokens,
+    refusal_score,
+    refusal_token_ids,
+)
 from safeseek_tl.units import Circuit
 
 
@@ -42,20 +51,74 @@ class BehaviourData:
 
 
 @torch.no_grad()
-def refusal_scores(loaded: Any, prompts: Sequence[str], batch_size: int = 16) -> Float[Tensor, " n_prompts"]:
+def last_logits(loaded: Any, prompts: Sequence[str], batch_size: int = 16) -> Float[Tensor, "n_prompts d_vocab"]:
+    """Next-token logits at the last position of each chat-templated prompt, as the model runs now.
+
+    The last prompt position is where the answer starts; hooks already installed (an ablation)
+    count. Float32, on the CPU; only that position is unembedded.
+    """
+    tokens = tokenize_prompts(loaded.chat, prompts)
+    device = loaded.device
+    rows = []
+    for part in batch_slices(len(prompts), batch_size):
+        ids, mask = tokens.input_ids[part].to(device), tokens.attention_mask[part].to(device)
+        rows.append(loaded.model(ids, attention_mask=mask, logits_to_keep=1)[:, -1].float().cpu())
+    return torch.cat(rows)
+
+
+def refusal_scores(
+    loaded: Any, prompts: Sequence[str], batch_size: int = 16, refusal_ids: Sequence[int] | None = None
+) -> Float[Tensor, " n_prompts"]:
     """The logit refusal score of each prompt (:func:`~safeseek_tl.metrics.refusal_score`), as the model runs now.
 
     Read at the last prompt position, where the answer starts; hooks already installed (an
     ablation) count. It needs no keywords, so it checks a keyword judge that may not fit the model.
+    ``refusal_ids``: the refusal tokens, by default the tokenizer's typical refusal openings
+    (:func:`~safeseek_tl.metrics.refusal_token_ids`); :func:`own_refusal_token_ids` finds those
+    that open this model's own refusals, as Arditi et al. chose theirs.
     """
-    ids = refusal_token_ids(loaded.tokenizer)
-    tokens = tokenize_prompts(loaded.chat, prompts)
-    device = loaded.device
-    scores = []
-    for part in batch_slices(len(prompts), batch_size):
-        logits = loaded.model(tokens.input_ids[part].to(device), attention_mask=tokens.attention_mask[part].to(device))
-        scores.append(refusal_score(logits[:, -1], ids))
-    return torch.cat(scores)
+    ids = refusal_token_ids(loaded.tokenizer) if refusal_ids is None else list(refusal_ids)
+    return refusal_score(last_logits(loaded, prompts, batch_size), ids)
+
+
+def own_refusal_token_ids(
+    loaded: Any,
+    harmful: Sequence[str],
+    judge: RefusalJudge | None = None,
+    min_share: float = 0.1,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+) -> list[int]:
+    """The first tokens of the model's own refusals of ``harmful`` prompts (Arditi et al.'s refusal tokens).
+
+    The model answers greedily and ``judge`` (default: the keyword judge) says which answers are
+    refusals; the first token of an answer is the argmax of the last prompt position's logits.
+    Tokens that open fewer than ``min_share`` of the refusals are dropped
+    (:func:`~safeseek_tl.metrics.refusal_first_tokens`).
+    """
+    judge = judge or RefusalJudge()
+    answers = generate(loaded.model, loaded.chat, harmful, max_new_tokens, batch_size, progress=False)
+    first = last_logits(loaded, harmful, batch_size).argmax(-1).tolist()
+    return refusal_first_tokens(first, [judge.is_refusal(answer) for answer in answers], min_share)
+
+
+def intervention_kl(
+    loaded: Any,
+    prompts: Sequence[str],
+    intervention: Callable[[], AbstractContextManager[Any]],
+    batch_size: int = 16,
+) -> Float[Tensor, " n_prompts"]:
+    """KL(full || intervened) of the next-token distribution at the last prompt position, per prompt.
+
+    ``intervention`` makes the context manager to measure, e.g. ``lambda: ablated(loaded.model,
+    circuit)`` or ``lambda: direction_ablated(loaded.model, direction)``; pass harmless prompts for
+    the cost of the intervention where nothing should change. Nats, float32
+    (:func:`~safeseek_tl.metrics.last_position_kl`).
+    """
+    full = last_logits(loaded, prompts, batch_size)
+    with intervention():
+        intervened = last_logits(loaded, prompts, batch_size)
+    return last_position_kl(full, intervened)
 
 
 @torch.no_grad()

@@ -46,6 +46,16 @@ def query_hook(layer: int) -> str:
     return get_act_name("q", layer)
 
 
+def attn_out_hook(layer: int) -> str:
+    """Hook point of what the attention of ``layer`` writes to the residual stream: [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def mlp_out_hook(layer: int) -> str:
+    """Hook point of what the MLP of ``layer`` writes to the residual stream: [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_mlp_out"
+
+
 def unit_hook(kind: UnitKind, layer: int) -> str:
     """Hook point that carries the units of ``kind`` in ``layer``."""
     return head_hook(layer) if kind == "heads" else neuron_hook(layer)

@@ -20,6 +20,7 @@ from typing import Any
 
 from safeseek_tl.ablation import ReferenceActivations
 from safeseek_tl.baselines import activation_contrast, activation_patching, attribution_patching, linear_probes, sahara, ships_scores
+from safeseek_tl.baselines.direction import refusal_direction_scores
 from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, UnitChoice, UnitKind
@@ -146,6 +147,11 @@ def _probe(inputs: MethodInputs, **options: Any) -> Attribution:
     return Attribution(linear_probes(inputs.loaded, inputs.behaviour(), inputs.contrast("probe"), **options).to_scores(inputs.loaded.shape))
 
 
+def _refusal_direction(inputs: MethodInputs, **options: Any) -> Attribution:
+    harmful, harmless = inputs.behaviour(), inputs.contrast("refusal-direction")
+    return Attribution(refusal_direction_scores(inputs.loaded, harmful, harmless, **options))
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -156,6 +162,7 @@ METHODS: dict[str, Method] = {
         Method("act-patch", _patching(activation_patching, "act-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="activation patching"),
         Method("attr-patch", _patching(attribution_patching, "attr-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="attribution patching"),
         Method("probe", _probe, UNIT_KINDS, needs_benign=True, summary="linear probes per layer (a layer-level map)"),
+        Method("refusal-direction", _refusal_direction, UNIT_KINDS, needs_benign=True, summary="each unit's write onto the refusal direction (Arditi et al.)"),
     )
 }
 """Every method by name; run them through :func:`run_method` or :func:`attribute`."""

@@ -20,6 +20,7 @@ prints comes with the logit :func:`refusal_score` of the same prompts, which nee
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,25 @@ def refusal_token_ids(tokenizer: object, openings: Iterable[str] = REFUSAL_OPENI
     if not ids:
         raise InputError(f"none of the refusal openings {list(openings)} is a known token of this tokenizer")
     return ids
+
+
+def refusal_first_tokens(first_ids: Sequence[int], refused: Sequence[bool], min_share: float = 0.1) -> list[int]:
+    """The tokens that open the model's own refusals: Arditi et al.'s refusal tokens, found, not guessed.
+
+    ``first_ids[i]`` is the first token of the model's answer to prompt ``i`` and ``refused[i]``
+    whether a judge calls that answer a refusal. Returns the distinct first tokens of the refusals
+    that open at least ``min_share`` of them, most frequent first (ties in the order first seen):
+    a keyword judge that takes a stray compliant answer for a refusal does not add its opening.
+    """
+    if len(first_ids) != len(refused):
+        raise InputError(f"{len(first_ids)} first tokens but {len(refused)} refusal verdicts")
+    if not 0.0 < min_share <= 1.0:
+        raise InputError(f"min_share must be in (0, 1], got {min_share}")
+    counts = Counter(int(token) for token, refusal in zip(first_ids, refused) if refusal)
+    if not counts:
+        raise InputError(f"the model refused none of the {len(refused)} prompts, so its refusals name no token")
+    total = sum(counts.values())
+    return [token for token, count in counts.most_common() if count >= min_share * total]
 
 
 def refusal_score(

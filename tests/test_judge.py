@@ -31,7 +31,7 @@ def test_refusal_scores_reads_the_last_position_of_each_prompt(gqa):
     # the word tokenizer, a score of log(0.5) - log(0.5) = 0; at any other position it is log(3/26)
     vocab, ids = len(gqa.tokenizer), gqa.tokenizer.convert_tokens_to_ids(["I", "As", "Sorry"])
 
-    def model(input_ids, attention_mask):
+    def model(input_ids, attention_mask, logits_to_keep=0):
         logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], vocab)
         logits[:, -1, ids] = math.log(26 / 3)
         return logits
