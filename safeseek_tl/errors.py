@@ -27,6 +27,10 @@ class ShapeMismatchError(InputError):
     """A scores or circuit file was made for a model of another shape."""
 
 
+class ChecksumError(DataError):
+    """A fetched or cached file is not the one expected: the message names it, the expected and actual sha256."""
+
+
 class ModelNotAvailableError(InputError, RuntimeError):
     """The model cannot be loaded without a network download.
 

