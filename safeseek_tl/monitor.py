@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from safeseek_tl import runs
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
 from safeseek_tl.errors import InputError
 from safeseek_tl.models import LoadedModel
@@ -131,31 +132,31 @@ class TamperReference:
         over a ``circuit.json`` of another circuit is refused.
         """
         out = Path(out_dir)
-        circuit_file = out / "circuit.json"
+        circuit_file = out / runs.CIRCUIT
         if circuit_file.is_file():
             other = Circuit.load(circuit_file)
             if (other.head_list, other.neuron_list) != (self.circuit.head_list, self.circuit.neuron_list):
                 raise InputError(f"{circuit_file} holds another circuit; save the tamper reference in its own folder")
         else:
             self.circuit.save(circuit_file)
-        write_safetensors(out / "tamper.safetensors", {"mean": self.mean, "std": self.std}, {"format": FORMAT})
+        write_safetensors(out / runs.TAMPER_TENSORS, {"mean": self.mean, "std": self.std}, {"format": FORMAT})
         payload = {"format": FORMAT, "threshold": self.threshold, "false_alarm": self.false_alarm, "units": unit_labels(self.circuit), "metadata": self.metadata}
-        write_json(out / "tamper.json", json.loads(json.dumps(payload, default=str)))
+        write_json(out / runs.TAMPER_JSON, json.loads(json.dumps(payload, default=str)))
 
     @classmethod
     def load(cls, out_dir: str | Path, expected: ModelShape | None = None) -> TamperReference:
         out = Path(out_dir)
-        for name in ("circuit.json", "tamper.safetensors", "tamper.json"):
+        for name in (runs.CIRCUIT, runs.TAMPER_TENSORS, runs.TAMPER_JSON):
             if not (out / name).is_file():
                 raise FileNotFoundError(f"{out} holds no tamper reference: {name} is missing")
-        settings = read_json(out / "tamper.json")
+        settings = read_json(out / runs.TAMPER_JSON)
         if not isinstance(settings, dict) or settings.get("format") != FORMAT:
             raise InputError(f"{out / 'tamper.json'}: not a tamper reference file (expected format {FORMAT!r})")
-        tensors, _ = read_safetensors(out / "tamper.safetensors", "tamper reference")
+        tensors, _ = read_safetensors(out / runs.TAMPER_TENSORS, "tamper reference")
         if {"mean", "std"} - tensors.keys():
             raise InputError(f"{out / 'tamper.safetensors'}: needs tensors 'mean' and 'std', found {sorted(tensors)}")
         return cls(
-            circuit=Circuit.load(out / "circuit.json", expected),
+            circuit=Circuit.load(out / runs.CIRCUIT, expected),
             mean=tensors["mean"],
             std=tensors["std"],
             threshold=float(settings["threshold"]),

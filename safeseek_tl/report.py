@@ -1,9 +1,9 @@
 """A self-contained HTML report of a saved run, readable offline in any browser.
 
-``write_report`` reads what a run folder holds (SafeSeek's ``circuit.json``, ``scores.safetensors``,
-``history.json``, ``config.json``; a baseline's scores and circuit alone; a comparison's
-``comparison.csv`` and ``overlap.csv``; optional ``behaviour.json`` and ``examples.json``) and
-writes ONE HTML file: plotly's JavaScript is inlined once, nothing is fetched from the network, and
+``write_report`` renders what a run holds (a :class:`~safeseek_tl.runs.RunContents`, or a run
+folder read into one: SafeSeek's ``circuit.json``, ``scores.safetensors``, ``history.json``,
+``config.json``; a baseline's scores and circuit alone; a comparison's ``comparison.csv`` and
+``overlap.csv``; optional ``behaviour.json`` and ``examples.json``) and writes ONE HTML file: plotly's JavaScript is inlined once, nothing is fetched from the network, and
 every piece of text that comes from the run (prompts, generations, settings, method names, the
 title) is HTML-escaped.
 
@@ -25,9 +25,10 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from safeseek_tl import plots
-from safeseek_tl._io import atomic_path, read_json
+from safeseek_tl import plots, runs
+from safeseek_tl._io import atomic_path
 from safeseek_tl.errors import InputError
+from safeseek_tl.runs import RunContents
 from safeseek_tl.units import Circuit, Scores
 
 STYLE = """
@@ -120,67 +121,51 @@ def _behaviour_table(behaviour: Any, source: str) -> str:
 
 
 def write_report(
-    run_dir: str | Path,
+    run: RunContents | str | Path,
     out_file: str | Path,
     *,
     title: str | None = None,
     examples: Sequence[Mapping[str, str]] | None = None,
 ) -> Path:
-    """Write a self-contained offline HTML report of the run saved in ``run_dir``; return its path.
+    """Write a self-contained offline HTML report of ``run``; return its path.
 
-    ``examples`` (a list of ``{"prompt", "full", "ablated"}``) overrides the folder's ``examples.json``.
+    ``run``: the objects to show (:class:`~safeseek_tl.runs.RunContents`), or a run folder, read
+    with :meth:`RunContents.load <safeseek_tl.runs.RunContents.load>`. ``examples`` (a list of
+    ``{"prompt", "full", "ablated"}``) overrides the run's own.
     """
-    run = Path(run_dir)
-    present, scores, circuit, history = _read_run(run)
+    contents = run if isinstance(run, RunContents) else RunContents.load(run)
+    contents.check()
     examples_source = "examples"
-    if examples is None and "examples.json" in present:
-        examples, examples_source = read_json(present["examples.json"]), str(present["examples.json"])
+    if examples is None and contents.examples is not None:
+        examples, examples_source = contents.examples, contents.origins.get(runs.EXAMPLES, "examples")
+    scores, circuit, history = contents.scores, contents.circuit, contents.history
 
     figure = _Figures()
     sections: list[tuple[str, str]] = []
     if scores is not None or circuit is not None:
         sections.append(("Summary", _summary(scores, circuit, history)))
-    if "behaviour.json" in present:
-        sections.append(("Behaviour", _behaviour_table(read_json(present["behaviour.json"]), str(present["behaviour.json"]))))
+    if contents.behaviour is not None:
+        sections.append(("Behaviour", _behaviour_table(contents.behaviour, contents.origins.get(runs.BEHAVIOUR, "behaviour"))))
     units = _unit_figures(scores, circuit, figure)
     if units:
         sections.append(("Units", units))
     if history is not None and history.get("history"):
         sections.append(("Training", figure(plots.training_curves(history["history"], best_epoch=history.get("best_epoch")))))
-    if "comparison.csv" in present:
-        sections.append(("Method comparison", _comparison(pd.read_csv(present["comparison.csv"]), figure)))
-    if "overlap.csv" in present:
-        sections.append(("Circuit overlap", figure(plots.overlap_matrix(pd.read_csv(present["overlap.csv"], index_col=0)))))
+    if contents.comparison is not None:
+        sections.append(("Method comparison", _comparison(contents.comparison, figure)))
+    if contents.overlap is not None:
+        sections.append(("Circuit overlap", figure(plots.overlap_matrix(contents.overlap))))
     if examples is not None:
         sections.append(("Example generations", _examples_table(examples, examples_source)))
-    if "config.json" in present:
-        config = read_json(present["config.json"])
+    if contents.config is not None:
+        config = contents.config
         rows = config.items() if isinstance(config, Mapping) else [("config", config)]
         sections.append(("Settings", _table(["setting", "value"], rows)))
 
-    heading = title if title is not None else f"safeseek report: {run.resolve().name}"
+    heading = title if title is not None else f"safeseek report: {Path(contents.source).resolve().name}"
     with atomic_path(out_file) as tmp:
-        tmp.write_text(_page(heading, run, sections), encoding="utf-8")
+        tmp.write_text(_page(heading, contents.source, sections), encoding="utf-8")
     return Path(out_file)
-
-
-def _read_run(run: Path) -> tuple[dict[str, Path], Scores | None, Circuit | None, Mapping[str, Any] | None]:
-    """The report's files present in the run folder, and its scores, circuit and history (checked)."""
-    if not run.is_dir():
-        raise FileNotFoundError(f"run folder {run} does not exist")
-    files = {name: run / name for name in ("scores.safetensors", "circuit.json", "history.json", "config.json",
-                                           "behaviour.json", "examples.json", "comparison.csv", "overlap.csv")}
-    present = {name: path for name, path in files.items() if path.is_file()}
-    scores = Scores.load(present["scores.safetensors"]) if "scores.safetensors" in present else None
-    circuit = Circuit.load(present["circuit.json"]) if "circuit.json" in present else None
-    if scores is None and circuit is None and "comparison.csv" not in present:
-        raise InputError(f"{run}: no scores.safetensors, circuit.json or comparison.csv: not a saved run folder")
-    if scores is not None and circuit is not None:
-        scores.shape.check_compatible(circuit.shape, f"{run / 'circuit.json'}")
-    history = read_json(present["history.json"]) if "history.json" in present else None
-    if history is not None and not (isinstance(history, Mapping) and isinstance(history.get("history", []), list)):
-        raise InputError(f"{present['history.json']}: expected an object with a 'history' list of epochs")
-    return present, scores, circuit, history
 
 
 def _unit_figures(scores: Scores | None, circuit: Circuit | None, figure: _Figures) -> str:
@@ -210,7 +195,7 @@ def _comparison(table: pd.DataFrame, figure: _Figures) -> str:
     return "".join(parts)
 
 
-def _page(heading: str, run: Path, sections: Sequence[tuple[str, str]]) -> str:
+def _page(heading: str, source: str, sections: Sequence[tuple[str, str]]) -> str:
     """The whole HTML page: the heading, the run folder, then each section."""
     body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections)
     return (
@@ -218,5 +203,5 @@ def _page(heading: str, run: Path, sections: Sequence[tuple[str, str]]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(heading)}</title><style>{STYLE}</style></head>\n"
         f"<body><h1>{html.escape(heading)}</h1>"
-        f'<p class="note">Run folder: {html.escape(str(run))}</p>{body}</body></html>\n'
+        f'<p class="note">Run: {html.escape(source)}</p>{body}</body></html>\n'
     )

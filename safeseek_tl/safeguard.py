@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from safeseek_tl import runs
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, BenignRecord, Record
 from safeseek_tl.errors import InputError
@@ -251,9 +252,9 @@ class Safeguard:
     def save(self, out_dir: str | Path) -> None:
         """Write ``circuit.json``, ``safeguard.safetensors`` (float64 parameters) and ``safeguard.json``."""
         out = Path(out_dir)
-        self.circuit.save(out / "circuit.json")
+        self.circuit.save(out / runs.CIRCUIT)
         tensors = {"weights": self.weights, "bias": torch.tensor([self.bias], dtype=torch.float64), "mean": self.mean, "scale": self.scale}
-        write_safetensors(out / "safeguard.safetensors", tensors, {"format": FORMAT})
+        write_safetensors(out / runs.SAFEGUARD_TENSORS, tensors, {"format": FORMAT})
         payload = {
             "format": FORMAT,
             "model": self.circuit.shape.to_dict(),
@@ -263,21 +264,21 @@ class Safeguard:
             "features": "last prompt token; heads: hook_z vectors (d_head each), neurons: hook_post; standardized",
             "metadata": self.metadata,
         }
-        write_json(out / "safeguard.json", json.loads(json.dumps(payload, default=str)))
+        write_json(out / runs.SAFEGUARD_JSON, json.loads(json.dumps(payload, default=str)))
 
     @classmethod
     def load(cls, out_dir: str | Path, expected: ModelShape | None = None) -> Safeguard:
         """Load a safeguard saved by :meth:`save`; with ``expected``, refuse one made for another model shape."""
         out = Path(out_dir)
-        for name in ("circuit.json", "safeguard.safetensors", "safeguard.json"):
+        for name in (runs.CIRCUIT, runs.SAFEGUARD_TENSORS, runs.SAFEGUARD_JSON):
             if not (out / name).is_file():
                 raise FileNotFoundError(f"{out} is not a safeguard folder: {name} is missing")
-        settings = read_json(out / "safeguard.json")
+        settings = read_json(out / runs.SAFEGUARD_JSON)
         if not isinstance(settings, dict) or settings.get("format") != FORMAT:
             raise InputError(f"{out / 'safeguard.json'}: not a safeguard file (expected format {FORMAT!r})")
-        circuit = Circuit.load(out / "circuit.json", expected)
-        ModelShape.from_dict(settings["model"], str(out / "safeguard.json")).check_compatible(circuit.shape, f"circuit {out / 'circuit.json'}")
-        tensors, _ = read_safetensors(out / "safeguard.safetensors", "safeguard file")
+        circuit = Circuit.load(out / runs.CIRCUIT, expected)
+        ModelShape.from_dict(settings["model"], str(out / runs.SAFEGUARD_JSON)).check_compatible(circuit.shape, f"circuit {out / runs.CIRCUIT}")
+        tensors, _ = read_safetensors(out / runs.SAFEGUARD_TENSORS, "safeguard file")
         missing = {"weights", "bias", "mean", "scale"} - tensors.keys()
         if missing:
             raise InputError(f"{out / 'safeguard.safetensors'}: missing tensors {sorted(missing)}")

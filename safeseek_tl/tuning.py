@@ -48,6 +48,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from safeseek_tl import runs
 from safeseek_tl._io import write_json
 from safeseek_tl.checkpoint import CHECKPOINT_FILE, Slices, read_checkpoint, write_checkpoint
 from safeseek_tl.data import (
@@ -142,8 +143,8 @@ class TuneResult:
     def save(self, out_dir: str | Path) -> None:
         """Write ``delta.safetensors`` (apply it with :func:`apply_delta`) and ``tune.json``."""
         out = Path(out_dir)
-        self.delta.save(out / "delta.safetensors")
-        write_json(out / "tune.json", self.summary())
+        self.delta.save(out / runs.DELTA)
+        write_json(out / runs.TUNE, self.summary())
 
 
 class _BatchOrder:

@@ -172,3 +172,17 @@ def test_circuitsvis_page_renders_offline_in_headless_chromium(gqa, tmp_path):
     assert "Uncaught" not in dom.stderr
     # the React component drew the coloured tokens (the BOS token shown as text, not turned into an element)
     assert 'class="colored-tokens"' in dom.stdout and ">cake<" in dom.stdout and "&lt;s&gt;" in dom.stdout
+
+
+def test_report_of_objects_in_memory_without_a_folder(gqa, tmp_path):
+    """write_report takes the run's objects: a circuit and a comparison table, nothing on disk."""
+    from safeseek_tl.runs import RunContents
+
+    circuit = Circuit.from_units(gqa.shape, heads=[[0, 1]])
+    table = pd.DataFrame([{"method": HOSTILE, "budget": 1, "n_units": 1, "behaviour_change": -0.5}])
+    page = write_report(RunContents(circuit=circuit, comparison=table), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<h2>Summary</h2>" in page and "<h2>Method comparison</h2>" in page and "<h2>Training</h2>" not in page
+    assert "Run: in memory" in page and ESCAPED in page and HOSTILE not in page
+    with pytest.raises(ValueError, match="expected an object with a 'history' list of epochs"):
+        write_report(RunContents(circuit=circuit, history={"history": "epoch 1"}), tmp_path / "bad.html")
+    assert not (tmp_path / "bad.html").exists()
