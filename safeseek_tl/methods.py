@@ -191,24 +191,15 @@ def attribute(
     return found
 
 
-def run_method(
-    name: str,
-    loaded: LoadedModel,
-    records: Sequence[Record],
-    scenario_name: str | Scenario,
-    *,
-    base_model: LoadedModel | None = None,
-    benign: Sequence[BenignRecord] | None = None,
-    units: UnitChoice = "heads",
-    **options: Any,
-) -> Scores:
+def run_method(name: str, loaded: LoadedModel, records: Sequence[Record], scenario_name: str | Scenario, **options: Any) -> Scores:
     """Run method ``name`` (one of :data:`METHODS`) on ``records`` of a scenario ("backdoor" or "alignment").
 
-    ``options`` go to the method (e.g. ``operator="sc"`` for Ships, ``config=SeekConfig(...)`` for
-    SafeSeek); ``units`` tells the methods that take it which granularities to score; ``benign``
+    Takes :func:`attribute`'s keywords (``base_model``, ``benign``, ``units``); other ``options`` go
+    to the method (e.g. ``operator="sc"`` for Ships, ``config=SeekConfig(...)`` for SafeSeek,
+    ``kl_limit=0.2`` for the refusal direction); ``units`` tells the methods that take it which granularities to score; ``benign``
     gives the contrast prompts of the alignment scenario (patching, probes; other methods ignore
     it); ``base_model`` is M1 for ``"contrast"``. Patching scores are oriented so that higher
     moves the metric (default: refusal log-odds) toward its value on the behaviour prompts. The
     scenario is recorded in ``metadata``.
     """
-    return attribute(name, loaded, records, scenario_name, base_model=base_model, benign=benign, units=units, **options).scores
+    return attribute(name, loaded, records, scenario_name, **options).scores
