@@ -11,13 +11,25 @@ from safeseek_tl.cli import shared
 from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, ModelOption, judge_from_options, load_benign
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from safeseek_tl.metrics import RefusalJudge
+    from safeseek_tl.models import LoadedModel
 
 guard_app = typer.Typer(help="Safeguards: predict unsafe answers from a circuit's activations at the last prompt token.", no_args_is_help=True)
 
 GuardDataOption = Annotated[Path, typer.Option("--data", help="Backdoor (clean and triggered prompts), alignment (harmful) or benign records.")]
 GuardBenignOption = Annotated[Path | None, typer.Option("--benign", help="Benign records to add as safe prompts.")]
 MaxNewTokensOption = Annotated[int, typer.Option(help="Tokens generated to judge each harmful prompt's answer.")]
+
+
+def judged_records(loaded: LoadedModel, data: Path, benign: Path | None, judge: RefusalJudge, max_new_tokens: int) -> tuple[list[str], Tensor, float | None]:
+    """The prompts of ``--data`` and ``--benign``, their unsafe labels and the harmful prompts' mean refusal score."""
+    from safeseek_tl.data import load_records
+    from safeseek_tl.safeguard import judged_prompts
+
+    records = load_records(data) + load_benign(benign)
+    return judged_prompts(loaded, records, judge=judge, max_new_tokens=max_new_tokens)
 
 
 def print_guard_metrics(title: str, metrics: dict, harmful_score: float | None, judge: RefusalJudge) -> None:
@@ -49,15 +61,13 @@ def guard_train(
     device: DeviceOption = "cpu",
 ) -> None:
     """Train a safeguard on the model's own (judged) answers; report held-out accuracy and AUROC."""
-    from safeseek_tl.data import load_records
-    from safeseek_tl.safeguard import Safeguard, circuit_features, judged_prompts, split_indices
+    from safeseek_tl.safeguard import Safeguard, circuit_features, split_indices
     from safeseek_tl.units import Circuit
 
     judge = judge_from_options(judge_keywords, judge_case_sensitive)
     loaded = shared.load_model_for_cli(model, device)
     selected = Circuit.load(circuit, expected=loaded.shape)
-    records = load_records(data) + load_benign(benign)
-    prompts, labels, harmful_score = judged_prompts(loaded, records, judge=judge, max_new_tokens=max_new_tokens)
+    prompts, labels, harmful_score = judged_records(loaded, data, benign, judge, max_new_tokens)
     features = circuit_features(loaded, selected, prompts)
     train, held_out = split_indices(labels, test_fraction, seed)
     guard = Safeguard.fit(features[train], labels[train], selected, int(loaded.model.cfg.d_head), C=c, model=loaded.name, data=str(data), seed=seed, judge=judge.describe())
@@ -82,14 +92,12 @@ def guard_evaluate(
 ) -> None:
     """Measure a saved safeguard on other data (or another model of the same shape)."""
     from safeseek_tl._io import write_json
-    from safeseek_tl.data import load_records
-    from safeseek_tl.safeguard import Safeguard, judged_prompts
+    from safeseek_tl.safeguard import Safeguard
 
     judge = judge_from_options(judge_keywords, judge_case_sensitive)
     loaded = shared.load_model_for_cli(model, device)
     safeguard = Safeguard.load(guard, expected=loaded.shape)
-    records = load_records(data) + load_benign(benign)
-    prompts, labels, harmful_score = judged_prompts(loaded, records, judge=judge, max_new_tokens=max_new_tokens)
+    prompts, labels, harmful_score = judged_records(loaded, data, benign, judge, max_new_tokens)
     metrics = safeguard.evaluate(safeguard.features(loaded, prompts), labels)
     if out is not None:
         write_json(out, {"model": loaded.name, "guard": str(guard), "data": str(data), "benign": str(benign) if benign else None, "judge": judge.describe(), "refusal_score_harmful": harmful_score, **metrics})
