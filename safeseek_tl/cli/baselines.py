@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from safeseek_tl.cli import shared
 from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, ModelOption, judge_from_options, load_benign, parse_overrides
 from safeseek_tl.errors import InputError
+
+if TYPE_CHECKING:
+    from safeseek_tl.data import Record
 
 
 def evaluate(
@@ -79,7 +82,7 @@ def attribute(
     typer.echo(f"{method}: {circuit!r}; written to {out}/ (scores.safetensors, circuit.json)")
 
 
-def held_out(records: list, benign_records: list) -> tuple[list, list, list, list, str]:
+def held_out(records: list[Record], benign_records: list[Record]) -> tuple[list[Record], list[Record], list[Record], list[Record], str]:
     """Records for the methods and held-out ones to measure on (``compare`` without --eval-data), and a line saying which."""
     from safeseek_tl.compare import HELD_OUT_SEED, held_out_split
 

@@ -14,6 +14,7 @@ import typer
 from safeseek_tl.errors import InputError
 
 if TYPE_CHECKING:
+    from safeseek_tl.data import Record
     from safeseek_tl.metrics import RefusalJudge
     from safeseek_tl.models import LoadedModel
 
@@ -105,7 +106,7 @@ def resumable(checkpoint_dir: Path, saved: str) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def load_benign(path: Path | None) -> list:
+def load_benign(path: Path | None) -> list[Record]:
     """The benign records of ``--benign``, or none."""
     from safeseek_tl.data import load_records
 
