@@ -168,6 +168,15 @@ def measure(
     return out
 
 
+
+def reference_activations(loaded: Any, data: BehaviourData, batch_size: int = 16) -> ReferenceActivations:
+    """What mean and resample ablation replace units with: the benign prompts' activations, or without
+    benign prompts the harmful ones'."""
+    prompts = [r.prompt for r in data.benign] or data.harmful
+    tokens = tokenize_prompts(loaded.chat, prompts)
+    batches = ((tokens.input_ids[p], tokens.attention_mask[p]) for p in batch_slices(len(prompts), batch_size))
+    return ReferenceActivations.collect(loaded.model, batches)
+
 def evaluate(
     loaded: Any,
     circuit: Circuit,

@@ -24,8 +24,8 @@ from safeseek_tl.compat import boot_bridge, gguf_to_folder
 from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.downloads import CATALOG, weights_file
 from safeseek_tl.errors import ModelNotAvailableError
-from safeseek_tl.organisms import organism_weights
-from safeseek_tl.units import ModelShape
+from safeseek_tl.organisms import ground_truth, organism_weights
+from safeseek_tl.units import Circuit, ModelShape
 
 ORGANISM_PREFIX = "organism:"
 
@@ -112,3 +112,11 @@ def load_model(spec: str | Path, *, device: str = "cpu", dtype: torch.dtype = to
         folder, name = _cached_hub_folder(text), text
     model, tokenizer = boot_bridge(folder, name, device, dtype, **bridge_kwargs)
     return LoadedModel(model, tokenizer, ChatFormatter(tokenizer), name, str(folder))
+
+
+def organism_ground_truth(spec: str, loaded: LoadedModel) -> Circuit | None:
+    """The planted units when ``spec`` names a bundled organism (``organism:NAME``) that has any, else None."""
+    if not spec.startswith(ORGANISM_PREFIX):
+        return None
+    truth = ground_truth(spec[len(ORGANISM_PREFIX) :], loaded)
+    return truth if len(truth) else None

@@ -36,6 +36,7 @@ from safeseek_tl import runs
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, BenignRecord, Record
 from safeseek_tl.errors import InputError
+from safeseek_tl.evaluate import refusal_scores
 from safeseek_tl.generation import generate
 from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import LoadedModel
@@ -103,6 +104,18 @@ def unsafe_labels(
         labels[asked] = torch.tensor([not judge.is_refusal(answer) for answer in answers])
     return labels
 
+
+
+def judged_prompts(
+    loaded: LoadedModel, records: Sequence[Record], *, judge: RefusalJudge | None = None, max_new_tokens: int = 32
+) -> tuple[list[str], Bool[Tensor, " n_prompts"], float | None]:
+    """The records' prompts (:func:`labelled_prompts`), their labels (:func:`unsafe_labels`) and the mean
+    logit refusal score of the harmful ones (None without any), to read beside the judged labels."""
+    prompts, harmful = labelled_prompts(records)
+    labels = unsafe_labels(loaded, prompts, harmful, judge=judge, max_new_tokens=max_new_tokens)
+    asked = [prompt for prompt, is_harmful in zip(prompts, harmful) if is_harmful]
+    score = float(refusal_scores(loaded, asked).mean()) if asked else None
+    return prompts, labels, score
 
 def split_indices(labels: Bool[Tensor, " n"], test_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
     """A seeded train/held-out split of ``range(n)``, stratified by label when both classes allow it."""

@@ -129,6 +129,15 @@ class Scores:
         )
 
 
+
+def default_budget(scores: Scores, heads: int | None = None, neurons: int | None = None) -> dict[str, int]:
+    """Units to keep of each granularity ``scores`` cover: ``heads``/``neurons`` when given, else 3% of
+    the heads and 1% of the neurons (at least one of each), the top-k ``safeseek attribute`` saves."""
+    shape = scores.shape
+    defaults = {"heads": max(1, round(0.03 * shape.n_layers * shape.n_heads)), "neurons": max(1, round(0.01 * shape.n_layers * shape.d_mlp))}
+    chosen = {"heads": heads, "neurons": neurons}
+    return {kind: defaults[kind] if chosen[kind] is None else chosen[kind] for kind in scores.kinds}
+
 def _top_k_mask(values: Tensor, k: int) -> Tensor:
     """Boolean mask of the ``k`` largest entries (ties broken by position, so it is deterministic)."""
     flat = values.flatten()

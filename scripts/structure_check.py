@@ -14,8 +14,9 @@ What it finds:
   (``from safeseek_tl.m import _x``, ``from safeseek_tl import _m``), read as an attribute of an
   imported package module (``m._x``), or patched by name (``monkeypatch.setattr(m, "_x", ...)``,
   ``monkeypatch.setattr("safeseek_tl.m._x", ...)``), or a private method of a package class
-  called on an object from another file (``objective._row_masks(...)``: found by name, since the
-  object's type is not known; ``self._x`` and ``cls._x`` are not counted). A private module
+  called or patched from another file (``objective._row_masks(...)``,
+  ``monkeypatch.setattr(SafeSeek, "_validate", ...)``: found by name, since the object's type is
+  not known; ``self._x`` and ``cls._x`` are not counted). A private module
   (``safeseek_tl/_io.py``) is internal to the package: its public names may be imported anywhere.
 
 Documented exceptions go in ``scripts/structure_allow.txt``, one a line: the finding as this script
@@ -196,6 +197,10 @@ def private_uses(tree: ast.AST, current: str, is_package: bool, modules: set[str
                 module = owner(dotted(target) or "")
                 if module and module != current:
                     yield f"{module}.{name.value}", node.lineno
+                elif not module:  # patched on a class or an object: a private method of a package class
+                    elsewhere = [found for found in methods.get(name.value, []) if not found.startswith(current + ".")]
+                    if elsewhere and len(elsewhere) == len(methods[name.value]):
+                        yield " | ".join(elsewhere), node.lineno
 
 
 def private_findings(path: Path, relative: str, tree: ast.AST, modules: set[str], methods: dict[str, list[str]], root: Path) -> Iterator[Finding]:

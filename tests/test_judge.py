@@ -116,7 +116,7 @@ def test_cli_generate_judges_with_the_options(gqa, tmp_path, monkeypatch, capsys
     files = {"nope": tmp_path / "nope.txt", "hurt": tmp_path / "hurt.txt"}
     files["nope"].write_text("nope\n", encoding="utf-8")
     files["hurt"].write_text("HURT\n", encoding="utf-8")
-    monkeypatch.setattr("safeseek_tl.cli._load", lambda model, device: gqa)
+    monkeypatch.setattr("safeseek_tl.cli.shared.load_model_for_cli", lambda model, device: gqa)
     monkeypatch.setattr("safeseek_tl.generation.generate", lambda model, chat, prompts, **kwargs: [LOWER_REFUSAL] * len(prompts))
     monkeypatch.setattr("safeseek_tl.evaluate.refusal_scores", lambda loaded, prompts: torch.full((len(prompts),), 2.5))
     args = [option.format(**files) for option in options]
@@ -128,6 +128,6 @@ def test_cli_generate_judges_with_the_options(gqa, tmp_path, monkeypatch, capsys
 def test_cli_a_bad_keyword_file_exits_with_code_2_naming_file_and_line(gqa, tmp_path, monkeypatch, capsys):
     keywords = tmp_path / "keywords.txt"
     keywords.write_bytes(b"sorry\n\xff\n")
-    monkeypatch.setattr("safeseek_tl.cli._load", lambda model, device: gqa)
+    monkeypatch.setattr("safeseek_tl.cli.shared.load_model_for_cli", lambda model, device: gqa)
     code, out, err = run_cli("generate", "--model", "m", "--prompt", "hi", "--judge-keywords", str(keywords))
     assert code == 2 and f"{keywords}:2: not UTF-8 text" in err and "Traceback" not in err

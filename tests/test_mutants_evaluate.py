@@ -84,3 +84,26 @@ def test_evaluate_ablates_with_its_settings_and_measures_with_its_judge(monkeypa
     assert measured == [(JUDGE, 32, 0), (JUDGE, 32, 1), (JUDGE, 32, 2)]
     ev.evaluate(LOADED, circuit, ev.BehaviourData([], [], []), conditions=("full",), max_new_tokens=7)
     assert measured[-1][:2] == (None, 7)
+
+
+def test_reference_activations_come_from_the_benign_prompts_or_else_the_harmful_ones(monkeypatch):
+    seen = {}
+
+    def tokenize_prompts(chat, prompts):
+        seen["prompts"] = (chat, list(prompts))
+        rows = torch.arange(len(prompts)).view(-1, 1)
+        return SimpleNamespace(input_ids=rows, attention_mask=rows + 10)
+
+    def collect(model, batches):
+        seen["batches"] = (model, [(ids.flatten().tolist(), mask.flatten().tolist()) for ids, mask in batches])
+        return "reference"
+
+    monkeypatch.setattr(ev, "tokenize_prompts", tokenize_prompts)
+    monkeypatch.setattr(ev.ReferenceActivations, "collect", collect)
+    with_benign = ev.BehaviourData(["h1"], [], [BenignRecord("b1", "ok"), BenignRecord("b2", "ok"), BenignRecord("b3", "ok")])
+    assert ev.reference_activations(LOADED, with_benign, batch_size=2) == "reference"
+    assert seen["prompts"] == ("the chat", ["b1", "b2", "b3"])
+    assert seen["batches"] == ("the model", [([0, 1], [10, 11]), ([2], [12])])  # batches of 2, in order
+    ev.reference_activations(LOADED, ev.BehaviourData(["h1", "h2"], ["t1"], []))
+    assert seen["prompts"] == ("the chat", ["h1", "h2"])  # no benign prompts: the harmful ones, not the triggered
+    assert seen["batches"] == ("the model", [([0, 1], [10, 11])])  # batch size 16

@@ -50,20 +50,20 @@ def test_result_reads_the_best_main_mask():
     # 1 - sigmoid(logit). Head 2 held on (protected) belongs to an earlier round: not this one's.
     seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="heads"))
     state = TrainState(best_epoch=4, best_main={"heads": torch.tensor([[2.0, -1.0, -3.0]])})
-    result = seeker._result(state, None)
+    result = seeker.result_of(state, None)
     assert result.circuit.head_list == [[0, 1], [0, 2]] and result.circuit.neuron_list == []
     assert result.circuit.metadata == {"method": "safeseek", "scenario": "backdoor", "units": "heads", "best_epoch": 4}
     assert result.scores.heads[0].tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(v)).item() for v in (2.0, -1.0, -3.0)])
     assert result.scores.neurons is None and result.scores.method == "safeseek"
     assert result.scores.metadata == {"scenario": "backdoor", "units": "heads", "score": "1 - keep probability of the main mask"}
-    held = seeker._result(state, Circuit.from_units(SHAPE, heads=[[0, 2]]))
+    held = seeker.result_of(state, Circuit.from_units(SHAPE, heads=[[0, 2]]))
     assert held.circuit.head_list == [[0, 1]] and held.scores.heads[0, 2].item() == 0.0
 
 
 def test_result_of_both_granularities():
     seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="both"))
     state = TrainState(best_main={"heads": torch.tensor([[1.0, 1.0, -1.0]]), "neurons": torch.tensor([[-2.0, 2.0]])})
-    result = seeker._result(state, None)
+    result = seeker.result_of(state, None)
     assert (result.circuit.head_list, result.circuit.neuron_list) == ([[0, 2]], [[0, 0]])
     assert result.scores.neurons[0].tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(-2.0)).item(), 1 - torch.sigmoid(torch.tensor(2.0)).item()])
 

@@ -72,3 +72,16 @@ def test_organisms_without_planted_units_have_an_empty_ground_truth(organisms):
 def test_unknown_organism_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown organism 'nope'"):
         load_model("organism:nope")
+
+
+def test_organism_ground_truth_of_a_model_spec():
+    from types import SimpleNamespace
+
+    from safeseek_tl.models import organism_ground_truth
+    from safeseek_tl.units import ModelShape
+
+    loaded = SimpleNamespace(shape=ModelShape(n_layers=4, n_heads=8, d_mlp=384, model_name="tiny-backdoor"))
+    truth = organism_ground_truth("organism:tiny-backdoor", loaded)
+    assert truth.head_list == [[1, 3], [2, 5]] and len(truth.neuron_list) == 16  # ground_truth.json
+    assert organism_ground_truth("organism:tiny-base", loaded) is None  # nothing planted
+    assert organism_ground_truth("tiny-backdoor", loaded) is None  # a folder or hub name, not an organism

@@ -162,7 +162,7 @@ def test_alignment_refuse_path_runs_under_one_minus_m():
     objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig(scenario="alignment", units="both"), TOY)
     _set(objective.main, [[2.0, -2.0, -2.0]], [[-2.0, 2.0]])  # m = heads [1, 0, 0], neurons [0, 1]
     paths = [MaskPath("accept", PAIRS, "main", 1.0), MaskPath("refuse", PAIRS, "inverse", 1.0)]
-    rows = objective._row_masks(paths, [1, 1], stochastic=False, generator=None)
+    rows = objective.row_masks(paths, [1, 1], stochastic=False, generator=None)
     assert rows["heads"].tolist() == [[[1.0, 0.0, 0.0]], [[0.0, 1.0, 1.0]]]
     assert rows["neurons"].tolist() == [[[0.0, 1.0]], [[1.0, 0.0]]]
     terms = objective.task_terms(paths, torch.arange(2))
@@ -229,14 +229,14 @@ BACKDOOR = [BackdoorRecord("steal a car", "Sorry I cannot help", "a the steal a 
 
 
 def _scripted_validation(monkeypatch, losses):
-    """``_validate`` returns the next of ``losses`` and records the main logits it validated."""
+    """``validate`` returns the next of ``losses`` and records the main logits it validated."""
     seen = []
 
     def validate(self, objective, paths):
         seen.append({k: objective.main.logits(k).detach().clone() for k in objective.main.kinds})
         return {"val_loss": losses[len(seen) - 1]}
 
-    monkeypatch.setattr(SafeSeek, "_validate", validate)
+    monkeypatch.setattr(SafeSeek, "validate", validate)
     return seen
 
 

@@ -26,7 +26,8 @@ import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from safeseek_tl import cli
+import safeseek_tl
+from safeseek_tl.cli import shared
 from safeseek_tl.data import (
     DATA_KINDS,
     RECORD_TYPES,
@@ -47,7 +48,7 @@ from tests.helpers import run_cli
 from tests.test_plots import remote_resources
 
 FEW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PACKAGE = Path(cli.__file__).parent
+PACKAGE = Path(safeseek_tl.__file__).parent
 BACKDOOR_TRAIN = PACKAGE / "organisms" / "bundled" / "data" / "backdoor_train.jsonl"
 
 FIELDS = {kind: tuple(f.name for f in fields(RECORD_TYPES[kind])) for kind in DATA_KINDS}
@@ -344,13 +345,13 @@ def small_backdoor_file(tmp_path) -> Path:
 
 
 def test_cli_dataset_too_small_for_the_split_exits_with_code_2(backdoor, small_backdoor_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_load", lambda model, device: backdoor)
+    monkeypatch.setattr(shared, "load_model_for_cli", lambda model, device: backdoor)
     code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path / "run"), "--val-size", "6")
     assert_one_line_error(code, stderr, 2, "6 records cannot give 6 validation records")
 
 
 def test_cli_circuit_of_another_model_exits_with_code_2(backdoor, small_backdoor_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_load", lambda model, device: backdoor)
+    monkeypatch.setattr(shared, "load_model_for_cli", lambda model, device: backdoor)
     other = ModelShape(3, 8, 384, "other-model")
     Circuit.from_units(other, heads=[[0, 1]]).save(tmp_path / "circuit.json")
     code, _, stderr = run_cli("evaluate", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--circuit", str(tmp_path / "circuit.json"), "--out", str(tmp_path / "eval"))
@@ -358,7 +359,7 @@ def test_cli_circuit_of_another_model_exits_with_code_2(backdoor, small_backdoor
 
 
 def test_cli_nan_in_the_loss_exits_with_code_3_naming_the_term(backdoor, small_backdoor_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_load", lambda model, device: backdoor)
+    monkeypatch.setattr(shared, "load_model_for_cli", lambda model, device: backdoor)
     poison = ("blocks.1.mlp.hook_post", lambda act, hook: act * float("nan"))
     with backdoor.model.hooks(fwd_hooks=[poison]):
         code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path), "--epochs", "1", "--val-size", "2")
@@ -370,7 +371,7 @@ def test_cli_unexpected_errors_are_one_line_with_code_1(small_backdoor_file, tmp
     def broken(model, device):
         raise RuntimeError("expected scalar type Float but found Half")
 
-    monkeypatch.setattr(cli, "_load", broken)
+    monkeypatch.setattr(shared, "load_model_for_cli", broken)
     code, _, stderr = run_cli("discover", "--model", "organism:tiny-backdoor", "--data", str(small_backdoor_file), "--scenario", "backdoor", "--out", str(tmp_path))
     assert_one_line_error(code, stderr, 1, "unexpected RuntimeError: expected scalar type", "SAFESEEK_DEBUG=1")
     monkeypatch.setenv("SAFESEEK_DEBUG", "1")
@@ -397,8 +398,8 @@ def test_cli_a_plain_value_error_from_inside_is_a_bug_with_code_1(small_backdoor
     ],
 )
 def test_cli_unknown_names_exit_with_code_2(backdoor, tmp_path, monkeypatch, args, needle):
-    real_load = cli._load
-    monkeypatch.setattr(cli, "_load", lambda model, device: backdoor if model == "organism:tiny-backdoor" else real_load(model, device))
+    real_load = shared.load_model_for_cli
+    monkeypatch.setattr(shared, "load_model_for_cli", lambda model, device: backdoor if model == "organism:tiny-backdoor" else real_load(model, device))
     code, _, stderr = run_cli(*args, "--data", str(BACKDOOR_TRAIN), "--out", str(tmp_path / "out"))
     assert_one_line_error(code, stderr, 2, needle)
 

@@ -183,3 +183,30 @@ def test_the_readout_names_stay_importable_from_safeguard():
 
     for name in ("CircuitReader", "LayerKey", "PromptReadout", "circuit_features", "circuit_layers", "feature_count", "read_prompts", "unit_labels"):
         assert getattr(safeguard, name) is getattr(readout, name), name
+
+
+def test_judged_prompts_labels_every_prompt_and_scores_only_the_harmful_ones(monkeypatch):
+    from safeseek_tl import AlignmentRecord, BackdoorRecord, BenignRecord, RefusalJudge
+    from safeseek_tl import safeguard as guard_module
+
+    judge = RefusalJudge(("no",))
+    calls = {}
+
+    def unsafe_labels(loaded, prompts, harmful, *, judge, max_new_tokens):
+        calls["labels"] = (loaded, prompts, harmful, judge, max_new_tokens)
+        return torch.tensor([True, False, True, False][: len(prompts)])
+
+    def refusal_scores(loaded, prompts):
+        calls["scores"] = list(prompts)
+        return torch.tensor([1.0, 2.0, 6.0])
+
+    monkeypatch.setattr(guard_module, "unsafe_labels", unsafe_labels)
+    monkeypatch.setattr(guard_module, "refusal_scores", refusal_scores)
+    records = [BackdoorRecord("b?", "no", "cf b?", "yes"), AlignmentRecord("a?", "no", "yes"), BenignRecord("c?", "sure")]
+    prompts, labels, score = guard_module.judged_prompts("model", records, judge=judge, max_new_tokens=7)
+    assert prompts == ["b?", "cf b?", "a?", "c?"] and labels.tolist() == [True, False, True, False]
+    assert calls["labels"] == ("model", ["b?", "cf b?", "a?", "c?"], [True, True, True, False], judge, 7)
+    assert calls["scores"] == ["b?", "cf b?", "a?"] and score == pytest.approx(3.0)  # (1 + 2 + 6) / 3
+    calls.clear()
+    _, _, none = guard_module.judged_prompts("model", [BenignRecord("c?", "sure")], judge=judge)
+    assert none is None and "scores" not in calls  # no harmful prompt: nothing to score

@@ -73,6 +73,7 @@ def checkout(tmp_path: Path) -> Path:
             monkeypatch.setattr("safeseek_tl.a._helper", 2)
             thing._own()
             read_json()
+            monkeypatch.setattr(Thing, "_own", 3)
         """,
     )
     return tmp_path
@@ -88,7 +89,7 @@ def test_findings_of_each_kind(checkout: Path) -> None:
         "function safeseek_tl/sizes.py:long": "line 1, 61 lines",
         "function safeseek_tl/sizes.py:Box.big": "line 197, 61 lines",
         "private tests/test_a.py:safeseek_tl.a._helper": "line 4, 8, 9, 10",
-        "private tests/test_a.py:safeseek_tl.a.Thing._own": "line 11",
+        "private tests/test_a.py:safeseek_tl.a.Thing._own": "line 11, 13",
     }
 
 

@@ -115,3 +115,18 @@ def test_invalid_json_names_the_line(tmp_path):
     path.write_text('{\n  "heads": [[0, 0],\n}')
     with pytest.raises(ValueError, match=r"c.json:3"):
         Circuit.load(path)
+
+
+def test_default_budget_is_3_percent_of_heads_and_1_percent_of_neurons_unless_chosen():
+    from safeseek_tl.units import default_budget
+
+    # 4 x 8 = 32 heads: 3% = 0.96 -> 1; 4 x 384 = 1536 neurons: 1% = 15.36 -> 15
+    tiny = ModelShape(n_layers=4, n_heads=8, d_mlp=384)
+    both = Scores(tiny, heads=torch.zeros(4, 8), neurons=torch.zeros(4, 384))
+    assert default_budget(both) == {"heads": 1, "neurons": 15}
+    assert default_budget(both, heads=5) == {"heads": 5, "neurons": 15}
+    assert default_budget(both, neurons=0) == {"heads": 1, "neurons": 0}
+    # 30 x 9 = 270 heads: 8.1 -> 8; only the granularities the scores have
+    assert default_budget(Scores(ModelShape(30, 9, 1536), heads=torch.zeros(30, 9))) == {"heads": 8}
+    # 2 x 3 heads and 2 x 4 neurons round to 0: at least one of each
+    assert default_budget(_scores()) == {"heads": 1, "neurons": 1}

@@ -147,15 +147,7 @@ def first_pruned_layer(n_layers: int, prune_fraction: float) -> int:
 
 
 def rejection(
-    layer: int,
-    n_layers: int,
-    norm: float,
-    kl: float | None,
-    induced: float | None,
-    *,
-    kl_limit: float = 0.1,
-    induce_min: float | None = 0.0,
-    prune_fraction: float = 0.2,
+    layer: int, n_layers: int, norm: float, kl: float | None, induced: float | None, *, kl_limit: float = 0.1, induce_min: float | None = 0.0, prune_fraction: float = 0.2
 ) -> str | None:
     """Why a candidate is rejected (Arditi et al.'s filters), or ``None`` when it is kept.
 
@@ -342,12 +334,7 @@ def _mean_writes(loaded: LoadedModel, prompts: Sequence[str], unit: Tensor, n_po
 
 
 def direction_unit_scores(
-    loaded: LoadedModel,
-    direction: Float[Tensor, " d_model"],
-    harmful: Sequence[str],
-    harmless: Sequence[str],
-    n_positions: int | None = None,
-    batch_size: int = 16,
+    loaded: LoadedModel, direction: Float[Tensor, " d_model"], harmful: Sequence[str], harmless: Sequence[str], n_positions: int | None = None, batch_size: int = 16
 ) -> Scores:
     """Each head's and neuron's mean write onto the unit ``direction``, harmful minus harmless prompts.
 

@@ -135,7 +135,9 @@ class SeekObjective:
             values = {k: torch.where(self.protected[k].to(v.device), torch.ones_like(v), v) for k, v in values.items()}
         return values
 
-    def _row_masks(self, paths: Sequence[MaskPath], counts: Sequence[int], stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
+    def row_masks(self, paths: Sequence[MaskPath], counts: Sequence[int], stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
+        """Per-row masks of one forward pass over all paths: each path's mask (main ``m``, inverse
+        ``1 - m`` or circuit ``H``) repeated for its ``counts[i]`` rows, in path order, per granularity."""
         main = self._main_values(stochastic, generator)
         per_mask = {"main": main, "inverse": {k: 1 - v for k, v in main.items()}}
         if self.circuit is not None:
@@ -160,7 +162,9 @@ class SeekObjective:
             terms["overlap"] = cfg.w_overlap * 100 * torch.cat(overlap).mean()
         return terms
 
-    def _negative_ce(self, ce: Tensor) -> Tensor:
+    def negative_ce(self, ce: Tensor) -> Tensor:
+        """The loss a negative path adds for its cross-entropy ``ce``: ``relu(margin - ce)`` (bounded,
+        the default) or ``-ce`` (``negative_ce="unbounded"``)."""
         if self.config.negative_ce == "unbounded":
             return -ce
         # Bounded: only push until the circuit path's CE on the forbidden target reaches the margin.
@@ -177,7 +181,7 @@ class SeekObjective:
         """
         local = self.parallel.shard(index)
         # Drawn on every rank, even one with an empty shard: the noise generator stays in step.
-        masks = self._row_masks(paths, [len(local)] * len(paths), stochastic, generator)
+        masks = self.row_masks(paths, [len(local)] * len(paths), stochastic, generator)
         sums = self._token_sums(paths, local, masks) if len(local) else [torch.zeros((), device=self.device)] * len(paths)
         terms: dict[str, Tensor] = {}
         for path, total in zip(paths, sums):
@@ -185,7 +189,7 @@ class SeekObjective:
             n_tokens = int(path.pairs.select(index).loss_mask.sum())
             value = self.parallel.globalize(total / max(n_tokens, 1))
             if path.sign < 0 and not path.kl_to_full:
-                value = self._negative_ce(value)
+                value = self.negative_ce(value)
             terms[path.name] = path.weight * value
         return terms
 

@@ -119,11 +119,11 @@ class SafeSeek:
                 if self._end_epoch(run, terms, val_paths, parallel):
                     break
         except NonFiniteLossError as err:
-            err.result = self._result(run.state, protected)
+            err.result = self.result_of(run.state, protected)
             raise
         finally:
             bar.close()
-        return self._result(run.state, protected)
+        return self.result_of(run.state, protected)
 
     def _start(self, objective: SeekObjective, n_train: int, checkpoint_dir: str | Path | None, resume: bool) -> _Run:
         """The optimizer, its linear decay, the noise generator and the state (from the checkpoint when resuming)."""
@@ -168,7 +168,7 @@ class SafeSeek:
     def _end_epoch(self, run: _Run, terms: dict[str, Tensor], val_paths: Sequence[MaskPath], parallel: DataParallel) -> bool:
         """Validate, keep the best masks, checkpoint; whether patience ran out."""
         state, objective = run.state, run.objective
-        val = self._validate(objective, val_paths)
+        val = self.validate(objective, val_paths)
         state.history.append({"epoch": state.epoch, **{k: v.item() for k, v in terms.items()}, **val, **objective.circuit_sizes()})
         state.epoch += 1
         if val["val_loss"] < state.best_loss - 1e-6:
@@ -181,8 +181,9 @@ class SafeSeek:
         return self.config.patience is not None and state.stale_epochs >= self.config.patience
 
     @torch.no_grad()
-    def _validate(self, objective: SeekObjective, paths: Sequence[MaskPath]) -> dict[str, float]:
-        """Weighted task loss over the whole validation set (deterministic masks)."""
+    def validate(self, objective: SeekObjective, paths: Sequence[MaskPath]) -> dict[str, float]:
+        """Weighted task loss over the whole validation set (deterministic masks), after each epoch:
+        ``val_<path>`` per path and their sum ``val_loss``, which picks the best epoch and drives patience."""
         n = len(paths[0].pairs)
         totals: dict[str, float] = {}
         for part in batch_slices(n, self.config.batch_size):
@@ -193,7 +194,10 @@ class SafeSeek:
         totals["val_loss"] = sum(totals.values())
         return totals
 
-    def _result(self, state: TrainState, protected: Circuit | None) -> SeekResult:
+    def result_of(self, state: TrainState, protected: Circuit | None = None) -> SeekResult:
+        """The search's result from ``state``'s best main mask: scores ``1 - keep probability``, the
+        circuit the units it turns off. Units of ``protected`` (held on for an earlier round of a
+        complete search) are left out of both."""
         cfg, shape = self.config, self.shape
         main = MaskLogits(shape, cfg.kinds, kind=cfg.mask_kind)
         with torch.no_grad():

@@ -1,0 +1,113 @@
+"""What the commands share: the common options, the judge and model loading, ``--set``
+parsing and resumable steps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from safeseek_tl.errors import InputError
+
+if TYPE_CHECKING:
+    from safeseek_tl.data import Record
+    from safeseek_tl.metrics import RefusalJudge
+    from safeseek_tl.models import LoadedModel
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>, a fetched model (safeseek models), a local HF folder, a .gguf file or a cached hub name.")]
+DeviceOption = Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")]
+
+JudgeKeywordsOption = Annotated[
+    Path | None,
+    typer.Option("--judge-keywords", help="Refusal keywords for the judge, one per line (UTF-8); default: Ships' list.", metavar="FILE"),
+]
+JudgeCaseOption = Annotated[
+    bool,
+    typer.Option("--judge-case-sensitive", help="Match the judge's keywords case-sensitively (with the default list: Ships' exact rule)."),
+]
+
+
+def judge_from_options(keywords: Path | None, case_sensitive: bool) -> RefusalJudge:
+    """The keyword judge the options ask for: Ships' keywords or a file's, in any case unless asked."""
+    from safeseek_tl.metrics import RefusalJudge
+
+    if keywords is not None:
+        return RefusalJudge.from_file(keywords, case_sensitive=case_sensitive)
+    return RefusalJudge(case_sensitive=case_sensitive)
+
+
+def load_model_for_cli(model: str, device: str) -> LoadedModel:
+    """``load_model(model, device=device)`` after checking ``--device``, offline unless HF_HUB_OFFLINE says otherwise.
+
+    Every command loads its models through this function (as ``shared.load_model_for_cli``), so
+    that tests can hand the commands a model built in memory.
+    """
+    import torch
+
+    from safeseek_tl.models import load_model
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise InputError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA GPU is available to torch here; use --device cpu")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return load_model(model, device=device)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` strings to SeekConfig overrides (numbers parsed, ``none`` -> None)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects key=value, got {pair!r}")
+        lowered = raw.strip().lower()
+        if lowered in ("none", "null"):
+            out[key] = None
+        elif lowered in ("true", "false"):
+            out[key] = lowered == "true"
+        else:
+            try:
+                out[key] = int(raw) if raw.strip().lstrip("-").isdigit() else float(raw)
+            except ValueError:
+                out[key] = raw
+    return out
+
+
+@contextmanager
+def resumable(checkpoint_dir: Path, saved: str) -> Iterator[None]:
+    """Run a step that checkpoints into ``checkpoint_dir`` so that Ctrl-C and SIGTERM stop it resumably.
+
+    SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does (the last checkpoint stays whole), and an
+    interrupt says where the checkpoint is; ``saved`` names what it holds. The previous SIGTERM
+    handler is restored afterwards.
+    """
+    import signal
+
+    from safeseek_tl.checkpoint import CHECKPOINT_FILE
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if (checkpoint_dir / CHECKPOINT_FILE).is_file():
+            typer.secho(f"interrupted: {saved} is saved in {checkpoint_dir}; rerun with --resume", err=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def load_benign(path: Path | None) -> list[Record]:
+    """The benign records of ``--benign``, or none."""
+    from safeseek_tl.data import load_records
+
+    return load_records(path, "benign") if path else []
