@@ -43,7 +43,9 @@ def main() -> None:
     print(f"\n{date.today()}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.n} records\n")
     board = result.leaderboard
     for ablation, part in board.groupby("ablation", sort=False):
-        print(f"\n#### {ablation} ablation\n")
+        ends = part.drop_duplicates("granularity").set_index("granularity")
+        spans = ", ".join(f"{g}: m(full) {row.m_full:.2f}, m(empty) {row.m_empty:.2f}" for g, row in ends.iterrows())
+        print(f"\n#### {ablation} ablation\n\n{spans}\n")
         print("| method | units | CPR kept | CMD kept | CPR removed | CMD removed | AUROC | scoring time |")
         print("|---|---|---|---|---|---|---|---|")
         for (method, granularity), rows in part.groupby(["method", "granularity"], sort=False):

@@ -265,7 +265,8 @@ class Benchmark:
     ``table``: one row per quantity: ``quantity`` is ``"faithfulness"`` (at ``k``), ``"cpr"`` and
     ``"cmd"`` (per method, granularity, ablation, direction), ``"auroc"`` (per method and
     granularity) or ``"wall_time_s"`` (per method); other columns are empty where they do not apply.
-    ``leaderboard``: one row per method, granularity, ablation and direction.
+    ``leaderboard``: one row per method, granularity, ablation and direction (with the curve's
+    ``m_full`` and ``m_empty``, the two ends its values are scaled between).
     """
 
     table: pd.DataFrame
@@ -335,7 +336,7 @@ def benchmark(
                     where = {"method": name, "granularity": granularity, "ablation": ablation, "direction": direction}
                     rows += [{**where, "k": k, "quantity": "faithfulness", "value": v} for k, v in zip(grid, curve.values)]
                     rows += [{**where, "quantity": q, "value": getattr(curve, q)} for q in ("cpr", "cmd")]
-                    board.append({**where, "cpr": curve.cpr, "cmd": curve.cmd, "auroc": area, "wall_time_s": found.wall_time_s})
+                    board.append({**where, "cpr": curve.cpr, "cmd": curve.cmd, "auroc": area, "wall_time_s": found.wall_time_s, "m_full": curve.m_full, "m_empty": curve.m_empty})
     columns = ["method", "granularity", "ablation", "direction", "k", "quantity", "value"]
     result = Benchmark(pd.DataFrame(rows, columns=columns), pd.DataFrame(board), curves)
     if out_dir is not None:
