@@ -18,8 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
+
 from safeseek_tl.ablation import ReferenceActivations
-from safeseek_tl.baselines import activation_contrast, activation_patching, attribution_patching, linear_probes, sahara, ships_scores
+from safeseek_tl.baselines import activation_contrast, activation_patching, attribution_patching, eap_ig, linear_probes, sahara, ships_scores
 from safeseek_tl.baselines.direction import refusal_direction_scores
 from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
@@ -147,6 +149,14 @@ def _probe(inputs: MethodInputs, **options: Any) -> Attribution:
     return Attribution(linear_probes(inputs.loaded, inputs.behaviour(), inputs.contrast("probe"), **options).to_scores(inputs.loaded.shape))
 
 
+def _random(inputs: MethodInputs, seed: int = 0) -> Attribution:
+    """A seeded random ranking of every unit: the floor any method must beat."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = inputs.loaded.shape
+    heads, neurons = (torch.rand(shape.size(kind), generator=generator) for kind in UNIT_KINDS)
+    return Attribution(Scores(shape, heads, neurons, method="random", metadata={"seed": seed}))
+
+
 def _refusal_direction(inputs: MethodInputs, **options: Any) -> Attribution:
     harmful, harmless = inputs.behaviour(), inputs.contrast("refusal-direction")
     return Attribution(refusal_direction_scores(inputs.loaded, harmful, harmless, **options))
@@ -161,8 +171,10 @@ METHODS: dict[str, Method] = {
         Method("contrast", _contrast, ("neurons",), needs_base_model=True, summary="activation contrasting against the unaligned model"),
         Method("act-patch", _patching(activation_patching, "act-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="activation patching"),
         Method("attr-patch", _patching(attribution_patching, "attr-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="attribution patching"),
+        Method("eap-ig", _patching(eap_ig, "eap-ig"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="EAP-IG (inputs), node level"),
         Method("probe", _probe, UNIT_KINDS, needs_benign=True, summary="linear probes per layer (a layer-level map)"),
         Method("refusal-direction", _refusal_direction, UNIT_KINDS, needs_benign=True, summary="each unit's write onto the refusal direction (Arditi et al.)"),
+        Method("random", _random, UNIT_KINDS, summary="a seeded random ranking (the floor)"),
     )
 }
 """Every method by name; run them through :func:`run_method` or :func:`attribute`."""

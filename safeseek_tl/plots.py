@@ -228,6 +228,21 @@ def comparison_curves(df: pd.DataFrame, y: str = "behaviour_change", x: str = "n
     return _finish(fig, f"{y.replace('_', ' ')} vs {x.replace('_', ' ')}", height=450)
 
 
+def faithfulness_plot(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Faithfulness against circuit size (percent of units, log axis), one line per method.
+
+    ``df``: rows of a benchmark table (``method``, ``k``, ``value``) for one granularity, ablation
+    and direction (:func:`~safeseek_tl.benchmark.benchmark`).
+    """
+    _check_columns(df, ["method", "k", "value"], "faithfulness_plot")
+    fig = go.Figure()
+    if _method_lines(fig, df, "k", "value") == 0:
+        raise InputError("faithfulness_plot: the table holds no faithfulness values")
+    fig.update_xaxes(title_text="circuit size (% of units)", type="log")
+    fig.update_yaxes(title_text="faithfulness")
+    return _finish(fig, _label(title) if title else "faithfulness", height=450)
+
+
 def precision_recall_plot(df: pd.DataFrame, x: str = "budget") -> go.Figure:
     """Precision (left) and recall (right) against the budget, one line per method with ground truth."""
     _check_columns(df, ["method", x], "precision_recall_plot")

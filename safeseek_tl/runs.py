@@ -39,6 +39,8 @@ SAFEGUARD_JSON = "safeguard.json"
 TAMPER_TENSORS = "tamper.safetensors"
 TAMPER_JSON = "tamper.json"
 REPORT = "report.html"
+BENCHMARK_CSV = "benchmark.csv"
+LEADERBOARD_CSV = "leaderboard.csv"
 
 
 @dataclass

@@ -237,7 +237,7 @@ BENIGN = [BenignRecord("bake a cake", "sure"), BenignRecord("how to do it", "her
 
 
 def test_run_method_runs_each_method_by_name(sharp):
-    assert set(METHODS) == {"safeseek", "ships", "sahara", "contrast", "act-patch", "attr-patch", "probe", "refusal-direction"}
+    assert set(METHODS) == {"safeseek", "ships", "sahara", "contrast", "act-patch", "attr-patch", "eap-ig", "probe", "refusal-direction", "random"}
     ships = run_method("ships", sharp, BACKDOOR, "backdoor", progress=False)
     assert isinstance(ships, Scores) and ships.method == "ships" and ships.metadata["scenario"] == "backdoor"
     attr = run_method("attr-patch", sharp, ALIGN, "alignment", benign=BENIGN, units="neurons", progress=False)

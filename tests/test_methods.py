@@ -62,7 +62,7 @@ def test_declared_needs_hold(gqa):
         if method.needs_base_model:
             with pytest.raises(ValueError, match="base_model"):
                 run_method(name, gqa, BACKDOOR, "backdoor")
-    assert [n for n, m in METHODS.items() if m.needs_benign] == ["act-patch", "attr-patch", "probe", "refusal-direction"]
+    assert [n for n, m in METHODS.items() if m.needs_benign] == ["act-patch", "attr-patch", "eap-ig", "probe", "refusal-direction"]
     assert [n for n, m in METHODS.items() if m.needs_base_model] == ["contrast"]
 
 

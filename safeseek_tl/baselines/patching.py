@@ -1,9 +1,10 @@
-"""Activation patching and attribution patching of heads and neurons between paired prompts.
+"""Activation patching, attribution patching and EAP-IG of heads and neurons between paired prompts.
 
 Each pair is a *clean* prompt (the behaviour is present) and a *corrupted* prompt (it is not). A
 unit's activation patching score is ``metric(corrupted run with that unit's clean activation) -
 metric(corrupted run)``, averaged over pairs; attribution patching estimates the same number from one
-gradient (Nanda's "attribution patching"). A unit is a head (``hook_z``, all positions, all of
+gradient (Nanda's "attribution patching"), EAP-IG from gradients averaged along a path of
+inputs (:func:`eap_ig`). A unit is a head (``hook_z``, all positions, all of
 d_head) or a neuron (``hook_post``, all positions).
 
 Alignment of positions: the clean and corrupted prompts of all pairs are left-padded together to one
@@ -25,6 +26,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
@@ -32,6 +34,9 @@ from safeseek_tl.hooks import HookList, UnitChoice, UnitKind, intervention_hook,
 from safeseek_tl.metrics import refusal_score, refusal_token_ids
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Scores
+
+EMBED_HOOK = get_act_name("embed")
+"""Hook point of the token embeddings, where EAP-IG interpolates its inputs."""
 
 Metric = Callable[[Float[Tensor, "batch d_vocab"]], Float[Tensor, " batch"]]
 """A behaviour metric of the last-position logits, one value per row; differentiable."""
@@ -64,7 +69,7 @@ def row_unit_hooks(
     return hooks
 
 
-def _pair_batches(
+def pair_batches(
     loaded: LoadedModel, clean_prompts: Sequence[str], corrupted_prompts: Sequence[str], batch_size: int
 ) -> list[tuple[Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"]]]:
     """(clean ids, clean mask, corrupted ids, corrupted mask) per batch, all left-padded to one width."""
@@ -119,7 +124,7 @@ def activation_patching(
     all_units = [(kind, layer, index) for kind in kinds for layer in range(shape.n_layers) for index in range(shape.size(kind)[1])]
     totals = {kind: torch.zeros(shape.size(kind), dtype=torch.float64) for kind in kinds}
     names = {unit_hook(kind, layer) for kind in kinds for layer in range(shape.n_layers)}
-    batches = _pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size)
+    batches = pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size)
     n_passes = sum(-(-len(all_units) // max(1, batch_size // len(b[0]))) for b in batches)
     bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
     clean_sum = corrupted_sum = 0.0
@@ -155,6 +160,24 @@ def activation_patching(
     return _result(loaded, totals, n, "act-patch", units=units, metric_clean=clean_sum / n, metric_corrupted=corrupted_sum / n)
 
 
+def _gradient_taps(keys: Sequence[tuple[UnitKind, int]]) -> tuple[dict[tuple[UnitKind, int], Tensor], dict[tuple[UnitKind, int], Tensor], HookList]:
+    """Hooks that record each unit layer's activation and add a zero leaf to it; after a backward
+    pass the leaf's gradient is d metric / d act. The graph stays connected, so earlier units still
+    get their gradient through later layers. Returns (activations, leaves, hooks), filled on the forward."""
+    acts: dict[tuple[UnitKind, int], Tensor] = {}
+    leaves: dict[tuple[UnitKind, int], Tensor] = {}
+
+    def attach(key: tuple[UnitKind, int]) -> Callable[..., Tensor]:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            acts[key] = act.detach()
+            leaves[key] = torch.zeros_like(act, requires_grad=True)
+            return act + leaves[key]
+
+        return hook
+
+    return acts, leaves, [(unit_hook(kind, layer), attach((kind, layer))) for kind, layer in keys]
+
+
 def attribution_patching(
     loaded: LoadedModel,
     clean_prompts: Sequence[str],
@@ -184,25 +207,13 @@ def attribution_patching(
     names = {unit_hook(kind, layer) for kind, layer in keys}
     clean_sum = corrupted_sum = 0.0
     for clean_ids, clean_mask, corr_ids, corr_mask in tqdm(
-        _pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size), desc="attribution patching", disable=not progress, leave=False
+        pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size), desc="attribution patching", disable=not progress, leave=False
     ):
         with torch.no_grad():
             clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names, logits_to_keep=1)
             clean_sum += float(metric(clean_logits[:, -1]).double().sum())
-        corrupted: dict[tuple[UnitKind, int], Tensor] = {}
-        deltas: dict[tuple[UnitKind, int], Tensor] = {}
-
-        def attach(key: tuple[UnitKind, int]) -> Callable[..., Tensor]:
-            # act + a zero leaf: the leaf's gradient is d metric / d act, and the graph stays
-            # connected, so earlier units still get their gradient through later layers.
-            def hook(act: Tensor, hook: Any) -> Tensor:
-                corrupted[key] = act.detach()
-                deltas[key] = torch.zeros_like(act, requires_grad=True)
-                return act + deltas[key]
-
-            return hook
-
-        with torch.enable_grad(), model.hooks(fwd_hooks=[(unit_hook(kind, layer), attach((kind, layer))) for kind, layer in keys]):
+        corrupted, deltas, taps = _gradient_taps(keys)
+        with torch.enable_grad(), model.hooks(fwd_hooks=taps):
             values = metric(model(corr_ids, attention_mask=corr_mask, logits_to_keep=1)[:, -1])
             grads = torch.autograd.grad(values.sum(), [deltas[key] for key in keys], allow_unused=True)
         corrupted_sum += float(values.detach().double().sum())
@@ -213,3 +224,68 @@ def attribution_patching(
             totals[kind][layer] += attribution.sum((0, 1, 3) if kind == "heads" else (0, 1)).double().cpu()
     n = len(clean_prompts)
     return _result(loaded, totals, n, "attr-patch", units=units, metric_clean=clean_sum / n, metric_corrupted=corrupted_sum / n)
+
+
+def eap_ig(
+    loaded: LoadedModel,
+    clean_prompts: Sequence[str],
+    corrupted_prompts: Sequence[str],
+    *,
+    metric: Metric | None = None,
+    units: UnitChoice = "heads",
+    ig_steps: int = 5,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Scores:
+    """EAP-IG at node level, inputs variant (Hanna et al.; MIB's recommended first baseline).
+
+    The input embeddings are interpolated from the corrupted prompt to the clean one,
+    ``e(alpha) = e_corrupted + alpha * (e_clean - e_corrupted)`` at ``alpha = s / ig_steps``,
+    ``s = 1..ig_steps`` (a right Riemann sum), the rest of the model running freely from there.
+    A unit's score is ``sum over positions (and d_head) of (clean act - corrupted act) * mean over
+    steps of d metric / d act``, averaged over pairs. With ``ig_steps=1`` it is attribution
+    patching taken at the clean end; where the metric is linear in the unit it equals exact
+    activation patching. Heads are ``hook_z`` slices, one per query head, so grouped-query
+    attention needs nothing special: a shared key/value head is reached through each query head.
+
+    Positions whose token is padding in one prompt of the pair but not the other are attended in
+    the interpolated runs (the union of both masks); the clean and corrupted activations come from
+    each prompt's own run. Cost per batch: a clean and a corrupted forward, then one forward and
+    backward over ``ig_steps`` times the batch.
+    """
+    if ig_steps < 1:
+        raise InputError(f"eap-ig: ig_steps must be a positive integer, got {ig_steps}")
+    metric = refusal_metric(loaded) if metric is None else metric
+    kinds = unit_kinds(units)
+    shape, model = loaded.shape, loaded.model
+    totals = {kind: torch.zeros(shape.size(kind), dtype=torch.float64) for kind in kinds}
+    keys = [(kind, layer) for kind in kinds for layer in range(shape.n_layers)]
+    names = {unit_hook(kind, layer) for kind, layer in keys} | {EMBED_HOOK}
+    alphas = torch.arange(1, ig_steps + 1, dtype=torch.float32) / ig_steps
+    clean_sum = corrupted_sum = 0.0
+    for clean_ids, clean_mask, corr_ids, corr_mask in tqdm(
+        pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size), desc="eap-ig", disable=not progress, leave=False
+    ):
+        b = len(clean_ids)
+        with torch.no_grad():
+            clean_logits, clean = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names, logits_to_keep=1)
+            corr_logits, corr = model.run_with_cache(corr_ids, attention_mask=corr_mask, names_filter=lambda name: name in names, logits_to_keep=1)
+        clean_sum += float(metric(clean_logits[:, -1]).double().sum())
+        corrupted_sum += float(metric(corr_logits[:, -1]).double().sum())
+        start, end = corr[EMBED_HOOK], clean[EMBED_HOOK]
+        weight = alphas.to(start.device, start.dtype).repeat_interleave(b).view(-1, *([1] * (start.dim() - 1)))
+        path = start.repeat(ig_steps, *([1] * (start.dim() - 1))) + weight * (end - start).repeat(ig_steps, *([1] * (start.dim() - 1)))
+        _, leaves, taps = _gradient_taps(keys)
+        with torch.enable_grad(), model.hooks(fwd_hooks=[(EMBED_HOOK, lambda act, hook: path), *taps]):
+            mask = (clean_mask.bool() | corr_mask.bool()).to(clean_mask.dtype).repeat(ig_steps, 1)
+            values = metric(model(corr_ids.repeat(ig_steps, 1), attention_mask=mask, logits_to_keep=1)[:, -1])
+            grads = torch.autograd.grad(values.sum(), [leaves[key] for key in keys], allow_unused=True)
+        for (kind, layer), grad in zip(keys, grads):
+            if grad is None:  # the unit cannot reach the metric
+                continue
+            name = unit_hook(kind, layer)
+            mean_grad = grad.view(ig_steps, b, *grad.shape[1:]).mean(0)
+            attribution = mean_grad * (clean[name] - corr[name])
+            totals[kind][layer] += attribution.sum((0, 1, 3) if kind == "heads" else (0, 1)).double().cpu()
+    n = len(clean_prompts)
+    return _result(loaded, totals, n, "eap-ig", units=units, ig_steps=ig_steps, metric_clean=clean_sum / n, metric_corrupted=corrupted_sum / n)
