@@ -64,7 +64,7 @@ def row_unit_hooks(
     return hooks
 
 
-def _pair_batches(
+def pair_batches(
     loaded: LoadedModel, clean_prompts: Sequence[str], corrupted_prompts: Sequence[str], batch_size: int
 ) -> list[tuple[Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"], Int[Tensor, "b pos"]]]:
     """(clean ids, clean mask, corrupted ids, corrupted mask) per batch, all left-padded to one width."""
@@ -119,7 +119,7 @@ def activation_patching(
     all_units = [(kind, layer, index) for kind in kinds for layer in range(shape.n_layers) for index in range(shape.size(kind)[1])]
     totals = {kind: torch.zeros(shape.size(kind), dtype=torch.float64) for kind in kinds}
     names = {unit_hook(kind, layer) for kind in kinds for layer in range(shape.n_layers)}
-    batches = _pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size)
+    batches = pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size)
     n_passes = sum(-(-len(all_units) // max(1, batch_size // len(b[0]))) for b in batches)
     bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
     clean_sum = corrupted_sum = 0.0
@@ -184,7 +184,7 @@ def attribution_patching(
     names = {unit_hook(kind, layer) for kind, layer in keys}
     clean_sum = corrupted_sum = 0.0
     for clean_ids, clean_mask, corr_ids, corr_mask in tqdm(
-        _pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size), desc="attribution patching", disable=not progress, leave=False
+        pair_batches(loaded, clean_prompts, corrupted_prompts, batch_size), desc="attribution patching", disable=not progress, leave=False
     ):
         with torch.no_grad():
             clean_logits, cache = model.run_with_cache(clean_ids, attention_mask=clean_mask, names_filter=lambda name: name in names, logits_to_keep=1)
