@@ -69,7 +69,9 @@ class Node:
 
     def reads_before(self, other: Node) -> bool:
         """Whether ``other`` can write into what this node reads (an edge ``other -> self`` exists)."""
-        return other.kind != "metric" and self.kind != "input" and other.stage < self.stage
+        # the metric reads the units only (the direct path from the embeddings is not a circuit edge)
+        writes = other.kind not in ("metric", "input") if self.kind == "metric" else other.kind != "metric"
+        return writes and self.kind != "input" and other.stage < self.stage
 
     def input_hook(self) -> str:
         """The hook point of the residual this unit reads, before its LayerNorm."""
