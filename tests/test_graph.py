@@ -109,6 +109,9 @@ def test_edges_into_the_metric_are_attribution_patching_scores(sharp):
     # the per-position split adds up to the edges; 11 positions: <s> <|user|>, the 7 words, <|end|> <|assistant|>
     assert graph.per_position.shape == (7, 7, 11)
     torch.testing.assert_close(graph.per_position.sum(-1), graph.weights)
+    # one pair per batch (widths 11 and 10) lands on the same positions, counted from the end
+    one_by_one = edge_attribution(sharp, circuit, clean, corrupted, metric=metric, per_position=True, batch_size=1)
+    torch.testing.assert_close(one_by_one.per_position, graph.per_position, rtol=1e-4, atol=1e-6)
     assert graph.metadata["passes"] == {"forward": 2, "backward": 1, "local_backward": 5}
 
 
@@ -196,7 +199,8 @@ def test_write_graph_json_schema_and_an_offline_escaped_page(tmp_path):
     assert len(data["edges"]) == 6
     page = html_path.read_text(encoding="utf-8")
     assert remote_resources(page) == []
-    assert HOSTILE not in page and ESCAPED in page
+    # plotly writes "<" inside its JSON as \u003c: neither form of the raw text may be there
+    assert HOSTILE not in page and "\\u003cimg" not in page and page.count(ESCAPED) == 2  # the title, the role
 
 
 def test_unit_roles_name_tokens_and_are_escaped_in_the_hover(sharp, tmp_path):
