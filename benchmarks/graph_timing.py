@@ -24,7 +24,7 @@ from safeseek_tl.baselines.patching import pair_batches, refusal_metric
 from safeseek_tl.graph import circuit_nodes, edge_attribution
 from safeseek_tl.graph_paths import path_patching
 from safeseek_tl.models import load_model
-from safeseek_tl.organisms import ground_truth, load_data
+from safeseek_tl.organisms import load_data, organism_info
 from safeseek_tl.units import Circuit
 
 
@@ -42,8 +42,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     loaded = load_model(args.model)
-    truth = ground_truth("smollm2-aligned", loaded)
-    circuit = Circuit.from_units(loaded.shape, heads=truth.head_list[:8], neurons=truth.neuron_list[:12])
+    info = organism_info("smollm2-aligned")
+    circuit = Circuit.from_units(loaded.shape, heads=info["tuned_heads"][:8], neurons=info["tuned_neurons"][:12])
     harmful = [r.prompt for r in load_data("alignment", "val", "smollm2-aligned")[: args.pairs]]
     benign = [r.prompt for r in load_data("benign", "val", "smollm2-aligned")[: args.pairs]]
     metric = refusal_metric(loaded)

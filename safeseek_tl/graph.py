@@ -137,6 +137,26 @@ class CircuitGraph:
             edges.append(edge)
         return {"schema": SCHEMA, "metadata": self.metadata, "nodes": nodes, "edges": edges}
 
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "graph") -> CircuitGraph:
+        """Read the JSON export back (``source`` names it in errors); per-position splits are not kept."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise InputError(f"{source}: not a circuit graph (expected an object with schema {SCHEMA!r})")
+        try:
+            nodes = [Node(n["kind"], int(n["layer"]), int(n["index"])) for n in data["nodes"]]
+            roles = {n["id"]: n["role"] for n in data["nodes"] if n.get("role")}
+            ids = [n["id"] for n in data["nodes"]]
+            weights = torch.zeros(len(nodes), len(nodes), dtype=torch.float64)
+            for k, edge in enumerate(data["edges"]):
+                if edge["source"] not in ids or edge["target"] not in ids:
+                    raise InputError(f"{source}: edges[{k}] joins {edge['source']!r} and {edge['target']!r}, not both nodes")
+                weights[ids.index(edge["source"]), ids.index(edge["target"])] = float(edge["weight"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{source}: malformed nodes or edges ({type(error).__name__}: {error})") from error
+        if [n.kind for n in nodes[:1] + nodes[-1:]] != ["input", "metric"]:
+            raise InputError(f"{source}: the nodes must start with the input and end with the metric")
+        return cls(nodes, weights, None, roles, dict(data.get("metadata", {})))
+
 
 # ---------------------------------------------------------------- writes
 def unit_writes(

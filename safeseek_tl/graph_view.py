@@ -27,9 +27,8 @@ from safeseek_tl.errors import InputError
 from safeseek_tl.graph import CircuitGraph, Node, recorded_hooks
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.plots import OKABE_ITO, TEMPLATE
+from safeseek_tl.runs import GRAPH_HTML, GRAPH_JSON
 
-GRAPH_JSON = "graph.json"
-GRAPH_HTML = "graph.html"
 #: shares of the strongest |edge| offered by the slider
 THRESHOLDS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 RAISES, LOWERS = OKABE_ITO[0], OKABE_ITO[1]

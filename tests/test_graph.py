@@ -222,3 +222,30 @@ def test_graph_page_renders_offline_in_headless_chromium(tmp_path):
     assert "Uncaught" not in dom.stderr
     assert 'class="main-svg"' in dom.stdout and "slider-container" in dom.stdout
     assert HOSTILE not in dom.stdout
+
+
+def test_graph_json_reads_back_into_a_run_and_the_report_draws_it(tmp_path):
+    from safeseek_tl.report import write_report
+    from safeseek_tl.runs import RunContents
+
+    write_graph(toy_graph(), tmp_path)
+    back = RunContents.load(tmp_path).graph
+    assert [n.name for n in back.nodes] == ["input", "L0H0", "L1N0", "L1N1", "L1N2", "metric"]
+    torch.testing.assert_close(back.weights, toy_graph().weights)
+    assert back.roles == {"L0H0": HOSTILE} and back.metadata["metric"] == HOSTILE
+    page = write_report(tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Circuit graph</h2>" in page and HOSTILE not in page
+
+
+def test_a_malformed_graph_json_is_named_with_its_edge(tmp_path):
+    from safeseek_tl.errors import InputError
+    from safeseek_tl.runs import RunContents
+
+    data = toy_graph().to_dict()
+    data["edges"][0]["target"] = "L9H9"
+    (tmp_path / "graph.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"graph.json: edges\[0\] joins 'L1N0' and 'L9H9', not both nodes"):
+        RunContents.load(tmp_path)
+    del data["nodes"][0]["kind"]
+    with pytest.raises(InputError, match=r"graph.json: malformed nodes or edges \(KeyError"):
+        CircuitGraph.from_dict(data, str(tmp_path / "graph.json"))
