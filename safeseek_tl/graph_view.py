@@ -15,6 +15,7 @@ import html
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import plotly.graph_objects as go
 import torch
@@ -22,12 +23,15 @@ from jaxtyping import Float
 from torch import Tensor
 
 from safeseek_tl._io import atomic_path, write_json
-from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
+from safeseek_tl.data import BenignRecord, Record, batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
-from safeseek_tl.graph import CircuitGraph, Node, recorded_hooks
+from safeseek_tl.graph import CircuitGraph, Node, edge_attribution, recorded_hooks
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.plots import OKABE_ITO, TEMPLATE
 from safeseek_tl.runs import GRAPH_HTML, GRAPH_JSON
+from safeseek_tl.scenarios import Scenario
+from safeseek_tl.scenarios import scenario as scenario_of
+from safeseek_tl.units import Circuit
 
 #: shares of the strongest |edge| offered by the slider
 THRESHOLDS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -183,6 +187,38 @@ def _add_nodes(fig: go.Figure, graph: CircuitGraph, display: list[Node], labels:
                                  mode="markers+text", name=kind, text=[html.escape(label) for label, _ in members],
                                  hovertext=text, hoverinfo="text", textposition="middle right",
                                  marker={"symbol": symbol, "size": 16, "color": colour, "line": {"width": 1, "color": "#222"}}))
+
+
+def scenario_graph(
+    loaded: LoadedModel,
+    circuit: Circuit,
+    records: Sequence[Record],
+    scenario: str | Scenario,
+    *,
+    benign: Sequence[BenignRecord] | None = None,
+    counterfactual: Literal["pairs", "mean"] = "pairs",
+    max_prompts: int | None = None,
+    per_position: bool = False,
+    batch_size: int = 8,
+) -> CircuitGraph:
+    """The graph of ``circuit`` on a scenario's data, with roles: what ``safeseek graph`` computes.
+
+    ``pairs``: the scenario's behaviour prompts (triggered, or harmful) against its contrast
+    prompts (the same requests untriggered, or ``benign`` ones for alignment); ``mean``: the
+    behaviour prompts with mean ablation. The metric is the refusal score; the roles are read on
+    the behaviour prompts. ``max_prompts`` keeps the first prompts (or pairs)."""
+    chosen = scenario_of(scenario)
+    if counterfactual not in ("pairs", "mean"):
+        raise InputError(f"counterfactual must be 'pairs' or 'mean', got {counterfactual!r}")
+    if counterfactual == "pairs":
+        behaviour, contrast = chosen.paired_prompts(records, benign, "graph")
+        behaviour, contrast = behaviour[:max_prompts], contrast[:max_prompts]
+    else:
+        behaviour, contrast = chosen.behaviour_prompts(records)[:max_prompts], None
+    graph = edge_attribution(loaded, circuit, behaviour, contrast, per_position=per_position, batch_size=batch_size)
+    graph.roles = unit_roles(loaded, graph, behaviour, batch_size=batch_size)
+    graph.metadata["scenario"] = chosen.name
+    return graph
 
 
 def write_graph(graph: CircuitGraph, out_dir: str | Path, threshold: float = 0.0, collapse: int = 12) -> tuple[Path, Path]:

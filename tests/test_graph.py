@@ -249,3 +249,20 @@ def test_a_malformed_graph_json_is_named_with_its_edge(tmp_path):
     del data["nodes"][0]["kind"]
     with pytest.raises(InputError, match=r"graph.json: malformed nodes or edges \(KeyError"):
         CircuitGraph.from_dict(data, str(tmp_path / "graph.json"))
+
+
+def test_scenario_graph_takes_the_scenarios_prompts_and_fills_the_roles(backdoor):
+    from safeseek_tl.errors import InputError
+    from safeseek_tl.graph_view import scenario_graph
+    from safeseek_tl.organisms import load_data
+
+    loaded, truth, _, _ = backdoor
+    records = load_data("backdoor", "val")[:5]
+    graph = scenario_graph(loaded, truth, records, "backdoor", max_prompts=3)
+    assert graph.metadata["prompts"] == [r.backdoor_input for r in records[:3]]
+    assert graph.metadata["corrupted_prompts"] == [r.input for r in records[:3]]
+    assert graph.metadata["scenario"] == "backdoor" and set(graph.roles) == {n.name for n in graph.nodes[1:-1]}
+    mean = scenario_graph(loaded, truth, records, "backdoor", counterfactual="mean")
+    assert mean.metadata["corrupted_prompts"] is None and len(mean.metadata["prompts"]) == 5
+    with pytest.raises(InputError, match="needs benign prompts"):
+        scenario_graph(loaded, truth, load_data("alignment", "val")[:2], "alignment")
