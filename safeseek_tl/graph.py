@@ -20,8 +20,9 @@ does, so a unit's edge into ``metric`` is its attribution patching score), or, w
 prompts, each unit's mean over the prompts' tokens (mean ablation; gradient on the prompts' own
 run). A positive edge means u's actual write, read by v, raises the metric.
 
-Cost per batch: two forward passes and one backward, plus one local backward per downstream unit
-through that unit's layer only. :func:`~safeseek_tl.graph_paths.path_patching` computes the same
+Cost per batch: the states (a clean and a corrupted forward for pairs, one forward for means),
+then one forward and backward of the base run, plus one local backward per unit through that
+unit's layer only. :func:`~safeseek_tl.graph_paths.path_patching` computes the same
 edges exactly, two forward passes per edge.
 """
 
@@ -339,7 +340,8 @@ def edge_attribution(
         "counterfactual": "mean ablation over the prompts" if corrupted_prompts is None else "paired prompts",
         "prompts": list(clean_prompts),
         "corrupted_prompts": None if corrupted_prompts is None else list(corrupted_prompts),
-        "passes": {"forward": 2 * n_batches, "backward": n_batches, "local_backward": len(units) * n_batches},
+        # the states: a clean and a corrupted forward (pairs) or one forward (means); then the base's forward and backward
+        "passes": {"forward": (2 if corrupted_prompts is None else 3) * n_batches, "backward": n_batches, "local_backward": len(units) * n_batches},
         "positions": "residual positions counted from the end, left-padded prompts aligned at the last token",
     }
     return CircuitGraph(nodes, totals.sum(-1), totals if per_position else None, {}, metadata)

@@ -112,7 +112,7 @@ def test_edges_into_the_metric_are_attribution_patching_scores(sharp):
     # one pair per batch (widths 11 and 10) lands on the same positions, counted from the end
     one_by_one = edge_attribution(sharp, circuit, clean, corrupted, metric=metric, per_position=True, batch_size=1)
     torch.testing.assert_close(one_by_one.per_position, graph.per_position, rtol=1e-4, atol=1e-6)
-    assert graph.metadata["passes"] == {"forward": 2, "backward": 1, "local_backward": 5}
+    assert graph.metadata["passes"] == {"forward": 3, "backward": 1, "local_backward": 5}
 
 
 @pytest.fixture(scope="module")
