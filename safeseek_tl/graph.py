@@ -39,12 +39,11 @@ from torch import Tensor
 from safeseek_tl.baselines.patching import Metric, pair_batches, refusal_metric
 from safeseek_tl.data import batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import head_hook, neuron_hook
+from safeseek_tl.hooks import EMBED_HOOK, head_hook, neuron_hook, unit_input_hook
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Circuit
 
 NodeKind = Literal["input", "head", "neuron", "metric"]
-EMBED_HOOK = "hook_embed"
 SCHEMA = "safeseek-graph/1"
 
 
@@ -76,7 +75,7 @@ class Node:
 
     def input_hook(self) -> str:
         """The hook point of the residual this unit reads, before its LayerNorm."""
-        return f"blocks.{self.layer}.{'ln1' if self.kind == 'head' else 'ln2'}.hook_in"
+        return unit_input_hook("heads" if self.kind == "head" else "neurons", self.layer)
 
     def act_hook(self) -> str:
         """The hook point that carries this unit's activation."""

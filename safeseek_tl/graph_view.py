@@ -26,6 +26,7 @@ from safeseek_tl._io import atomic_path, write_json
 from safeseek_tl.data import BenignRecord, Record, batch_slices, tokenize_prompts, trim_padding
 from safeseek_tl.errors import InputError
 from safeseek_tl.graph import CircuitGraph, Node, edge_attribution, recorded_hooks
+from safeseek_tl.hooks import pattern_hook
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.plots import OKABE_ITO, TEMPLATE
 from safeseek_tl.runs import GRAPH_HTML, GRAPH_JSON
@@ -52,7 +53,7 @@ def unit_roles(loaded: LoadedModel, graph: CircuitGraph, prompts: Sequence[str],
     tokens its write promotes directly (``W_out[i] @ W_U``, ignoring the final norm)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     units = [n for n in graph.nodes if n.kind in ("head", "neuron")]
-    names = sorted({f"blocks.{n.layer}.attn.hook_pattern" if n.kind == "head" else n.act_hook() for n in units})
+    names = sorted({pattern_hook(n.layer) if n.kind == "head" else n.act_hook() for n in units})
     tokens = tokenize_prompts(loaded.chat, list(prompts))
     totals: dict[str, dict[str, float]] = {n.name: defaultdict(float) for n in units}
     counts: dict[str, dict[str, int]] = {n.name: defaultdict(int) for n in units}
@@ -66,7 +67,7 @@ def unit_roles(loaded: LoadedModel, graph: CircuitGraph, prompts: Sequence[str],
             valid = [p for p in range(len(texts)) if mask[row, p]]
             for n in units:
                 if n.kind == "head":
-                    values = acts[f"blocks.{n.layer}.attn.hook_pattern"][row, n.index, -1]
+                    values = acts[pattern_hook(n.layer)][row, n.index, -1]
                 else:
                     values = acts[n.act_hook()][row, :, n.index]
                 for p in valid:

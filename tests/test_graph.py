@@ -266,3 +266,24 @@ def test_scenario_graph_takes_the_scenarios_prompts_and_fills_the_roles(backdoor
     assert mean.metadata["corrupted_prompts"] is None and len(mean.metadata["prompts"]) == 5
     with pytest.raises(InputError, match="needs benign prompts"):
         scenario_graph(loaded, truth, load_data("alignment", "val")[:2], "alignment")
+
+
+@pytest.mark.parametrize("kind", ["heads", "neurons"])
+def test_the_input_hook_of_a_unit_feeds_its_component_only(gqa, kind):
+    """A shift at the units' input hook changes what the component writes but not the skip
+    connection: resid_after - component_out stays the residual before the component."""
+    from safeseek_tl.hooks import unit_input_hook
+
+    before, after, out = ("hook_resid_pre", "hook_resid_mid", "hook_attn_out") if kind == "heads" else ("hook_resid_mid", "hook_resid_post", "hook_mlp_out")
+    names = [f"blocks.1.{name}" for name in (before, after, out)]
+    ids = torch.tensor([[2, 3, 9, 10, 11]])
+    plain: dict = {}
+    shifted: dict = {}
+    with torch.no_grad():
+        with gqa.model.hooks(fwd_hooks=recorded_hooks(names, plain)):
+            gqa.model(ids)
+        shift = [(unit_input_hook(kind, 1), lambda act, hook: act + 1.0)]
+        with gqa.model.hooks(fwd_hooks=shift + recorded_hooks(names, shifted)):
+            gqa.model(ids)
+    assert not torch.allclose(shifted[names[2]], plain[names[2]])
+    torch.testing.assert_close(shifted[names[1]] - shifted[names[2]], plain[names[0]])
