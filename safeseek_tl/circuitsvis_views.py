@@ -24,7 +24,7 @@ from torch import Tensor
 
 from safeseek_tl._io import atomic_path
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import neuron_hook
+from safeseek_tl.hooks import neuron_hook, pattern_hook
 from safeseek_tl.units import Circuit
 
 if TYPE_CHECKING:
@@ -59,10 +59,6 @@ def _capture(loaded: LoadedModel, prompt: str, names: Sequence[str]) -> tuple[li
     return tokens, store
 
 
-def _pattern_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_pattern"
-
-
 def attention_view(loaded: LoadedModel, prompt: str, circuit: Circuit) -> RenderedHTML:
     """circuitsvis attention-heads view of the circuit's heads on the chat-formatted ``prompt``."""
     if circuit.n_heads == 0:
@@ -70,8 +66,8 @@ def attention_view(loaded: LoadedModel, prompt: str, circuit: Circuit) -> Render
     loaded.shape.check_compatible(circuit.shape, "the circuit passed to attention_view")
     units = circuit.head_list
     layers = sorted({layer for layer, _ in units})
-    tokens, store = _capture(loaded, prompt, [_pattern_hook(layer) for layer in layers])
-    patterns: Float[Tensor, "n_heads q_pos k_pos"] = torch.stack([store[_pattern_hook(layer)][head] for layer, head in units])
+    tokens, store = _capture(loaded, prompt, [pattern_hook(layer) for layer in layers])
+    patterns: Float[Tensor, "n_heads q_pos k_pos"] = torch.stack([store[pattern_hook(layer)][head] for layer, head in units])
     return attention_heads(
         attention=patterns,
         tokens=[_script_safe(t) for t in tokens],

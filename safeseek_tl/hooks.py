@@ -56,6 +56,22 @@ def mlp_out_hook(layer: int) -> str:
     return f"blocks.{layer}.hook_mlp_out"
 
 
+def pattern_hook(layer: int) -> str:
+    """Hook point of the attention patterns of ``layer``: [batch, n_heads, query pos, key pos]."""
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def unit_input_hook(kind: UnitKind, layer: int) -> str:
+    """Hook point of the residual stream that the units of ``kind`` in ``layer`` read, before their
+    LayerNorm: [batch, pos, d_model]. It feeds that component only (the skip connection bypasses
+    it), so its gradient is the gradient through the component."""
+    return f"blocks.{layer}.{'ln1' if kind == 'heads' else 'ln2'}.hook_in"
+
+
+EMBED_HOOK = "hook_embed"
+"""Hook point of the token embeddings: [batch, pos, d_model]."""
+
+
 def unit_hook(kind: UnitKind, layer: int) -> str:
     """Hook point that carries the units of ``kind`` in ``layer``."""
     return head_hook(layer) if kind == "heads" else neuron_hook(layer)

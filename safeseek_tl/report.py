@@ -3,7 +3,7 @@
 ``write_report`` renders what a run holds (a :class:`~safeseek_tl.runs.RunContents`, or a run
 folder read into one: SafeSeek's ``circuit.json``, ``scores.safetensors``, ``history.json``,
 ``config.json``; a baseline's scores and circuit alone; a comparison's ``comparison.csv`` and
-``overlap.csv``; optional ``behaviour.json`` and ``examples.json``) and writes ONE HTML file: plotly's JavaScript is inlined once, nothing is fetched from the network, and
+``overlap.csv``; a circuit graph's ``graph.json``; optional ``behaviour.json`` and ``examples.json``) and writes ONE HTML file: plotly's JavaScript is inlined once, nothing is fetched from the network, and
 every piece of text that comes from the run (prompts, generations, settings, method names, the
 title) is HTML-escaped.
 
@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 from safeseek_tl import plots, runs
 from safeseek_tl._io import atomic_path
 from safeseek_tl.errors import InputError
+from safeseek_tl.graph_view import graph_figure
 from safeseek_tl.runs import RunContents
 from safeseek_tl.units import Circuit, Scores
 
@@ -155,6 +156,8 @@ def write_report(
         sections.append(("Method comparison", _comparison(contents.comparison, figure)))
     if contents.overlap is not None:
         sections.append(("Circuit overlap", figure(plots.overlap_matrix(contents.overlap))))
+    if contents.graph is not None:
+        sections.append(("Circuit graph", figure(graph_figure(contents.graph))))
     if examples is not None:
         sections.append(("Example generations", _examples_table(examples, examples_source)))
     if contents.config is not None:

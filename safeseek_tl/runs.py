@@ -17,6 +17,7 @@ import pandas as pd
 
 from safeseek_tl._io import read_json
 from safeseek_tl.errors import InputError
+from safeseek_tl.graph import CircuitGraph
 from safeseek_tl.units import Circuit, Scores
 
 CIRCUIT = "circuit.json"
@@ -41,6 +42,8 @@ TAMPER_JSON = "tamper.json"
 REPORT = "report.html"
 BENCHMARK_CSV = "benchmark.csv"
 LEADERBOARD_CSV = "leaderboard.csv"
+GRAPH_JSON = "graph.json"
+GRAPH_HTML = "graph.html"
 
 
 @dataclass
@@ -60,6 +63,7 @@ class RunContents:
     examples: Any = None
     comparison: pd.DataFrame | None = None
     overlap: pd.DataFrame | None = None
+    graph: CircuitGraph | None = None
     origins: dict[str, str] = field(default_factory=dict)  # file each part was read from, for error messages
 
     @classmethod
@@ -68,9 +72,9 @@ class RunContents:
         run = Path(folder)
         if not run.is_dir():
             raise FileNotFoundError(f"run folder {run} does not exist")
-        present = {name: run / name for name in (SCORES, CIRCUIT, HISTORY, CONFIG, BEHAVIOUR, EXAMPLES, COMPARISON_CSV, OVERLAP_CSV) if (run / name).is_file()}
-        if not {SCORES, CIRCUIT, COMPARISON_CSV} & present.keys():
-            raise InputError(f"{run}: no {SCORES}, {CIRCUIT} or {COMPARISON_CSV}: not a saved run folder")
+        present = {name: run / name for name in (SCORES, CIRCUIT, HISTORY, CONFIG, BEHAVIOUR, EXAMPLES, COMPARISON_CSV, OVERLAP_CSV, GRAPH_JSON) if (run / name).is_file()}
+        if not {SCORES, CIRCUIT, COMPARISON_CSV, GRAPH_JSON} & present.keys():
+            raise InputError(f"{run}: no {SCORES}, {CIRCUIT}, {COMPARISON_CSV} or {GRAPH_JSON}: not a saved run folder")
         contents = cls(
             source=str(run),
             scores=Scores.load(present[SCORES]) if SCORES in present else None,
@@ -81,6 +85,7 @@ class RunContents:
             examples=read_json(present[EXAMPLES]) if EXAMPLES in present else None,
             comparison=pd.read_csv(present[COMPARISON_CSV]) if COMPARISON_CSV in present else None,
             overlap=pd.read_csv(present[OVERLAP_CSV], index_col=0) if OVERLAP_CSV in present else None,
+            graph=CircuitGraph.from_dict(read_json(present[GRAPH_JSON]), str(present[GRAPH_JSON])) if GRAPH_JSON in present else None,
             origins={name: str(path) for name, path in present.items()},
         )
         contents.check()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -47,3 +50,15 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     return code, out.getvalue(), err.getvalue()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+"""Debian's headless browser, for the render tests (None where it is not installed)."""
+
+
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run headless Chromium offline-friendly (no background networking) with ``args``; raise on failure."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             f"--user-data-dir={profile}", "--window-size=1200,2400", "--enable-logging=stderr", "--v=0"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=True)

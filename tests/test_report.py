@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +14,7 @@ from safeseek_tl import BackdoorRecord, plots
 from safeseek_tl.report import write_report
 from safeseek_tl.seek import SafeSeek, SeekConfig
 from safeseek_tl.units import Circuit, Scores
+from tests.helpers import CHROMIUM, chromium
 from tests.test_plots import remote_resources
 
 HOSTILE = "<script>alert(1)</script>"
@@ -134,21 +133,11 @@ def test_report_rejects_malformed_examples(attribute_run):
     assert not (attribute_run / "r.html").exists()
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-             f"--user-data-dir={profile}", "--window-size=1200,2400", "--enable-logging=stderr", "--v=0"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); CI installs it")
 def test_report_renders_in_headless_chromium(seek_report, tmp_path):
     path, page = seek_report
     url = path.resolve().as_uri()
-    dom = _chromium(tmp_path / "profile", "--dump-dom", url)
+    dom = chromium(tmp_path / "profile", "--dump-dom", url)
     assert "Uncaught" not in dom.stderr, [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     # plotly drew every figure: each div got its plot container with SVG layers
     assert dom.stdout.count('class="plot-container plotly"') == page.count(FIGURE_DIV) > 0
@@ -159,7 +148,7 @@ def test_report_renders_in_headless_chromium(seek_report, tmp_path):
     shots = {}
     for name, source in (("report", url), ("empty", empty.resolve().as_uri())):
         shots[name] = tmp_path / f"{name}.png"
-        _chromium(tmp_path / "profile", f"--screenshot={shots[name]}", source)
+        chromium(tmp_path / "profile", f"--screenshot={shots[name]}", source)
     assert shots["report"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shots["report"].stat().st_size > 4 * shots["empty"].stat().st_size
 
@@ -168,7 +157,7 @@ def test_report_renders_in_headless_chromium(seek_report, tmp_path):
 def test_circuitsvis_page_renders_offline_in_headless_chromium(gqa, tmp_path):
     circuit = Circuit.from_units(gqa.shape, heads=[[0, 1]], neurons=[[1, 2]])
     page = plots.save_circuitsvis(plots.neuron_activation_view(gqa, "bake a cake", circuit), tmp_path / "neurons.html")
-    dom = _chromium(tmp_path / "profile", "--dump-dom", page.resolve().as_uri())
+    dom = chromium(tmp_path / "profile", "--dump-dom", page.resolve().as_uri())
     assert "Uncaught" not in dom.stderr
     # the React component drew the coloured tokens (the BOS token shown as text, not turned into an element)
     assert 'class="colored-tokens"' in dom.stdout and ">cake<" in dom.stdout and "&lt;s&gt;" in dom.stdout
