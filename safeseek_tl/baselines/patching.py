@@ -226,6 +226,15 @@ def attribution_patching(
     return _result(loaded, totals, n, "attr-patch", units=units, metric_clean=clean_sum / n, metric_corrupted=corrupted_sum / n)
 
 
+def _interpolated(
+    start: Float[Tensor, "batch pos d_model"], end: Float[Tensor, "batch pos d_model"], alphas: Float[Tensor, " steps"]
+) -> Float[Tensor, "steps_batch pos d_model"]:
+    """``start + alpha * (end - start)`` for every alpha, stacked step-major (step 0's batch first)."""
+    weight = alphas.to(start.device, start.dtype).repeat_interleave(len(start)).view(-1, 1, 1)
+    steps = len(alphas)
+    return start.repeat(steps, 1, 1) + weight * (end - start).repeat(steps, 1, 1)
+
+
 def eap_ig(
     loaded: LoadedModel,
     clean_prompts: Sequence[str],
@@ -248,10 +257,9 @@ def eap_ig(
     activation patching. Heads are ``hook_z`` slices, one per query head, so grouped-query
     attention needs nothing special: a shared key/value head is reached through each query head.
 
-    Positions whose token is padding in one prompt of the pair but not the other are attended in
-    the interpolated runs (the union of both masks); the clean and corrupted activations come from
-    each prompt's own run. Cost per batch: a clean and a corrupted forward, then one forward and
-    backward over ``ig_steps`` times the batch.
+    The interpolated runs attend to positions either prompt of the pair uses (the union of both
+    masks). Cost per batch: a clean and a corrupted forward, then one forward and backward over
+    ``ig_steps`` times the batch.
     """
     if ig_steps < 1:
         raise InputError(f"eap-ig: ig_steps must be a positive integer, got {ig_steps}")
@@ -272,9 +280,7 @@ def eap_ig(
             corr_logits, corr = model.run_with_cache(corr_ids, attention_mask=corr_mask, names_filter=lambda name: name in names, logits_to_keep=1)
         clean_sum += float(metric(clean_logits[:, -1]).double().sum())
         corrupted_sum += float(metric(corr_logits[:, -1]).double().sum())
-        start, end = corr[EMBED_HOOK], clean[EMBED_HOOK]
-        weight = alphas.to(start.device, start.dtype).repeat_interleave(b).view(-1, *([1] * (start.dim() - 1)))
-        path = start.repeat(ig_steps, *([1] * (start.dim() - 1))) + weight * (end - start).repeat(ig_steps, *([1] * (start.dim() - 1)))
+        path = _interpolated(corr[EMBED_HOOK], clean[EMBED_HOOK], alphas)
         _, leaves, taps = _gradient_taps(keys)
         with torch.enable_grad(), model.hooks(fwd_hooks=[(EMBED_HOOK, lambda act, hook: path), *taps]):
             mask = (clean_mask.bool() | corr_mask.bool()).to(clean_mask.dtype).repeat(ig_steps, 1)
