@@ -213,6 +213,7 @@ def discover(
     seed: int = 42,
     overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig field, e.g. --set w_overlap=0.5; repeatable.")] = [],  # noqa: B006
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
+    time_budget: Annotated[float | None, typer.Option(help="Minutes for the search: its steps are fitted to them (--epochs no longer counts).")] = None,
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -251,6 +252,7 @@ def discover(
             found = discover_circuit(
                 loaded, records, config, val_records=val_records, benign=benign_records, prune=complete or (prune and parallel.is_main), complete=complete,
                 check=parallel.is_main, judge=judge, checkpoint_dir=None if complete else out / "checkpoint", resume=resume,
+                time_budget_s=None if time_budget is None else time_budget * 60,
             )  # fmt: skip
         except InputError as err:
             if getattr(err, "unpruned", None) is None:
