@@ -25,18 +25,19 @@ from safeseek_tl.seek import SafeSeek, SeekConfig, search_fill
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# (label, SeekConfig overrides, time budget in seconds or None)
+# (label, SeekConfig overrides, time budget in seconds or None). The objectives run their full
+# schedule (50 epochs); the size targets run on a 90-second budget each (the 2-core CPU is shared).
+BUDGET_S = 90.0
 RUNS: tuple[tuple[str, dict[str, object], float | None], ...] = (
     ("official", {"alignment_objective": "official"}, None),
     ("necessity", {"alignment_objective": "necessity"}, None),
     ("refusal_score", {"alignment_objective": "refusal_score"}, None),
     *(
-        (f"{mode}, target 1 head + {n} neurons", {"alignment_objective": mode, "target_heads": 1, "target_neurons": n}, None)
-        for mode in ("necessity", "refusal_score")
-        for n in (8, 30, 60, 120, 240)
+        (f"{mode}, target 1 head + {n} neurons, {BUDGET_S:.0f} s budget", {"alignment_objective": mode, "target_heads": 1, "target_neurons": n}, BUDGET_S)
+        for mode, sizes in (("refusal_score", (8, 30, 120, 240)), ("necessity", (30, 120)))
+        for n in sizes
     ),
-    ("refusal_score, target 1 head + 30 neurons, ablation=mean", {"alignment_objective": "refusal_score", "target_heads": 1, "target_neurons": 30, "ablation": "mean"}, None),
-    ("refusal_score, target 1 head + 30 neurons, 20 s budget", {"alignment_objective": "refusal_score", "target_heads": 1, "target_neurons": 30}, 20.0),
+    ("refusal_score, ablation=mean, target 1 head + 30 neurons, 90 s budget", {"alignment_objective": "refusal_score", "target_heads": 1, "target_neurons": 30, "ablation": "mean"}, BUDGET_S),
 )
 
 
@@ -49,8 +50,8 @@ def main() -> None:
     data = BehaviourData.from_records(load_data("alignment", "test")[: args.n_eval], load_data("benign", "test")[: args.n_eval])
     train, val = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20]
     benign = load_data("benign", "train")[:100]
-    print("| run | heads | neurons | behaviour (ASR) full → ablated | refusal of harmful | benign answered | utility CE (nats/token) | steps | wall |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | epochs run, best | heads | neurons | behaviour (ASR) full → ablated | refusal of harmful | benign answered | utility CE (nats/token) | - | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, overrides, budget in RUNS:
         if args.only and args.only not in label:
             continue
