@@ -38,6 +38,12 @@ RUNS: tuple[tuple[str, dict[str, object], float | None], ...] = (
         for n in sizes
     ),
     ("refusal_score, ablation=mean, target 1 head + 30 neurons, 90 s budget", {"alignment_objective": "refusal_score", "target_heads": 1, "target_neurons": 30, "ablation": "mean"}, BUDGET_S),
+    # logits started at 0.1 switch units off within a short budget (from 1.0 it takes about 100 steps)
+    ("necessity, init 0.1", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1}, None),
+    *(
+        (f"necessity, init 0.1, target 1 head + {n} neurons, 180 s budget", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1, "target_heads": 1, "target_neurons": n}, 180.0)
+        for n in (30, 120)
+    ),
 )
 
 

@@ -34,7 +34,10 @@ def test_scenario_defaults():
     assert (SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_heads, SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_neurons) == (0.3, 0.3)
     alignment = SeekConfig("alignment")
     assert (alignment.epochs, alignment.init_heads, alignment.w_sparsity_heads, alignment.w_sparsity_neurons) == (50, 1.0, 0.1, 0.1)
-    neurons = SeekConfig("alignment", units="neurons", w_main_sparsity=0.3)
+    # the alignment default is necessity first (issue 20): no circuit-alone term unless asked for
+    assert (alignment.alignment_objective, alignment.w_accept, alignment.w_refuse) == ("necessity", 2.0, 0.0)
+    assert SeekConfig("alignment", alignment_objective="official").w_refuse == 2.0
+    neurons = SeekConfig("alignment", units="neurons", w_main_sparsity=0.3, alignment_objective="official")
     assert (neurons.w_circuit_sparsity, neurons.circuit_sparsity, neurons.w_accept, neurons.w_refuse) == (3.0, "log", 1.0, 1.0)
     assert (neurons.w_sparsity_heads, neurons.w_sparsity_neurons) == (0.1, 1.0)
     assert SeekConfig("backdoor", ablation="mean").ablation == "mean"

@@ -59,7 +59,7 @@ class SeekConfig:
     # official code has none; it steers the search away from units that break unrelated answers
     w_main_benign: float = 1.0
     # alignment objective (see AlignmentObjective); w_refuse defaults to 0 outside "official"
-    alignment_objective: AlignmentObjective = "official"
+    alignment_objective: AlignmentObjective = "necessity"
     # alignment loss weights
     w_accept: float | None = None
     w_refuse: float | None = None
@@ -120,7 +120,7 @@ class SeekConfig:
             "w_circuit_sparsity": 3.0 if neurons_only else 1.0,
             "circuit_sparsity": "log" if neurons_only else "mean",
             "w_accept": 1.0 if neurons_only else 2.0,
-            "w_refuse": (1.0 if neurons_only else 2.0) if self.alignment_objective == "official" else 0.0,
+            "w_refuse": 0.0 if self.scenario == "alignment" and self.alignment_objective != "official" else (1.0 if neurons_only else 2.0),
             "w_sparsity_heads": self.w_main_sparsity if backdoor else 0.1,
             "w_sparsity_neurons": self.w_main_sparsity if backdoor else (1.0 if neurons_only else 0.1),
         }
