@@ -3,6 +3,7 @@ size multiplier, the refusal-score and last-position KL losses on prompt-only ro
 
 from __future__ import annotations
 
+import json
 import math
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -13,10 +14,10 @@ import torch
 from safeseek_tl import AlignmentRecord, BenignRecord
 from safeseek_tl.data import IGNORE_INDEX, TokenizedPairs
 from safeseek_tl.errors import InputError
-from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, mask_paths, objective
+from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, SeekResult, mask_paths, objective
 from safeseek_tl.seek.budget import Budget, budget_steps
 from safeseek_tl.seek.size import step_multiplier, top_units
-from safeseek_tl.units import ModelShape
+from safeseek_tl.units import Circuit, ModelShape, Scores
 
 
 def softplus(x: float) -> float:
@@ -208,3 +209,20 @@ def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch
     assert steps[0] == 27 and len(result.history) == 7
     with pytest.raises(InputError, match="resume does not apply to a time budget"):
         SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, resume=True)
+
+
+def test_a_result_saved_before_the_alignment_objectives_loads_as_official(tmp_path):
+    shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
+    circuit = Circuit.from_units(shape, heads=[[0, 1]])
+    config = SeekConfig(scenario="alignment", units="heads", alignment_objective="official")
+    SeekResult(Scores(shape, heads=torch.zeros(1, 3), method="safeseek"), circuit, config, {"heads": torch.zeros(1, 3)}).save(tmp_path)
+    assert SeekResult.load(tmp_path).config.alignment_objective == "official"
+    settings = json.loads((tmp_path / "config.json").read_text())
+    for field in ("alignment_objective", "target_heads", "target_neurons", "target_lr"):  # the fields issue 20 added
+        del settings[field]
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    old = SeekResult.load(tmp_path).config
+    assert (old.alignment_objective, old.w_refuse) == ("official", 2.0)
+    settings["alignment_objective"] = "necessity"  # a result saved with the new default keeps it
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    assert SeekResult.load(tmp_path).config.alignment_objective == "necessity"
