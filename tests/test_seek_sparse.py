@@ -13,6 +13,7 @@ import torch
 
 from safeseek_tl import AlignmentRecord, BenignRecord
 from safeseek_tl.data import IGNORE_INDEX, TokenizedPairs
+from safeseek_tl.distributed import DataParallel
 from safeseek_tl.errors import InputError
 from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, SeekResult, mask_paths, objective
 from safeseek_tl.seek.budget import Budget, budget_steps
@@ -209,6 +210,10 @@ def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch
     assert steps[0] == 27 and len(result.history) == 7
     with pytest.raises(InputError, match="resume does not apply to a time budget"):
         SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, resume=True)
+    # every process would time its own steps and stop at a different one
+    monkeypatch.setattr(DataParallel, "current", classmethod(lambda cls: cls(0, 2)))
+    with pytest.raises(InputError, match="a time budget runs in one process"):
+        SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0)
 
 
 def test_a_result_saved_before_the_alignment_objectives_loads_as_official(tmp_path):

@@ -121,6 +121,8 @@ class SafeSeek:
             raise InputError(f"batch_size {cfg.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
         if time_budget_s is not None and resume:
             raise InputError("resume does not apply to a time budget: the step count depends on the interrupted run's clock")
+        if time_budget_s is not None and parallel.world_size > 1:  # each process would time its own steps
+            raise InputError("a time budget runs in one process; under data parallelism set --epochs instead")
         if val_records is None:
             records, val_records = split_records(records, cfg.val_size, "training data")
         torch.manual_seed(cfg.seed)
