@@ -66,7 +66,8 @@ def main() -> None:
         start = time.perf_counter()
         result = SafeSeek(loaded, config).fit(train, val, progress=False, benign_records=benign, time_budget_s=budget)
         wall = time.perf_counter() - start
-        steps = f"{len(result.history)} epochs, best {result.best_epoch}"
+        last = result.history[-1]  # the mask's own size at the end, before a target's cut
+        steps = f"{len(result.history)} epochs, best {result.best_epoch}, last mask off {last.get('off_heads')} + {last.get('off_neurons')}"
         report(f"{label} | {steps}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train, benign))
 
 
