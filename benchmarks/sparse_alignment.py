@@ -42,7 +42,7 @@ RUNS: tuple[tuple[str, dict[str, object], float | None], ...] = (
     ("necessity, init 0.1", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1}, None),
     *(
         (f"necessity, init 0.1, target 1 head + {n} neurons, 180 s budget", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1, "target_heads": 1, "target_neurons": n}, 180.0)
-        for n in (30, 120)
+        for n in (30, 60, 120)
     ),
     ("necessity, init 0.1, target 1 head + 30 neurons, long budget 480 s", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1, "target_heads": 1, "target_neurons": 30}, 480.0),
 )
