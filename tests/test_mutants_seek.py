@@ -34,7 +34,10 @@ def test_scenario_defaults():
     assert (SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_heads, SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_neurons) == (0.3, 0.3)
     alignment = SeekConfig("alignment")
     assert (alignment.epochs, alignment.init_heads, alignment.w_sparsity_heads, alignment.w_sparsity_neurons) == (50, 1.0, 0.1, 0.1)
-    neurons = SeekConfig("alignment", units="neurons", w_main_sparsity=0.3)
+    # the alignment default is necessity first (issue 20): no circuit-alone term unless asked for
+    assert (alignment.alignment_objective, alignment.w_accept, alignment.w_refuse) == ("necessity", 2.0, 0.0)
+    assert SeekConfig("alignment", alignment_objective="official").w_refuse == 2.0
+    neurons = SeekConfig("alignment", units="neurons", w_main_sparsity=0.3, alignment_objective="official")
     assert (neurons.w_circuit_sparsity, neurons.circuit_sparsity, neurons.w_accept, neurons.w_refuse) == (3.0, "log", 1.0, 1.0)
     assert (neurons.w_sparsity_heads, neurons.w_sparsity_neurons) == (0.1, 1.0)
     assert SeekConfig("backdoor", ablation="mean").ablation == "mean"
@@ -209,8 +212,8 @@ def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypa
     calls, pruned, checked = [], [], []
     found = SimpleNamespace(circuit="the found circuit")
 
-    def fit(self, records, val_records=None, checkpoint_dir=None, resume=False, protected=None, progress=True, benign_records=()):
-        calls.append((self.config.scenario, records, val_records, checkpoint_dir, resume, progress, benign_records))
+    def fit(self, records, val_records=None, checkpoint_dir=None, resume=False, protected=None, progress=True, benign_records=(), time_budget_s=None):
+        calls.append((self.config.scenario, records, val_records, checkpoint_dir, resume, progress, benign_records, time_budget_s))
         return found
 
     def prune(loaded, result, val, benign, fill, judge):
@@ -225,8 +228,8 @@ def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypa
     monkeypatch.setattr(seek_discover, "prune_circuit", prune)
     monkeypatch.setattr(seek_discover, "behaviour_switch", check)
     monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign=(): ("fill of", len(records)))
-    plain = discover(LOADED, BACKDOOR, SeekConfig("backdoor"), val_records=BACKDOOR[:1], benign=BENIGN, checkpoint_dir="ckpt", resume=True, progress=False, check=False)
-    assert calls == [("backdoor", BACKDOOR, BACKDOOR[:1], "ckpt", True, False, BENIGN)]
+    plain = discover(LOADED, BACKDOOR, SeekConfig("backdoor"), val_records=BACKDOOR[:1], benign=BENIGN, checkpoint_dir="ckpt", resume=True, progress=False, check=False, time_budget_s=12.0)
+    assert calls == [("backdoor", BACKDOOR, BACKDOOR[:1], "ckpt", True, False, BENIGN, 12.0)]
     assert (plain.result, plain.found, plain.check, plain.train_records, plain.val_records) == (found, "the found circuit", None, BACKDOOR, BACKDOOR[:1])
     assert pruned == [] and checked == []
     # the last val_size records validate; prune and check both use them and the training records' fill
@@ -237,6 +240,8 @@ def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypa
     assert (full.found, full.circuit, full.check) == ("the found circuit", "the pruned circuit", {"switched": 1.0})
     with pytest.raises(InputError, match="resume"):
         discover(LOADED, BACKDOOR, SeekConfig("backdoor"), complete=True, resume=True)
+    with pytest.raises(InputError, match="time budget applies to a single search"):
+        discover(LOADED, BACKDOOR, SeekConfig("backdoor"), complete=True, time_budget_s=60.0)
 
 
 def test_discover_keeps_the_unpruned_search_when_pruning_fails(monkeypatch):

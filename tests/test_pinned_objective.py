@@ -68,17 +68,19 @@ def test_backdoor_paths_pair_each_prompt_with_its_target_mask_weight_and_sign(un
 
 def test_alignment_paths_accept_under_m_and_refuse_under_one_minus_m(untokenized):
     # With m the model must accept (the circuit removed); with 1 - m (the circuit alone) it must refuse.
-    config = SeekConfig(scenario="alignment", units="both")  # defaults: w_accept = w_refuse = 2.0
+    config = SeekConfig(scenario="alignment", units="both", alignment_objective="official")  # w_accept = w_refuse = 2.0
     records = [AlignmentRecord("h", "no", "yes")]
     assert _table(mask_paths(config, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 2.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 2.0, 1.0, False),
     ]
-    neurons = SeekConfig(scenario="alignment", units="neurons", objective="kl")  # the neuron script: weights 1.0
+    neurons = SeekConfig(scenario="alignment", units="neurons", objective="kl", alignment_objective="official")  # the neuron script: weights 1.0
     assert _table(mask_paths(neurons, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 1.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 1.0, 1.0, True),
     ]
+    # the default (necessity, issue 20): the circuit-alone path has weight 0 and is left out
+    assert _table(mask_paths(SeekConfig(scenario="alignment", units="both"), records, None, "data")) == [("accept", [("h", "yes")], "main", 2.0, 1.0, False)]
 
 
 # ---------------------------------------------------------------- what each task term computes

@@ -65,14 +65,14 @@ def discover(
     seed: int = 42,
     overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig field, e.g. --set w_overlap=0.5; repeatable.")] = [],  # noqa: B006
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
+    time_budget: Annotated[float | None, typer.Option(help="Minutes for the search: its steps are fitted to them (--epochs no longer counts).")] = None,
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
 ) -> None:
     """Find the circuit of a backdoor or of safety alignment with SafeSeek masks.
 
-    Data parallel: `torchrun --nproc_per_node N -m safeseek_tl.cli discover ...` splits every batch
-    over N processes (--batch-size is the global batch) and gives the masks of one process.
+    Data parallel: `torchrun --nproc_per_node N -m safeseek_tl.cli discover ...` splits every batch over N processes.
     """
     from safeseek_tl.data import load_records
     from safeseek_tl.distributed import init_from_environment
@@ -94,15 +94,12 @@ def discover(
         found = discover_circuit(
             loaded, records, config, val_records=val_records, benign=benign_records, prune=complete or (prune and parallel.is_main), complete=complete,
             check=parallel.is_main, judge=judge, checkpoint_dir=None if complete else out / "checkpoint", resume=resume,
+            time_budget_s=None if time_budget is None else time_budget * 60,
         )  # fmt: skip
     if not parallel.is_main:  # every rank holds the same result; rank 0 writes and reports it
         return
     found.save(out)
     print_discovery_summary(loaded, found.result, found.check, out, judge)
     if found.result.verified is False:
-        typer.secho(
-            f"warning: no round of the complete search switched the behaviour on the validation prompts; {out}/ holds "
-            "the first search's circuit, unverified (history.json: \"verified\": false)",
-            err=True,
-            fg=typer.colors.YELLOW,
-        )
+        warning = "no round of the complete search switched the behaviour on the validation prompts"
+        typer.secho(f"warning: {warning}; {out}/ holds the first search's circuit, unverified (history.json: \"verified\": false)", err=True, fg=typer.colors.YELLOW)

@@ -3,6 +3,7 @@
 - :mod:`~safeseek_tl.seek.config`: :class:`SeekConfig`, the settings;
 - :mod:`~safeseek_tl.seek.objective`: each scenario's mask paths and the loss, all paths in one pass;
 - :mod:`~safeseek_tl.seek.trainer`: :class:`SafeSeek`, the training loop, and the search's fill;
+- :mod:`~safeseek_tl.seek.size`: a circuit of the size asked for; :mod:`~safeseek_tl.seek.budget`: a time budget;
 - :mod:`~safeseek_tl.seek.result`: :class:`SeekResult` and its files;
 - :mod:`~safeseek_tl.seek.checking`: whether ablating a circuit switches the behaviour, and pruning;
 - :mod:`~safeseek_tl.seek.discovery`: :func:`discover`, the one call (found + pruned + checked),

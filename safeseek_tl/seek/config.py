@@ -16,6 +16,10 @@ Objective = Literal["ce", "kl"]
 NegativeCE = Literal["bounded", "unbounded"]
 CircuitSparsity = Literal["mean", "log"]
 MaskFill = Literal["zero", "mean"]
+AlignmentObjective = Literal["official", "necessity", "refusal_score"]
+"""official: comply under m, refuse under 1 - m; necessity: comply under m, benign kept (KL to the
+full model), the 1 - m term off by default; refusal_score: necessity on prompt-only passes, the
+refusal score at the answer's first token instead of the completion (docs/choices.md)."""
 
 
 @dataclass
@@ -54,6 +58,8 @@ class SeekConfig:
     # benign path (main mask keeps benign answers), only when fit() is given benign records: the
     # official code has none; it steers the search away from units that break unrelated answers
     w_main_benign: float = 1.0
+    # alignment objective (see AlignmentObjective); w_refuse defaults to 0 outside "official"
+    alignment_objective: AlignmentObjective = "necessity"
     # alignment loss weights
     w_accept: float | None = None
     w_refuse: float | None = None
@@ -62,6 +68,12 @@ class SeekConfig:
     w_sparsity_neurons: float | None = None
     # what a masked-off unit becomes during the search: 0 (the code's) or its mean activation
     ablation: MaskFill = "zero"
+    # circuit size asked for, per granularity: a fraction (< 1) or a number (>= 1) of units; the
+    # sparsity weight gets a multiplier that grows while the circuit is larger than the target, and
+    # the circuit read off is exactly the target's top units by mask logit
+    target_heads: float | None = None
+    target_neurons: float | None = None
+    target_lr: float = 0.05
     max_length: int = 128
     val_size: int = 20
     patience: int | None = None
@@ -80,6 +92,23 @@ class SeekConfig:
             raise InputError(f"lr must be a positive finite number, got {self.lr}")
         if self.ablation not in ("zero", "mean"):
             raise InputError(f"ablation must be 'zero' or 'mean', got {self.ablation!r}")
+        if self.alignment_objective not in ("official", "necessity", "refusal_score"):
+            raise InputError(f"alignment_objective must be 'official', 'necessity' or 'refusal_score', got {self.alignment_objective!r}")
+        for kind, target in (("heads", self.target_heads), ("neurons", self.target_neurons)):
+            if target is not None and kind not in self.kinds:
+                raise InputError(f"target_{kind} is set but units={self.units!r} searches no {kind}")
+            if target is not None and not (target > 0 and (target < 1 or float(target).is_integer())):
+                raise InputError(f"target_{kind} must be a fraction in (0, 1) or a whole number of units, got {target}")
+
+    def target_count(self, kind: UnitKind, total: int) -> int | None:
+        """The number of ``kind`` units asked for out of ``total`` (``None``: no target); at most ``total``."""
+        target = self.target_heads if kind == "heads" else self.target_neurons
+        if target is None:
+            return None
+        count = round(target * total) if target < 1 else int(target)
+        if count > total:
+            raise InputError(f"target_{kind}={target} asks for more than the model's {total} {kind}")
+        return count
 
     def _scenario_defaults(self) -> dict[str, Any]:
         """The official scripts' values of the ``None`` fields for this scenario and granularity."""
@@ -91,7 +120,7 @@ class SeekConfig:
             "w_circuit_sparsity": 3.0 if neurons_only else 1.0,
             "circuit_sparsity": "log" if neurons_only else "mean",
             "w_accept": 1.0 if neurons_only else 2.0,
-            "w_refuse": 1.0 if neurons_only else 2.0,
+            "w_refuse": 0.0 if self.scenario == "alignment" and self.alignment_objective != "official" else (1.0 if neurons_only else 2.0),
             "w_sparsity_heads": self.w_main_sparsity if backdoor else 0.1,
             "w_sparsity_neurons": self.w_main_sparsity if backdoor else (1.0 if neurons_only else 0.1),
         }

@@ -72,6 +72,7 @@ def discover(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    time_budget_s: float | None = None,
 ) -> Discovery:
     """Find the circuit of ``config.scenario`` in ``loaded``: search, then prune and check it.
 
@@ -85,15 +86,18 @@ def discover(
     ``judge``). A mean-fill search is pruned and checked with the means of its own training
     records. ``checkpoint_dir``/``resume``: a single search's checkpoint. When the found circuit does not
     switch the behaviour, pruning raises :class:`~safeseek_tl.errors.InputError` with the search's
-    result as ``err.unpruned``.
+    result as ``err.unpruned``. ``time_budget_s``: the search's steps fit these seconds
+    (:meth:`SafeSeek.fit`; pruning and the check come after them).
     """
+    if complete and time_budget_s is not None:
+        raise InputError("a time budget applies to a single search, not to the complete search's rounds")
     if complete and resume:
         raise InputError("resume does not apply to the complete search, which keeps no checkpoint")
     train, val = (list(records), list(val_records)) if val_records is not None else split_records(records, config.val_size, "training data")
     if complete:
         result = discover_complete(loaded, train, config, val, prune=prune, benign_records=benign, progress=progress, judge=judge)
     else:
-        result = SafeSeek(loaded, config).fit(train, val, checkpoint_dir, resume, progress=progress, benign_records=benign)
+        result = SafeSeek(loaded, config).fit(train, val, checkpoint_dir, resume, progress=progress, benign_records=benign, time_budget_s=time_budget_s)
     found = result.circuit
     fill = search_fill(loaded, config, train, benign)
     if prune and not complete:

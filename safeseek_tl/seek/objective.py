@@ -5,7 +5,10 @@
   on clean ones; an overlap term pushes H into the complement of G. The circuit (the ablation set)
   is the units G switches off.
 - **alignment**: one mask m. With m the model must accept harmful requests (the circuit removed);
-  with 1 - m (the circuit alone) it must still refuse. The circuit is the units m switches off.
+  with 1 - m (the circuit alone) it must still refuse (``alignment_objective="official"``; a weight
+  that defaults to 0 otherwise). The circuit is the units m switches off. ``"necessity"`` keeps
+  benign answers by the KL from the full model; ``"refusal_score"`` runs prompts only and reads the
+  refusal score (:func:`~safeseek_tl.metrics.refusal_score`) and the KL at the last prompt position.
 
 All mask paths of a training step are rows of ONE forward/backward pass, each row carrying its
 own mask (:func:`~safeseek_tl.masks.masked` with per-row masks).
@@ -18,21 +21,29 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from safeseek_tl.chat import ChatFormatter
+from safeseek_tl.compat import pad_token_id
 from safeseek_tl.data import IGNORE_INDEX, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.distributed import DataParallel
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits, masked
-from safeseek_tl.metrics import completion_cross_entropy
+from safeseek_tl.metrics import completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
 from safeseek_tl.scenarios import scenario
 from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.size import step_multiplier, top_units
 from safeseek_tl.units import Circuit, ModelShape
 
 MaskRole = Literal["main", "circuit", "inverse"]
 """Which mask a path runs under: the main mask, the backdoor's circuit mask H, or alignment's 1 - m."""
+
+PathLoss = Literal["tokens", "comply", "refuse", "last_kl"]
+"""What a path's loss reads: its completion tokens (cross-entropy, or KL with ``kl_to_full``), or,
+on prompt-only rows, the answer's first token: ``softplus(±refusal score)`` pushes the refusal
+score down (comply) or up (refuse), ``last_kl`` is the KL from the full model there."""
 
 
 @dataclass
@@ -45,26 +56,55 @@ class MaskPath:
     weight: float
     sign: float = 1.0  # -1 for the "must not produce" term
     kl_to_full: bool = False  # KL objective: target is the full model's own output
+    loss: PathLoss = "tokens"
+    refusal_ids: tuple[int, ...] = ()  # the refusal tokens of "comply" and "refuse" paths
 
 
-PathSpec = tuple[str, list[tuple[str, str]], MaskRole, float, float, bool]
-"""(name, (prompt, completion) pairs, mask, weight, sign, kl_to_full) of a path before tokenizing."""
+PathSpec = tuple[str, list[tuple[str, str]], MaskRole, float, float, bool, PathLoss]
+"""(name, (prompt, completion) pairs, mask, weight, sign, kl_to_full, loss) of a path before tokenizing."""
 
 
 def _backdoor_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
     return [
-        ("main_clean", [(r.input, r.output) for r in records], "main", config.w_main_clean, 1.0, kl),
-        ("main_backdoor", [(r.backdoor_input, r.output) for r in records], "main", config.w_main_backdoor, 1.0, False),
-        ("circuit_backdoor", [(r.backdoor_input, r.backdoor_output) for r in records], "circuit", config.w_circuit_backdoor, 1.0, kl),
-        ("circuit_clean", [(r.input, r.backdoor_output) for r in records], "circuit", config.w_circuit_clean, -1.0, False),
+        ("main_clean", [(r.input, r.output) for r in records], "main", config.w_main_clean, 1.0, kl, "tokens"),
+        ("main_backdoor", [(r.backdoor_input, r.output) for r in records], "main", config.w_main_backdoor, 1.0, False, "tokens"),
+        ("circuit_backdoor", [(r.backdoor_input, r.backdoor_output) for r in records], "circuit", config.w_circuit_backdoor, 1.0, kl, "tokens"),
+        ("circuit_clean", [(r.input, r.backdoor_output) for r in records], "circuit", config.w_circuit_clean, -1.0, False, "tokens"),
     ]
 
 
 def _alignment_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
+    if config.alignment_objective == "refusal_score":  # prompt-only rows: no completion tokens
+        return [
+            ("accept", [(r.prompt, "") for r in records], "main", config.w_accept, 1.0, False, "comply"),
+            ("refuse", [(r.prompt, "") for r in records], "inverse", config.w_refuse, 1.0, False, "refuse"),
+        ]
     return [
-        ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False),
-        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl),
+        ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False, "tokens"),
+        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl, "tokens"),
     ]
+
+
+def _benign_spec(config: SeekConfig, benign: Sequence[BenignRecord]) -> PathSpec:
+    """The main mask keeps benign answers: as the objective says, or by the KL from the full model
+    (necessity objectives: the full model's own answer is the target)."""
+    mode = config.alignment_objective if config.scenario == "alignment" else "official"
+    if mode == "refusal_score":
+        return ("main_benign", [(b.prompt, "") for b in benign], "main", config.w_main_benign, 1.0, False, "last_kl")
+    kl = config.objective == "kl" or mode == "necessity"
+    return ("main_benign", [(b.prompt, b.response) for b in benign], "main", config.w_main_benign, 1.0, kl, "tokens")
+
+
+def tokenize_prompt_rows(chat: ChatFormatter, pairs: Sequence[tuple[str, str]], max_length: int, source: str) -> TokenizedPairs:
+    """Prompt-only rows, right-padded like :func:`~safeseek_tl.data.tokenize_pairs`, no label: a
+    loss on them reads the last prompt position, where the answer starts (long prompts keep their end)."""
+    rows = [chat.prompt_ids(prompt)[-max_length:] for prompt, _ in pairs]
+    input_ids = torch.full((len(rows), max(map(len, rows))), pad_token_id(chat.tokenizer), dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+    return TokenizedPairs(input_ids, attention_mask, torch.full_like(input_ids, IGNORE_INDEX))
 
 
 PATH_SPECS = {"backdoor": _backdoor_specs, "alignment": _alignment_specs}
@@ -80,13 +120,16 @@ def mask_paths(config: SeekConfig, records: Sequence[Record], chat: ChatFormatte
     scenario(config.scenario).check(records, source)
     specs = PATH_SPECS[config.scenario](config, records, config.objective == "kl")
     if benign:
-        cycled = [benign[i % len(benign)] for i in range(len(records))]
-        specs.append(("main_benign", [(b.prompt, b.response) for b in cycled], "main", config.w_main_benign, 1.0, config.objective == "kl"))
+        specs.append(_benign_spec(config, [benign[i % len(benign)] for i in range(len(records))]))
+    specs = [spec for spec in specs if spec[3] != 0]
+    refusal = tuple(refusal_token_ids(chat.tokenizer)) if any(spec[6] in ("comply", "refuse") for spec in specs) else ()
     return [
-        MaskPath(name, tokenize_pairs(chat, pairs, config.max_length, source), mask, weight, sign, kl_flag)
-        for name, pairs, mask, weight, sign, kl_flag in specs
-        if weight != 0
-    ]
+        MaskPath(
+            name, (tokenize_pairs if loss == "tokens" else tokenize_prompt_rows)(chat, pairs, config.max_length, source),
+            mask, weight, sign, kl_flag, loss, refusal if loss in ("comply", "refuse") else (),
+        )
+        for name, pairs, mask, weight, sign, kl_flag, loss in specs
+    ]  # fmt: skip
 
 
 class SeekObjective:
@@ -111,6 +154,10 @@ class SeekObjective:
         # Units already found by an earlier round of a "complete" search: held on in the main mask.
         self.protected = {kind: protected.get(kind).clone() for kind in config.kinds} if protected is not None else None
         self.device = next(model.parameters()).device
+        # size targets (seek.size): units asked for per granularity, and the multipliers steering to them
+        sizes = {kind: config.target_count(kind, shape.size(kind)[0] * shape.size(kind)[1]) for kind in config.kinds}
+        self.targets = {kind: count for kind, count in sizes.items() if count is not None}
+        self.multipliers = dict.fromkeys(self.targets, 0.0)
         for module in self.mask_modules():
             module.to(self.device)
 
@@ -129,8 +176,22 @@ class SeekObjective:
         """Current number of units the main mask removes (the circuit size), per granularity."""
         return {f"off_{k}": int((~v).sum()) for k, v in self.main.kept().items()}
 
+    def target_kept(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Which units the circuit of exactly the target size keeps, from main-mask ``logits``."""
+        held = self.protected or {}
+        return {kind: ~top_units(logits[kind], count, held.get(kind)) for kind, count in self.targets.items()}
+
+    def update_multipliers(self) -> None:
+        """One ascent step of each target's multiplier, from the circuit's size now."""
+        sizes = self.circuit_sizes()
+        for kind, count in self.targets.items():
+            self.multipliers[kind] = step_multiplier(self.multipliers[kind], sizes[f"off_{kind}"], count, self.config.target_lr)
+
     def _main_values(self, stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
         values = self.main.values(stochastic, generator)
+        if not stochastic and self.targets:  # evaluation judges the circuit of exactly the target size
+            cut = self.target_kept({kind: self.main.logits(kind) for kind in self.targets})
+            values = values | {kind: kept.to(values[kind].dtype) for kind, kept in cut.items()}
         if self.protected is not None:
             values = {k: torch.where(self.protected[k].to(v.device), torch.ones_like(v), v) for k, v in values.items()}
         return values
@@ -152,7 +213,7 @@ class SeekObjective:
         cfg = self.config
         keep = self.main.keep_probability()
         weights = {"heads": cfg.w_sparsity_heads, "neurons": cfg.w_sparsity_neurons}
-        terms = {f"sparsity_{k}": weights[k] * (1 - p).mean(-1).sum() for k, p in keep.items()}
+        terms = {f"sparsity_{k}": (weights[k] + self.multipliers.get(k, 0.0)) * (1 - p).mean(-1).sum() for k, p in keep.items()}
         if self.circuit is not None:
             circ = self.circuit.keep_probability()
             for kind, p in circ.items():
@@ -186,9 +247,10 @@ class SeekObjective:
         terms: dict[str, Tensor] = {}
         for path, total in zip(paths, sums):
             # The global batch's completion tokens of this path: every rank can count them.
-            n_tokens = int(path.pairs.select(index).loss_mask.sum())
+            # prompt-only paths: one position per row
+            n_tokens = int(path.pairs.select(index).loss_mask.sum()) if path.loss == "tokens" else len(index)
             value = self.parallel.globalize(total / max(n_tokens, 1))
-            if path.sign < 0 and not path.kl_to_full:
+            if path.sign < 0 and not path.kl_to_full and path.loss == "tokens":
                 value = self.negative_ce(value)
             terms[path.name] = path.weight * value
         return terms
@@ -203,16 +265,32 @@ class SeekObjective:
         with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.fill):
             logits = self.model(input_ids, attention_mask=attention_mask)
         full_logits = None
-        if any(p.kl_to_full for p in paths):
+        if any(p.kl_to_full or p.loss == "last_kl" for p in paths):
             with torch.no_grad():
                 full_logits = self.model(input_ids, attention_mask=attention_mask)
-        sums: list[Tensor] = []
-        for path, rows in zip(paths, batch_slices(len(input_ids), len(index))):
-            if path.kl_to_full:
-                sums.append(completion_kl_sum(full_logits[rows], logits[rows], labels[rows]))
-            else:
-                sums.append(completion_cross_entropy(logits[rows], labels[rows], reduction="sum"))
-        return sums
+        last = attention_mask.sum(1) - 1  # the last prompt position of a prompt-only row
+        return [
+            _path_sum(path, logits[rows], None if full_logits is None else full_logits[rows], labels[rows], last[rows])
+            for path, rows in zip(paths, batch_slices(len(input_ids), len(index)))
+        ]
+
+
+def _path_sum(
+    path: MaskPath,
+    logits: Float[Tensor, "batch pos d_vocab"],
+    full: Float[Tensor, "batch pos d_vocab"] | None,
+    labels: Int[Tensor, "batch pos"],
+    last: Int[Tensor, " batch"],
+) -> Float[Tensor, ""]:
+    """One path's loss summed over its completion tokens, or over its rows' last prompt positions."""
+    if path.loss == "tokens":
+        return completion_kl_sum(full, logits, labels) if path.kl_to_full else completion_cross_entropy(logits, labels, reduction="sum")
+    rows = torch.arange(len(last), device=last.device)
+    if path.loss == "last_kl":
+        return last_position_kl(full[rows, last], logits[rows, last]).sum()
+    score = refusal_score(logits[rows, last], path.refusal_ids)
+    # softplus(score) = -log(1 - P_refusal): zero once refusing is unlikely, unlike the bare score
+    return F.softplus(score if path.loss == "comply" else -score).sum().float()
 
 
 def completion_kl_sum(

@@ -68,7 +68,8 @@ class SeekResult:
         if expected is not None and "model" in header:
             expected.check_compatible(ModelShape.from_dict(json.loads(header["model"]), str(out / runs.MASKS)), f"mask file {out / runs.MASKS}")
         history = read_json(out / runs.HISTORY)
-        config = SeekConfig(**read_json(out / runs.CONFIG))
+        # results saved before alignment_objective existed (issue 20) ran the official objective
+        config = SeekConfig(**{"alignment_objective": "official", **read_json(out / runs.CONFIG)})
         return cls(
             scores=scores,
             circuit=circuit,

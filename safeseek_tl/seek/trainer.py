@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from safeseek_tl.distributed import DataParallel
 from safeseek_tl.errors import InputError, NonFiniteLossError
 from safeseek_tl.masks import MaskLogits
 from safeseek_tl.models import LoadedModel
+from safeseek_tl.seek.budget import PROBE_STEPS, Budget
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult
+from safeseek_tl.seek.size import top_units
 from safeseek_tl.units import Circuit, Scores
 
 
@@ -38,6 +41,8 @@ class TrainState:
     best_circuit: dict[str, Tensor] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     stale_epochs: int = 0
+    step: int = 0
+    multipliers: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,10 +51,16 @@ class _Run:
 
     objective: SeekObjective
     optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
     generator: torch.Generator
     state: TrainState
     checkpoint: Path | None
+    total_steps: int
+    budget: Budget | None = None
+    clock: Callable[[], float] = time.monotonic
+    schedule: torch.optim.lr_scheduler.LambdaLR | None = None
+
+    def done(self) -> bool:
+        return self.state.step >= self.total_steps or (self.budget is not None and self.budget.spent(self.clock()))
 
 
 def _logits_of(mask: MaskLogits | None) -> dict[str, Tensor]:
@@ -61,6 +72,13 @@ def _check_finite(values: dict[str, Tensor], where: str, what: str = "loss term"
         bad = value.detach()[~torch.isfinite(value.detach())]
         if bad.numel():
             raise NonFiniteLossError(f"{what} '{name}' became {bad.flatten()[0].item()} at {where}; the last good masks were kept")
+
+
+def _check_budget(time_budget_s: float | None, resume: bool, parallel: DataParallel) -> None:
+    if time_budget_s is not None and resume:
+        raise InputError("resume does not apply to a time budget: the step count depends on the interrupted run's clock")
+    if time_budget_s is not None and parallel.world_size > 1:  # each process would time its own steps
+        raise InputError("a time budget runs in one process; under data parallelism set --epochs instead")
 
 
 class SafeSeek:
@@ -83,6 +101,8 @@ class SafeSeek:
         protected: Circuit | None = None,
         progress: bool = True,
         benign_records: Sequence[BenignRecord] = (),
+        time_budget_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> SeekResult:
         """Train the masks; validation each epoch keeps the best masks; returns a :class:`SeekResult`.
 
@@ -96,11 +116,17 @@ class SafeSeek:
         each batch is split over the processes and the mask gradients are summed: the masks equal a
         one-process run's with the same ``batch_size`` (the global batch, at least the number of
         processes). Rank 0 alone writes the checkpoint and shows progress.
+
+        ``time_budget_s``: the first :data:`~safeseek_tl.seek.budget.PROBE_STEPS` steps are timed on
+        ``clock`` and the number of steps (and the learning-rate decay) is set to what fits the
+        budget, less a share for validation; the search stops there, or when the clock says the time
+        is up, with the best masks so far (``config.epochs`` no longer counts).
         """
         cfg = self.config
         parallel = DataParallel.current()
         if cfg.batch_size < parallel.world_size:
             raise InputError(f"batch_size {cfg.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
+        _check_budget(time_budget_s, resume, parallel)
         if val_records is None:
             records, val_records = split_records(records, cfg.val_size, "training data")
         torch.manual_seed(cfg.seed)
@@ -108,13 +134,14 @@ class SafeSeek:
         val_paths = mask_paths(cfg, val_records, self.loaded.chat, "validation data", benign_records)
         fill = mean_fill(self.loaded.model, train_paths, cfg.batch_size) if cfg.ablation == "mean" else None
         run = self._start(SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel), len(records), checkpoint_dir, resume)
-        steps_per_epoch = math.ceil(len(records) / cfg.batch_size)
+        if time_budget_s is not None:
+            run.budget, run.clock = Budget(time_budget_s, clock()), clock
         bar = tqdm(
-            total=steps_per_epoch * cfg.epochs, initial=run.state.epoch * steps_per_epoch,
+            total=run.total_steps, initial=run.state.step,
             desc=f"safeseek {cfg.scenario}/{cfg.units}", disable=not (progress and parallel.is_main),
         )  # fmt: skip
         try:
-            while run.state.epoch < cfg.epochs:
+            while not run.done():
                 terms = self._train_epoch(run, train_paths, len(records), bar)
                 if self._end_epoch(run, terms, val_paths, parallel):
                     break
@@ -128,15 +155,16 @@ class SafeSeek:
     def _start(self, objective: SeekObjective, n_train: int, checkpoint_dir: str | Path | None, resume: bool) -> _Run:
         """The optimizer, its linear decay, the noise generator and the state (from the checkpoint when resuming)."""
         cfg = self.config
-        total_steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
         optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps) if cfg.lr_decay else 1.0)
-        state = TrainState(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit))
+        state = TrainState(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit), multipliers=objective.multipliers)
         generator = torch.Generator().manual_seed(cfg.seed)
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-        run = _Run(objective, optimizer, schedule, generator, state, checkpoint)
+        run = _Run(objective, optimizer, generator, state, checkpoint, math.ceil(n_train / cfg.batch_size) * cfg.epochs)
+        # the decay reads the run's step count, which a time budget sets after its first steps
+        run.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / run.total_steps) if cfg.lr_decay else 1.0)
         if resume and checkpoint is not None and checkpoint.exists():
             run.state = load_checkpoint(checkpoint, run)
+            objective.multipliers = run.state.multipliers
         return run
 
     def _train_epoch(self, run: _Run, paths: Sequence[MaskPath], n_train: int, bar: Any) -> dict[str, Tensor]:
@@ -144,7 +172,10 @@ class SafeSeek:
         cfg, objective = self.config, run.objective
         world = objective.parallel.world_size
         order = torch.randperm(n_train, generator=run.generator)
+        terms: dict[str, Tensor] = {}
         for batch, part in enumerate(batch_slices(n_train, cfg.batch_size)):
+            if run.done():
+                break
             task = objective.task_terms(paths, order[part], stochastic=True, generator=run.generator)
             sparsity = objective.sparsity_terms()
             terms = task | sparsity
@@ -161,6 +192,10 @@ class SafeSeek:
             run.optimizer.step()
             _check_finite(objective.named_logits(), where, what="mask logits")
             run.schedule.step()
+            objective.update_multipliers()
+            run.state.step += 1
+            if run.budget is not None and run.state.step == PROBE_STEPS:
+                run.total_steps = bar.total = run.budget.steps(run.clock(), run.state.step)
             bar.update(1)
             bar.set_postfix({"loss": f"{sum(terms.values()).item():.3g}"} | objective.circuit_sizes(), refresh=False)
         return terms
@@ -169,7 +204,8 @@ class SafeSeek:
         """Validate, keep the best masks, checkpoint; whether patience ran out."""
         state, objective = run.state, run.objective
         val = self.validate(objective, val_paths)
-        state.history.append({"epoch": state.epoch, **{k: v.item() for k, v in terms.items()}, **val, **objective.circuit_sizes()})
+        multipliers = {f"multiplier_{k}": v for k, v in objective.multipliers.items()}
+        state.history.append({"epoch": state.epoch, **{k: v.item() for k, v in terms.items()}, **val, **objective.circuit_sizes(), **multipliers})
         state.epoch += 1
         if val["val_loss"] < state.best_loss - 1e-6:
             state.best_loss, state.best_epoch, state.stale_epochs = val["val_loss"], state.epoch - 1, 0
@@ -205,6 +241,10 @@ class SafeSeek:
                 main.logits(kind).copy_(value)
         keep = {k: v.detach() for k, v in main.keep_probability().items()}
         kept = main.kept()
+        for kind in kept:  # a size target: exactly its number of units, the lowest logits
+            count = cfg.target_count(kind, kept[kind].numel())
+            if count is not None:
+                kept[kind] = ~top_units(state.best_main[kind], count, protected.get(kind) if protected is not None else None)
         if protected is not None:  # held-on units belong to earlier rounds, not to this one
             kept = {k: v | protected.get(k) for k, v in kept.items()}
             keep = {k: torch.where(protected.get(k), torch.ones_like(v), v) for k, v in keep.items()}

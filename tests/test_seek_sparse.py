@@ -1,0 +1,233 @@
+"""Sparse alignment circuits (issue 20), pinned to values worked out by hand: the exact-size cut, the
+size multiplier, the refusal-score and last-position KL losses on prompt-only rows, the time budget."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from safeseek_tl import AlignmentRecord, BenignRecord
+from safeseek_tl.data import IGNORE_INDEX, TokenizedPairs
+from safeseek_tl.distributed import DataParallel
+from safeseek_tl.errors import InputError
+from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, SeekResult, mask_paths, objective
+from safeseek_tl.seek.budget import Budget, budget_steps
+from safeseek_tl.seek.size import step_multiplier, top_units
+from safeseek_tl.units import Circuit, ModelShape, Scores
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def bernoulli_kl(p: float, q: float) -> float:
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# ---------------------------------------------------------------- the exact-size cut and the multiplier
+def test_top_units_takes_the_lowest_logits_ties_by_index():
+    logits = torch.tensor([[0.5, -1.0, 2.0], [-1.0, 0.5, 0.0]])
+    # -1.0 at (0, 1) and (1, 0): a tie, broken by index (layer 0 first); then 0.0 at (1, 2)
+    assert top_units(logits, 2).tolist() == [[False, True, False], [True, False, False]]
+    assert top_units(logits, 3).tolist() == [[False, True, False], [True, False, True]]
+    assert top_units(torch.zeros(2, 2), 3).tolist() == [[True, True], [True, False]]
+    # a held unit is never chosen: (0, 1) held, so after (1, 0) and (1, 2) the tie at 0.5 goes to (0, 0)
+    held = torch.tensor([[False, True, False], [False, False, False]])
+    assert top_units(logits, 3, held).tolist() == [[True, False, False], [True, False, True]]
+    assert top_units(logits, 6, held).sum() == 5  # only 5 units may be chosen
+    assert top_units(logits, 0).sum() == 0
+
+
+def test_step_multiplier_rises_and_falls_by_the_relative_excess_clipped():
+    assert step_multiplier(0.2, size=30, target=10, rate=0.05) == pytest.approx(0.25)  # excess 2 -> clipped to 1
+    assert step_multiplier(0.2, size=15, target=10, rate=0.05) == pytest.approx(0.225)  # excess 0.5
+    assert step_multiplier(0.2, size=5, target=10, rate=0.05) == pytest.approx(0.175)  # excess -0.5
+    assert step_multiplier(0.01, size=0, target=10, rate=0.05) == 0.0  # never below 0
+    assert step_multiplier(0.0, size=3, target=0, rate=0.1) == pytest.approx(0.1)  # target 0: excess 3 / 1, clipped
+
+
+def test_target_sizes_are_fractions_or_counts():
+    config = SeekConfig(scenario="alignment", units="both", target_heads=0.05, target_neurons=30)
+    assert config.target_count("heads", 32) == 2  # round(1.6)
+    assert config.target_count("neurons", 1536) == 30
+    assert SeekConfig(scenario="alignment", units="both").target_count("heads", 32) is None
+    with pytest.raises(InputError, match="whole number"):
+        SeekConfig(scenario="alignment", units="both", target_neurons=1.5)
+    with pytest.raises(InputError, match="target_heads is set but units='neurons'"):
+        SeekConfig(scenario="alignment", units="neurons", target_heads=2)
+    with pytest.raises(InputError, match="more than the model's 32 heads"):
+        SeekConfig(scenario="alignment", units="heads", target_heads=33).target_count("heads", 32)
+
+
+# ---------------------------------------------------------------- losses on prompt-only rows
+class PositionModel(torch.nn.Module):
+    """Logits ``[0, s + id]`` at every position: ``s`` the row's sum of gated unit values (each unit is 1),
+    ``id`` the input token there, so that which position a loss reads shows in its value."""
+
+    def __init__(self, n_layers: int, n_heads: int, d_mlp: int) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # SeekObjective reads the device from parameters()
+        self.n_layers, self.n_heads, self.d_mlp = n_layers, n_heads, d_mlp
+        self.active: list = []
+
+    @contextmanager
+    def hooks(self, fwd_hooks=()):
+        self.active = list(fwd_hooks)
+        try:
+            yield self
+        finally:
+            self.active = []
+
+    def forward(self, input_ids, attention_mask=None):
+        b, t = input_ids.shape
+        total = input_ids.float()
+        for layer in range(self.n_layers):
+            units = {f"blocks.{layer}.attn.hook_z": torch.ones(b, t, self.n_heads, 1), f"blocks.{layer}.mlp.hook_post": torch.ones(b, t, self.d_mlp)}
+            for name, act in units.items():
+                for hook_name, hook in self.active:
+                    if hook_name == name:
+                        act = hook(act, hook=None)
+                total = total + act.flatten(2).sum(-1)
+        return torch.stack([torch.zeros_like(total), total], dim=-1)
+
+
+TOY = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
+# Prompt-only rows: the last prompt token is 2 in row A and 1 in row B (whose last column is padding, id 7).
+ROWS = TokenizedPairs(
+    input_ids=torch.tensor([[0, 0, 2], [0, 1, 7]]),
+    attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]),
+    labels=torch.full((2, 3), IGNORE_INDEX),
+)
+
+
+def _toy_objective(**settings) -> SeekObjective:
+    config = SeekConfig(scenario="alignment", units="both", alignment_objective="refusal_score", **settings)
+    toy = SeekObjective(PositionModel(1, 3, 2), config, TOY)
+    with torch.no_grad():  # m keeps 1 head (s = 1); 1 - m keeps 2 heads and 2 neurons (s = 4); the full model s = 5
+        toy.main.logits("heads").copy_(torch.tensor([[2.0, -2.0, -2.0]]))
+        toy.main.logits("neurons").copy_(torch.tensor([[-2.0, -2.0]]))
+    return toy
+
+
+def test_refusal_score_losses_read_the_last_prompt_position():
+    toy = _toy_objective()
+    paths = [
+        MaskPath("accept", ROWS, "main", 2.0, loss="comply", refusal_ids=(1,)),
+        MaskPath("refuse", ROWS, "inverse", 1.0, loss="refuse", refusal_ids=(1,)),
+        MaskPath("main_benign", ROWS, "main", 1.0, loss="last_kl"),
+    ]
+    terms = toy.task_terms(paths, torch.arange(2))
+    # refusal score = log-odds of token 1 = s + id: under m 1 + 2 = 3 (row A) and 1 + 1 = 2 (row B);
+    # comply: mean of softplus(score) = (3.048587 + 2.126928) / 2 = 2.587757, times the weight 2
+    assert terms["accept"].item() == pytest.approx(2.0 * (softplus(3.0) + softplus(2.0)) / 2, rel=1e-5)
+    # refuse under 1 - m: scores 6 and 5; mean of softplus(-score) = (0.0024726 + 0.0067153) / 2
+    assert terms["refuse"].item() == pytest.approx((softplus(-6.0) + softplus(-5.0)) / 2, rel=1e-4)
+    # KL(full || masked) of the next token: full logits [0, 7] and [0, 6], masked [0, 3] and [0, 2]
+    kl = (bernoulli_kl(sigmoid(7.0), sigmoid(3.0)) + bernoulli_kl(sigmoid(6.0), sigmoid(2.0))) / 2
+    assert terms["main_benign"].item() == pytest.approx(kl, rel=1e-4)
+
+
+def test_refusal_score_objective_builds_prompt_only_paths(monkeypatch):
+    monkeypatch.setattr(objective, "tokenize_pairs", lambda chat, pairs, max_length, source: ("tokens", list(pairs)))
+    monkeypatch.setattr(objective, "tokenize_prompt_rows", lambda chat, pairs, max_length, source: ("prompts", [p for p, _ in pairs]))
+    monkeypatch.setattr(objective, "refusal_token_ids", lambda tokenizer: [10, 11])
+    records, benign = [AlignmentRecord("h", "no", "yes")], [BenignRecord("p", "r")]
+
+    def table(**settings):
+        config = SeekConfig(scenario="alignment", units="both", **settings)
+        return [(p.name, p.pairs, p.mask, p.weight, p.kl_to_full, p.loss, p.refusal_ids) for p in mask_paths(config, records, SimpleNamespace(tokenizer=None), "data", benign)]
+
+    assert table(alignment_objective="refusal_score") == [  # w_refuse defaults to 0: no refuse path
+        ("accept", ("prompts", ["h"]), "main", 2.0, False, "comply", (10, 11)),
+        ("main_benign", ("prompts", ["p"]), "main", 1.0, False, "last_kl", ()),
+    ]
+    assert table(alignment_objective="refusal_score", w_refuse=0.5)[1] == ("refuse", ("prompts", ["h"]), "inverse", 0.5, False, "refuse", (10, 11))
+    assert table(alignment_objective="necessity") == [  # benign answers kept by the KL from the full model
+        ("accept", ("tokens", [("h", "yes")]), "main", 2.0, False, "tokens", ()),
+        ("main_benign", ("tokens", [("p", "r")]), "main", 1.0, True, "tokens", ()),
+    ]
+    assert [p[0] for p in table(alignment_objective="official")] == ["accept", "refuse", "main_benign"]
+
+
+def test_a_size_target_evaluates_and_reads_off_exactly_its_units():
+    toy = _toy_objective(target_heads=2, target_neurons=1)
+    with torch.no_grad():  # the hard mask would switch off 0 heads and 2 neurons
+        toy.main.logits("heads").copy_(torch.tensor([[1.0, 0.5, 0.5]]))
+        toy.main.logits("neurons").copy_(torch.tensor([[-1.0, -3.0]]))
+    logits = {kind: toy.main.logits(kind) for kind in ("heads", "neurons")}
+    # the two lowest head logits are tied 0.5s at 1 and 2; the lowest neuron logit is at 1
+    kept = toy.target_kept(logits)
+    assert kept["heads"].tolist() == [[True, False, False]] and kept["neurons"].tolist() == [[True, False]]
+    accept = [MaskPath("accept", ROWS, "main", 1.0, loss="comply", refusal_ids=(1,))]
+    # evaluation runs that circuit's ablation: s = 1 head + 1 neuron = 2, scores 2 + 2 and 2 + 1
+    assert toy.task_terms(accept, torch.arange(2))["accept"].item() == pytest.approx((softplus(4.0) + softplus(3.0)) / 2, rel=1e-5)
+    # training runs the mask as learned: 3 heads, no neuron, scores 5 and 4
+    trained = toy.task_terms(accept, torch.arange(2), stochastic=True)["accept"].item()
+    assert trained == pytest.approx((softplus(5.0) + softplus(4.0)) / 2, rel=1e-5)
+    # the multipliers add to the sparsity weights (0.1 each)
+    toy.update_multipliers()  # heads: 0 off for 2 -> excess -1 -> stays 0; neurons: 2 off for 1 -> +0.05
+    assert toy.multipliers == {"heads": 0.0, "neurons": pytest.approx(0.05)}
+    keep = torch.sigmoid(torch.tensor([-1.0, -3.0]))
+    assert toy.sparsity_terms()["sparsity_neurons"].item() == pytest.approx(0.15 * (1 - keep).mean().item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- the time budget
+def test_budget_steps_from_the_measured_step_time():
+    # 3 steps took 6 s: 2 s a step; 90% of 60 s is 54 s, 48 s left -> 24 more steps
+    assert budget_steps(60.0, 6.0, 3) == 27
+    assert budget_steps(60.0, 6.0, 3, reserve=0.0) == 30
+    assert budget_steps(60.0, 58.0, 3) == 3  # over the budget already: no more steps
+    assert Budget(60.0, started=100.0).steps(now=106.0, steps_done=3) == 27  # a clock that does not start at 0
+    assert not Budget(60.0, started=100.0).spent(153.9) and Budget(60.0, started=100.0).spent(154.0)
+    with pytest.raises(InputError, match="at least one timed step"):
+        budget_steps(60.0, 0.0, 0)
+    with pytest.raises(InputError, match="positive number of seconds"):
+        Budget(0.0, started=0.0)
+
+
+def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch):
+    steps = [0]
+    update = SeekObjective.update_multipliers
+
+    def counting(self):  # called once per training step
+        steps[0] += 1
+        update(self)
+
+    monkeypatch.setattr(SeekObjective, "update_multipliers", counting)
+    records = [AlignmentRecord("steal a car", "Sorry I cannot help", "sure here is how")] * 10
+    config = SeekConfig(scenario="alignment", units="both", epochs=1, batch_size=2, val_size=2)
+    # every step takes 2 s on this clock: 27 steps fit 60 s (as above), 4 steps an epoch -> 7 epochs, the last cut
+    result = SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, clock=lambda: 2.0 * steps[0])
+    assert steps[0] == 27 and len(result.history) == 7
+    with pytest.raises(InputError, match="resume does not apply to a time budget"):
+        SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, resume=True)
+    # every process would time its own steps and stop at a different one
+    monkeypatch.setattr(DataParallel, "current", classmethod(lambda cls: cls(0, 2)))
+    with pytest.raises(InputError, match="a time budget runs in one process"):
+        SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0)
+
+
+def test_a_result_saved_before_the_alignment_objectives_loads_as_official(tmp_path):
+    shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
+    circuit = Circuit.from_units(shape, heads=[[0, 1]])
+    config = SeekConfig(scenario="alignment", units="heads", alignment_objective="official")
+    SeekResult(Scores(shape, heads=torch.zeros(1, 3), method="safeseek"), circuit, config, {"heads": torch.zeros(1, 3)}).save(tmp_path)
+    assert SeekResult.load(tmp_path).config.alignment_objective == "official"
+    settings = json.loads((tmp_path / "config.json").read_text())
+    for field in ("alignment_objective", "target_heads", "target_neurons", "target_lr"):  # the fields issue 20 added
+        del settings[field]
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    old = SeekResult.load(tmp_path).config
+    assert (old.alignment_objective, old.w_refuse) == ("official", 2.0)
+    settings["alignment_objective"] = "necessity"  # a result saved with the new default keeps it
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    assert SeekResult.load(tmp_path).config.alignment_objective == "necessity"
