@@ -8,9 +8,10 @@ export NO_MKDOCS_2_WARNING := 1
 setup:
 	bash scripts/setup.sh
 
-# What CI runs (.ci/run): the linter, the documentation build, then the test suite and the tutorial notebooks.
+# What CI runs (.ci/run): the linter, the type checker, the documentation build, then the test suite and the tutorial notebooks.
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy safeseek_tl
 	.venv/bin/mkdocs build --strict
 	.venv/bin/python -m pytest -q --nbmake --nbmake-timeout=600 tests notebooks
 
