@@ -73,7 +73,8 @@ def fix_kv_cache_keyword(bridge: Any) -> None:
 
     for module in bridge.modules():
         if isinstance(module, AttentionBridge) and "_update_kv_cache" not in vars(module):
-            module._update_kv_cache = _cache_keyword_aware(module._update_kv_cache)
+            # patches this instance only, on purpose (see the docstring)
+            module._update_kv_cache = _cache_keyword_aware(module._update_kv_cache)  # type: ignore[method-assign]
 
 
 def _cache_keyword_aware(update: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tensor, Tensor]]:

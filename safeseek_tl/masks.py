@@ -110,11 +110,14 @@ class MaskLogits(nn.Module):
     def logits(self, unit_kind: UnitKind) -> Tensor | None:
         return getattr(self, unit_kind)
 
+    def searched(self) -> dict[UnitKind, Tensor]:
+        """The logits of each kind this mask searches (``logits`` of the others is None)."""
+        return {unit_kind: getattr(self, unit_kind) for unit_kind in self.kinds}
+
     def keep_probability(self) -> dict[UnitKind, Tensor]:
         """The soft "unit is on" probability of each unit, used by sparsity terms and as scores."""
         out = {}
-        for unit_kind in self.kinds:
-            a = self.logits(unit_kind)
+        for unit_kind, a in self.searched().items():
             if self.kind == "hard_concrete":
                 out[unit_kind] = torch.sigmoid(a - _HC_BETA * math.log(-_HC_GAMMA / _HC_ZETA))
             else:
@@ -124,8 +127,7 @@ class MaskLogits(nn.Module):
     def values(self, stochastic: bool = False, generator: torch.Generator | None = None) -> dict[UnitKind, Tensor]:
         """Mask values for a forward pass (hard-concrete samples noise when ``stochastic``)."""
         out = {}
-        for unit_kind in self.kinds:
-            a = self.logits(unit_kind)
+        for unit_kind, a in self.searched().items():
             if self.kind == "sigmoid":
                 out[unit_kind] = torch.sigmoid(a / self.temperature)
             elif self.kind == "hard_sigmoid":

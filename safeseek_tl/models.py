@@ -59,7 +59,7 @@ def _with_delta(folder: Path, delta_file: Path, dtype: torch.dtype) -> Any:
 
     hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ParameterDelta.load(delta_file).apply_(hf_model)
-    return hf_model.to(dtype)
+    return hf_model.to(dtype)  # type: ignore[arg-type]  # transformers wraps PreTrainedModel.to so that mypy reads it unbound
 
 
 def _cached_hub_folder(name: str) -> Path:

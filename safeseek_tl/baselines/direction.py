@@ -172,7 +172,7 @@ def rejection(
         return "not a number"
     if kl > kl_limit:
         return f"KL above {kl_limit}"
-    if induce_min is not None and induced < induce_min:
+    if induce_min is not None and induced is not None and induced < induce_min:
         return f"induced refusal score below {induce_min}"
     return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, UnitKind, unit_kinds
@@ -16,6 +16,14 @@ Objective = Literal["ce", "kl"]
 NegativeCE = Literal["bounded", "unbounded"]
 CircuitSparsity = Literal["mean", "log"]
 MaskFill = Literal["zero", "mean"]
+T = TypeVar("T")
+
+
+def filled(value: T | None, name: str) -> T:
+    """``value`` of the :class:`SeekConfig` field ``name`` that the scenario fills: never None once the config is built."""
+    if value is None:
+        raise InputError(f"SeekConfig.{name} is None; the scenario fills it when the config is built, so set a value or build the config again")
+    return value
 
 
 @dataclass

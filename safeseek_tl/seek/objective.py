@@ -28,7 +28,7 @@ from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits, masked
 from safeseek_tl.metrics import completion_cross_entropy
 from safeseek_tl.scenarios import scenario
-from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.config import SeekConfig, filled
 from safeseek_tl.units import Circuit, ModelShape
 
 MaskRole = Literal["main", "circuit", "inverse"]
@@ -62,8 +62,8 @@ def _backdoor_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> lis
 
 def _alignment_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
     return [
-        ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False),
-        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl),
+        ("accept", [(r.prompt, r.accept) for r in records], "main", filled(config.w_accept, "w_accept"), 1.0, False),
+        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", filled(config.w_refuse, "w_refuse"), 1.0, kl),
     ]
 
 
@@ -103,7 +103,7 @@ class SeekObjective:
     ) -> None:
         self.model, self.config, self.shape, self.fill = model, config, shape, fill
         self.parallel = parallel if parallel is not None else DataParallel()
-        init = {"heads": config.init_heads, "neurons": config.init_neurons}
+        init = {"heads": filled(config.init_heads, "init_heads"), "neurons": filled(config.init_neurons, "init_neurons")}
         self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
         # The circuit mask H exists when one of the scenario's paths runs under it (backdoor).
         uses_circuit_mask = any(spec[2] == "circuit" for spec in PATH_SPECS[config.scenario](config, [], False))
@@ -123,7 +123,7 @@ class SeekObjective:
     def named_logits(self) -> dict[str, Tensor]:
         """Every mask's logits, named ``main.heads``, ``circuit.neurons``, ..."""
         masks = (("main", self.main), ("circuit", self.circuit))
-        return {f"{prefix}.{kind}": mask.logits(kind) for prefix, mask in masks if mask is not None for kind in mask.kinds}
+        return {f"{prefix}.{kind}": logits for prefix, mask in masks if mask is not None for kind, logits in mask.searched().items()}
 
     def circuit_sizes(self) -> dict[str, int]:
         """Current number of units the main mask removes (the circuit size), per granularity."""
@@ -149,13 +149,13 @@ class SeekObjective:
         """Sparsity and overlap terms on the soft keep-probabilities, summed over layers (per module)."""
         cfg = self.config
         keep = self.main.keep_probability()
-        weights = {"heads": cfg.w_sparsity_heads, "neurons": cfg.w_sparsity_neurons}
+        weights = {"heads": filled(cfg.w_sparsity_heads, "w_sparsity_heads"), "neurons": filled(cfg.w_sparsity_neurons, "w_sparsity_neurons")}
         terms = {f"sparsity_{k}": weights[k] * (1 - p).mean(-1).sum() for k, p in keep.items()}
         if self.circuit is not None:
             circ = self.circuit.keep_probability()
             for kind, p in circ.items():
                 per_module = torch.log(1e-6 + p).mean(-1) if cfg.circuit_sparsity == "log" else p.mean(-1)
-                terms[f"circuit_sparsity_{kind}"] = cfg.w_circuit_sparsity * per_module.sum()
+                terms[f"circuit_sparsity_{kind}"] = filled(cfg.w_circuit_sparsity, "w_circuit_sparsity") * per_module.sum()
             overlap = [(keep[k] * circ[k]).sum(-1) / (keep[k].sum(-1) + 1e-8) for k in cfg.kinds]
             terms["overlap"] = cfg.w_overlap * 100 * torch.cat(overlap).mean()
         return terms
@@ -205,6 +205,7 @@ class SeekObjective:
         sums: list[Tensor] = []
         for path, rows in zip(paths, batch_slices(len(input_ids), len(index))):
             if path.kl_to_full:
+                assert full_logits is not None  # run above whenever a path compares with the full model
                 sums.append(completion_kl_sum(full_logits[rows], logits[rows], labels[rows]))
             else:
                 sums.append(completion_cross_entropy(logits[rows], labels[rows], reduction="sum"))

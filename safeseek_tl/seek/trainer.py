@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from safeseek_tl.distributed import DataParallel
 from safeseek_tl.errors import InputError, NonFiniteLossError
 from safeseek_tl.masks import MaskLogits
 from safeseek_tl.models import LoadedModel
-from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.config import SeekConfig, filled
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.units import Circuit, Scores
@@ -52,8 +54,13 @@ class _Run:
     checkpoint: Path | None
 
 
+def _total(terms: Iterable[Tensor]) -> Tensor:
+    """The sum of loss terms (in order, as ``sum`` adds them; typed as a tensor)."""
+    return functools.reduce(operator.add, terms)
+
+
 def _logits_of(mask: MaskLogits | None) -> dict[str, Tensor]:
-    return {} if mask is None else {k: mask.logits(k).detach().cpu().clone() for k in mask.kinds}
+    return {} if mask is None else {k: v.detach().cpu().clone() for k, v in mask.searched().items()}
 
 
 def _check_finite(values: dict[str, Tensor], where: str, what: str = "loss term") -> None:
@@ -108,13 +115,13 @@ class SafeSeek:
         val_paths = mask_paths(cfg, val_records, self.loaded.chat, "validation data", benign_records)
         fill = mean_fill(self.loaded.model, train_paths, cfg.batch_size) if cfg.ablation == "mean" else None
         run = self._start(SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel), len(records), checkpoint_dir, resume)
-        steps_per_epoch = math.ceil(len(records) / cfg.batch_size)
+        steps_per_epoch, epochs = math.ceil(len(records) / cfg.batch_size), filled(cfg.epochs, "epochs")
         bar = tqdm(
-            total=steps_per_epoch * cfg.epochs, initial=run.state.epoch * steps_per_epoch,
+            total=steps_per_epoch * epochs, initial=run.state.epoch * steps_per_epoch,
             desc=f"safeseek {cfg.scenario}/{cfg.units}", disable=not (progress and parallel.is_main),
         )  # fmt: skip
         try:
-            while run.state.epoch < cfg.epochs:
+            while run.state.epoch < epochs:
                 terms = self._train_epoch(run, train_paths, len(records), bar)
                 if self._end_epoch(run, terms, val_paths, parallel):
                     break
@@ -128,7 +135,7 @@ class SafeSeek:
     def _start(self, objective: SeekObjective, n_train: int, checkpoint_dir: str | Path | None, resume: bool) -> _Run:
         """The optimizer, its linear decay, the noise generator and the state (from the checkpoint when resuming)."""
         cfg = self.config
-        total_steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
+        total_steps = math.ceil(n_train / cfg.batch_size) * filled(cfg.epochs, "epochs")
         optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps) if cfg.lr_decay else 1.0)
         state = TrainState(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit))
@@ -153,7 +160,7 @@ class SafeSeek:
             run.optimizer.zero_grad(set_to_none=True)
             # This rank's share of the gradient: its part of the task terms and 1/world of the
             # data-free sparsity terms, which every rank computes whole; summed over ranks.
-            (sum(task.values()) + sum(sparsity.values()) / world).backward()
+            (_total(task.values()) + _total(sparsity.values()) / world).backward()
             objective.parallel.all_reduce_gradients(objective.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
             # Checked before the step, so that a bad gradient never reaches the masks.
@@ -162,7 +169,7 @@ class SafeSeek:
             _check_finite(objective.named_logits(), where, what="mask logits")
             run.schedule.step()
             bar.update(1)
-            bar.set_postfix({"loss": f"{sum(terms.values()).item():.3g}"} | objective.circuit_sizes(), refresh=False)
+            bar.set_postfix({"loss": f"{_total(terms.values()).item():.3g}"} | objective.circuit_sizes(), refresh=False)
         return terms
 
     def _end_epoch(self, run: _Run, terms: dict[str, Tensor], val_paths: Sequence[MaskPath], parallel: DataParallel) -> bool:
@@ -197,8 +204,8 @@ class SafeSeek:
         cfg, shape = self.config, self.shape
         main = MaskLogits(shape, cfg.kinds, kind=cfg.mask_kind)
         with torch.no_grad():
-            for kind, value in state.best_main.items():
-                main.logits(kind).copy_(value)
+            for kind, logits in main.searched().items():
+                logits.copy_(state.best_main[kind])
         keep = {k: v.detach() for k, v in main.keep_probability().items()}
         kept = main.kept()
         if protected is not None:  # held-on units belong to earlier rounds, not to this one
