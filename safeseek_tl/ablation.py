@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Int
@@ -20,6 +20,9 @@ from torch import Tensor
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, Fill, HookList, UnitKind, intervention_hook, unit_hook
 from safeseek_tl.units import Circuit, ModelShape
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 AblationMode = Literal["zero", "mean", "resample"]
 ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "resample")
@@ -41,7 +44,7 @@ class ReferenceActivations:
     @torch.no_grad()
     def collect(
         cls,
-        model: Any,
+        model: TransformerBridge,
         batches: Iterable[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]],
         pool_size: int = 256,
         seed: int = 0,
@@ -122,7 +125,7 @@ def ablation_hooks(
 
 @contextmanager
 def ablated(
-    model: Any,
+    model: TransformerBridge,
     circuit: Circuit,
     mode: AblationMode = "zero",
     reference: ReferenceActivations | None = None,

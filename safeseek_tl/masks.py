@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, HookList, UnitKind, head_hook, intervention_hook, neuron_hook
 from safeseek_tl.units import ModelShape
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 MaskKind = Literal["sigmoid", "hard_sigmoid", "hard_concrete"]
 MASK_KINDS: tuple[MaskKind, ...] = ("sigmoid", "hard_sigmoid", "hard_concrete")
@@ -57,7 +60,7 @@ def mask_hooks(
 
 @contextmanager
 def masked(
-    model: Any,
+    model: TransformerBridge,
     heads: Float[Tensor, "*rows n_layers n_heads"] | None = None,
     neurons: Float[Tensor, "*rows n_layers d_mlp"] | None = None,
     fill: Mapping[str, Tensor] | None = None,

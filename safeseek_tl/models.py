@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,13 +27,16 @@ from safeseek_tl.errors import ModelNotAvailableError
 from safeseek_tl.organisms import organism_weights
 from safeseek_tl.units import ModelShape
 
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
+
 ORGANISM_PREFIX = "organism:"
 
 @dataclass
 class LoadedModel:
     """A bridge with frozen weights, its tokenizer and chat formatter, and where it came from."""
 
-    model: Any
+    model: TransformerBridge
     tokenizer: Any
     chat: ChatFormatter
     name: str

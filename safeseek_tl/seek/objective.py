@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -30,6 +30,9 @@ from safeseek_tl.metrics import completion_cross_entropy
 from safeseek_tl.scenarios import scenario
 from safeseek_tl.seek.config import SeekConfig, filled
 from safeseek_tl.units import Circuit, ModelShape
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 MaskRole = Literal["main", "circuit", "inverse"]
 """Which mask a path runs under: the main mask, the backdoor's circuit mask H, or alignment's 1 - m."""
@@ -94,7 +97,7 @@ class SeekObjective:
 
     def __init__(
         self,
-        model: Any,
+        model: TransformerBridge,
         config: SeekConfig,
         shape: ModelShape,
         protected: Circuit | None = None,

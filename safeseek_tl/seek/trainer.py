@@ -10,7 +10,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -27,6 +27,9 @@ from safeseek_tl.seek.config import SeekConfig, filled
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.units import Circuit, Scores
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass
@@ -226,7 +229,7 @@ class SafeSeek:
         return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch)
 
 
-def path_means(model: Any, paths: Sequence[MaskPath], batch_size: int) -> ReferenceActivations:
+def path_means(model: TransformerBridge, paths: Sequence[MaskPath], batch_size: int) -> ReferenceActivations:
     """Mean activation of every unit over all tokens of the sequences of every path."""
     batches = (
         (path.pairs.input_ids[part], path.pairs.attention_mask[part])
@@ -236,7 +239,7 @@ def path_means(model: Any, paths: Sequence[MaskPath], batch_size: int) -> Refere
     return ReferenceActivations.collect(model, batches, pool_size=0)
 
 
-def mean_fill(model: Any, paths: Sequence[MaskPath], batch_size: int) -> dict[str, Tensor]:
+def mean_fill(model: TransformerBridge, paths: Sequence[MaskPath], batch_size: int) -> dict[str, Tensor]:
     """:func:`path_means` on the model's device: what a mean-fill search puts in place of masked-off units."""
     device = next(model.parameters()).device
     return {kind: value.to(device) for kind, value in path_means(model, paths, batch_size).means.items()}
