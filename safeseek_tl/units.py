@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float, Shaped
 from torch import Tensor
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
@@ -149,8 +149,10 @@ class Circuit:
     """A selection of heads and neurons, with the model shape it belongs to and free metadata."""
 
     shape: ModelShape
-    heads: Bool[Tensor, "n_layers n_heads"]
-    neurons: Bool[Tensor, "n_layers d_mlp"]
+    # Any dtype when built (nonzero = selected), bool on the CPU once built. The sizes are checked
+    # against ``shape`` by __post_init__ (a ShapeMismatchError), not by jaxtyping ("_" names).
+    heads: Shaped[Tensor, "_n_layers _n_heads"]
+    neurons: Shaped[Tensor, "_n_layers _d_mlp"]
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
