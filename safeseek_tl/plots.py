@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,8 @@ def _label(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
-def _number(value: float, is_circuit: bool = False) -> str:
-    return str(int(value)) if is_circuit else f"{value:.4g}"
+def _number(value: SupportsFloat, is_circuit: bool = False) -> str:  # numpy scalars too
+    return str(int(float(value))) if is_circuit else f"{value:.4g}"
 
 
 def _described(scores: Scores) -> str:
