@@ -8,11 +8,12 @@ export NO_MKDOCS_2_WARNING := 1
 setup:
 	bash scripts/setup.sh
 
-# What CI runs (.ci/run): the linter, the structure limits (module and function sizes, private names
-# used across files: scripts/structure_check.py), the documentation build, then the test suite and
-# the tutorial notebooks.
+# What CI runs (.ci/run): the linter, the type checker, the structure limits (module and function
+# sizes, private names used across files: scripts/structure_check.py), the documentation build,
+# then the test suite and the tutorial notebooks.
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy safeseek_tl
 	.venv/bin/python scripts/structure_check.py
 	.venv/bin/mkdocs build --strict
 	.venv/bin/python -m pytest -q --nbmake --nbmake-timeout=600 tests notebooks

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Int
@@ -20,6 +20,9 @@ from torch import Tensor
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, Fill, HookList, UnitKind, intervention_hook, unit_hook
 from safeseek_tl.units import Circuit, ModelShape
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 AblationMode = Literal["zero", "mean", "resample"]
 ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "resample")
@@ -41,14 +44,14 @@ class ReferenceActivations:
     @torch.no_grad()
     def collect(
         cls,
-        model: Any,
+        model: TransformerBridge,
         batches: Iterable[tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]],
         pool_size: int = 256,
         seed: int = 0,
     ) -> ReferenceActivations:
         """Stream ``(input_ids, attention_mask)`` batches through ``model``; memory stays bounded."""
         n_layers = int(model.cfg.n_layers)
-        sums: dict[str, list[Tensor | None]] = {kind: [None] * n_layers for kind in UNIT_KINDS}
+        sums: dict[tuple[str, int], Tensor] = {}
         pools: dict[str, list[list[Tensor]]] = {kind: [[] for _ in range(n_layers)] for kind in UNIT_KINDS}
         generator = torch.Generator().manual_seed(seed)
         n_tokens, n_pooled = 0, 0
@@ -70,14 +73,14 @@ class ReferenceActivations:
             take = torch.randperm(batch_tokens, generator=generator)[: max(0, pool_size - n_pooled)]
             for (kind, layer), acts in captured.items():
                 total = acts.sum(0)
-                sums[kind][layer] = total if sums[kind][layer] is None else sums[kind][layer] + total
+                sums[kind, layer] = sums[kind, layer] + total if (kind, layer) in sums else total
                 pools[kind][layer].append(acts[take])
             n_tokens += batch_tokens
             n_pooled += len(take)
         if n_tokens == 0:
             raise InputError("reference activations need at least one non-padding token")
         return cls(
-            means={kind: torch.stack(sums[kind]) / n_tokens for kind in UNIT_KINDS},
+            means={kind: torch.stack([sums[kind, layer] for layer in range(n_layers)]) / n_tokens for kind in UNIT_KINDS},
             pools={kind: torch.stack([torch.cat(chunks) for chunks in pools[kind]]) for kind in UNIT_KINDS},
         )
 
@@ -110,10 +113,10 @@ def ablation_hooks(
         for layer in range(circuit.shape.n_layers):
             if not selection[layer].any():
                 continue
-            fill: Fill = None
-            if mode == "mean":
+            fill: Fill = None  # zero ablation; the other modes have a reference (checked above)
+            if mode == "mean" and reference is not None:
                 fill = reference.means[kind][layer]
-            elif mode == "resample":
+            elif mode == "resample" and reference is not None:
                 fill = _resample_fill(reference.pools[kind][layer], generator)
             keep = 1.0 - strength * selection[layer].float()  # 1 - strength on the circuit, 1 elsewhere
             hooks.append((unit_hook(kind, layer), intervention_hook(keep, fill)))
@@ -122,7 +125,7 @@ def ablation_hooks(
 
 @contextmanager
 def ablated(
-    model: Any,
+    model: TransformerBridge,
     circuit: Circuit,
     mode: AblationMode = "zero",
     reference: ReferenceActivations | None = None,

@@ -23,13 +23,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
 from safeseek_tl.errors import InputError
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 SHARDING_KWARGS = ("device_map", "n_devices", "max_memory", "offload_folder")
 """``TransformerBridge.boot_transformers`` options that place a model over several devices."""
@@ -63,7 +66,7 @@ def kv_cache_from(kwargs: Mapping[str, Any]) -> Any:
     return None
 
 
-def fix_kv_cache_keyword(bridge: Any) -> None:
+def fix_kv_cache_keyword(bridge: TransformerBridge) -> None:
     """Let every attention component of ``bridge`` fill the KV cache whatever its keyword.
 
     Patches the instances (not the TransformerLens class), so only bridges this library loads are
@@ -73,7 +76,8 @@ def fix_kv_cache_keyword(bridge: Any) -> None:
 
     for module in bridge.modules():
         if isinstance(module, AttentionBridge) and "_update_kv_cache" not in vars(module):
-            module._update_kv_cache = _cache_keyword_aware(module._update_kv_cache)
+            # patches this instance only, on purpose (see the docstring)
+            module._update_kv_cache = _cache_keyword_aware(module._update_kv_cache)  # type: ignore[method-assign]
 
 
 def _cache_keyword_aware(update: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tensor, Tensor]]:
@@ -95,7 +99,7 @@ def pad_token_id(tokenizer: Any) -> int:
 
 
 def greedy_generate(
-    model: Any,
+    model: TransformerBridge,
     input_ids: Int[Tensor, "batch prompt_pos"],
     attention_mask: Int[Tensor, "batch prompt_pos"],
     tokenizer: Any,
@@ -129,7 +133,7 @@ def probe_batch(tokenizer: Any, texts: Sequence[str] = PROBE_TEXTS) -> tuple[Int
 
 
 @torch.no_grad()
-def check_cached_generation(model: Any, tokenizer: Any, max_new_tokens: int = 6) -> None:
+def check_cached_generation(model: TransformerBridge, tokenizer: Any, max_new_tokens: int = 6) -> None:
     """Stop with :class:`GenerationMismatchError` unless cached greedy generation equals uncached.
 
     Generation with a KV cache goes through library internals that a new transformers or
@@ -163,7 +167,7 @@ def _first_differing_row(a: Tensor, b: Tensor) -> int:
     return int((a != b).any(-1).nonzero()[0, 0])
 
 
-def boot_bridge(folder: Path, name: str, device: str, dtype: torch.dtype, hf_model: Any = None, **bridge_kwargs: Any) -> tuple[Any, Any]:
+def boot_bridge(folder: Path, name: str, device: str, dtype: torch.dtype, hf_model: Any = None, **bridge_kwargs: Any) -> tuple[TransformerBridge, Any]:
     """A frozen, eval-mode ``TransformerBridge`` over the model in ``folder`` (or ``hf_model``) and its tokenizer."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -222,7 +226,7 @@ def gguf_to_folder(gguf_file: Path) -> Path:
     return folder
 
 
-def _block_list(model: Any) -> tuple[nn.Module, str] | None:
+def _block_list(model: TransformerBridge) -> tuple[nn.Module, str] | None:
     """The module and attribute name of the Hugging Face ``ModuleList`` holding the bridge's blocks."""
     first = model.blocks[0]
     for name, module in model.original_model.named_modules():
@@ -233,7 +237,7 @@ def _block_list(model: Any) -> tuple[nn.Module, str] | None:
 
 
 @contextmanager
-def only_blocks_from(model: Any, layer: int) -> Iterator[None]:
+def only_blocks_from(model: TransformerBridge, layer: int) -> Iterator[None]:
     """Inside the block, the model's forward runs blocks ``layer``.. only (the layer list is cut).
 
     Where the blocks are not found in a ``ModuleList`` of the wrapped model, nothing is cut: the
@@ -252,7 +256,7 @@ def only_blocks_from(model: Any, layer: int) -> Iterator[None]:
         setattr(owner, attribute, full)
 
 
-def hook_points(model: Any, names: Sequence[str]) -> list[Any]:
+def hook_points(model: TransformerBridge, names: Sequence[str]) -> list[Any]:
     """The ``HookPoint`` objects of ``names`` (resolved once: ``model.hooks`` rebuilds them per call)."""
     hook_dict = model.hook_dict
     return [hook_dict[name] for name in names]

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import torch
 from jaxtyping import Bool, Int
@@ -113,7 +113,15 @@ def _alpaca_to_benign(item: dict[str, Any], where: str) -> dict[str, Any]:
     return {"prompt": instruction + (f"\n\n{extra}" if extra.strip() else ""), "response": output}
 
 
-def load_records(path: str | Path, kind: DataKind | None = None) -> list[Record]:
+@overload
+def load_records(path: str | Path, kind: Literal["backdoor"]) -> list[BackdoorRecord]: ...
+@overload
+def load_records(path: str | Path, kind: Literal["alignment"]) -> list[AlignmentRecord]: ...
+@overload
+def load_records(path: str | Path, kind: Literal["benign"]) -> list[BenignRecord]: ...
+@overload
+def load_records(path: str | Path, kind: DataKind | None = None) -> list[Record]: ...
+def load_records(path: str | Path, kind: DataKind | None = None) -> list[Any]:
     """Load a dataset file (.json, .jsonl or .csv) as typed records.
 
     ``kind`` is detected from the first record's fields when not given. Every record must be of
@@ -261,7 +269,7 @@ def tokenize_prompts(chat: ChatFormatter, prompts: Sequence[str], max_length: in
     max_length = max_length if max_length is not None else context_length(chat)
     rows = [chat.prompt_ids(prompt) for prompt in prompts]
     too_long = sum(len(r) > max_length for r in rows) if max_length is not None else 0
-    if too_long:
+    if too_long and max_length is not None:
         warnings.warn(
             f"{too_long} of {len(rows)} prompts are longer than {max_length} tokens and keep only their last "
             f"{max_length} (their start, where a trigger may sit, is lost)",

@@ -26,6 +26,7 @@ from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import LoadedModel, load_model
 from safeseek_tl.organisms import ground_truth, load_data
 from safeseek_tl.report import write_report
+from safeseek_tl.scenarios import ScenarioName
 from safeseek_tl.seek import SeekConfig, SeekResult, discover
 
 N_TRAIN, N_EVAL, N_EXAMPLES = 100, 40, 4
@@ -38,7 +39,7 @@ def _examples(loaded: LoadedModel, result: SeekResult, prompts: list[str]) -> li
     return [{"prompt": p, "full": f, "ablated": a} for p, f, a in zip(prompts, full, cut)]
 
 
-def _discover_run(out: Path, organism: str, scenario: str, log: Any, judge: RefusalJudge) -> tuple[LoadedModel, SeekResult, float]:
+def _discover_run(out: Path, organism: str, scenario: ScenarioName, log: Any, judge: RefusalJudge) -> tuple[LoadedModel, SeekResult, float]:
     loaded = load_model(f"organism:{organism}")
     train, val, test = (load_data(scenario, split) for split in ("train", "val", "test"))
     benign = load_data("benign", "test")[:N_EVAL]

@@ -16,7 +16,13 @@ from typing import Any
 
 
 class InputError(ValueError):
-    """Bad input the user can fix: a file, a name, an option value, a shape; the message says which."""
+    """Bad input the user can fix: a file, a name, an option value, a shape; the message says which.
+
+    ``unpruned``: when :func:`~safeseek_tl.seek.discover` found a circuit that pruning then
+    rejected, the search's result (a :class:`~safeseek_tl.seek.SeekResult`), so that it can be saved.
+    """
+
+    unpruned: Any = None
 
 
 class DataError(InputError):

@@ -30,6 +30,7 @@ from safeseek_tl.metrics import (
     refusal_score,
     refusal_token_ids,
 )
+from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Circuit
 
 
@@ -51,7 +52,7 @@ class BehaviourData:
 
 
 @torch.no_grad()
-def last_logits(loaded: Any, prompts: Sequence[str], batch_size: int = 16) -> Float[Tensor, "n_prompts d_vocab"]:
+def last_logits(loaded: LoadedModel, prompts: Sequence[str], batch_size: int = 16) -> Float[Tensor, "n_prompts d_vocab"]:
     """Next-token logits at the last position of each chat-templated prompt, as the model runs now.
 
     The last prompt position is where the answer starts; hooks already installed (an ablation)
@@ -67,7 +68,7 @@ def last_logits(loaded: Any, prompts: Sequence[str], batch_size: int = 16) -> Fl
 
 
 def refusal_scores(
-    loaded: Any, prompts: Sequence[str], batch_size: int = 16, refusal_ids: Sequence[int] | None = None
+    loaded: LoadedModel, prompts: Sequence[str], batch_size: int = 16, refusal_ids: Sequence[int] | None = None
 ) -> Float[Tensor, " n_prompts"]:
     """The logit refusal score of each prompt (:func:`~safeseek_tl.metrics.refusal_score`), as the model runs now.
 
@@ -82,7 +83,7 @@ def refusal_scores(
 
 
 def own_refusal_token_ids(
-    loaded: Any,
+    loaded: LoadedModel,
     harmful: Sequence[str],
     judge: RefusalJudge | None = None,
     min_share: float = 0.1,
@@ -103,7 +104,7 @@ def own_refusal_token_ids(
 
 
 def intervention_kl(
-    loaded: Any,
+    loaded: LoadedModel,
     prompts: Sequence[str],
     intervention: Callable[[], AbstractContextManager[Any]],
     batch_size: int = 16,
@@ -122,7 +123,7 @@ def intervention_kl(
 
 
 @torch.no_grad()
-def utility_loss(loaded: Any, records: Sequence[BenignRecord], batch_size: int = 16, max_length: int = 128) -> float:
+def utility_loss(loaded: LoadedModel, records: Sequence[BenignRecord], batch_size: int = 16, max_length: int = 128) -> float:
     """Mean completion cross-entropy (nats per token) on benign (prompt, response) pairs."""
     pairs = tokenize_pairs(loaded.chat, [(r.prompt, r.response) for r in records], max_length, "benign data")
     total, count = 0.0, 0
@@ -135,7 +136,7 @@ def utility_loss(loaded: Any, records: Sequence[BenignRecord], batch_size: int =
 
 
 def measure(
-    loaded: Any,
+    loaded: LoadedModel,
     data: BehaviourData,
     judge: RefusalJudge | None = None,
     max_new_tokens: int = 32,
@@ -178,7 +179,7 @@ def reference_activations(loaded: Any, data: BehaviourData, batch_size: int = 16
     return ReferenceActivations.collect(loaded.model, batches)
 
 def evaluate(
-    loaded: Any,
+    loaded: LoadedModel,
     circuit: Circuit,
     data: BehaviourData,
     mode: AblationMode = "zero",
@@ -188,7 +189,7 @@ def evaluate(
     conditions: Sequence[str] = ("full", "ablated", "circuit_only"),
 ) -> dict[str, dict[str, float]]:
     """Behaviour of the full model, with ``circuit`` ablated (necessity) and with only it kept (sufficiency)."""
-    contexts = {
+    contexts: dict[str, Callable[[], AbstractContextManager[Any]]] = {
         "full": lambda: nullcontext(),
         "ablated": lambda: ablated(loaded.model, circuit, mode, reference),
         "circuit_only": lambda: ablated(loaded.model, circuit, mode, reference, keep_only=True),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -12,10 +12,13 @@ from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.compat import check_cached_generation, greedy_generate
 from safeseek_tl.data import batch_slices, tokenize_prompts
 
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
+
 
 @torch.no_grad()
 def generate(
-    model: Any,
+    model: TransformerBridge,
     chat: ChatFormatter,
     prompts: Sequence[str],
     max_new_tokens: int = 32,

@@ -123,7 +123,7 @@ def intervention_hook(keep: Tensor, fill: Fill = None) -> Callable[..., Tensor]:
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def count_hooks(model: Any) -> int:
+def count_hooks(model: torch.nn.Module) -> int:
     """Torch hooks attached to ``model``'s modules and to those of the HF model it wraps, each module once.
 
     A leak check: every context manager of this library must leave this number as it found it.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, HookList, UnitKind, head_hook, intervention_hook, neuron_hook
 from safeseek_tl.units import ModelShape
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 MaskKind = Literal["sigmoid", "hard_sigmoid", "hard_concrete"]
 MASK_KINDS: tuple[MaskKind, ...] = ("sigmoid", "hard_sigmoid", "hard_concrete")
@@ -57,7 +60,7 @@ def mask_hooks(
 
 @contextmanager
 def masked(
-    model: Any,
+    model: TransformerBridge,
     heads: Float[Tensor, "*rows n_layers n_heads"] | None = None,
     neurons: Float[Tensor, "*rows n_layers d_mlp"] | None = None,
     fill: Mapping[str, Tensor] | None = None,
@@ -110,11 +113,14 @@ class MaskLogits(nn.Module):
     def logits(self, unit_kind: UnitKind) -> Tensor | None:
         return getattr(self, unit_kind)
 
+    def searched(self) -> dict[UnitKind, Tensor]:
+        """The logits of each kind this mask searches (``logits`` of the others is None)."""
+        return {unit_kind: getattr(self, unit_kind) for unit_kind in self.kinds}
+
     def keep_probability(self) -> dict[UnitKind, Tensor]:
         """The soft "unit is on" probability of each unit, used by sparsity terms and as scores."""
         out = {}
-        for unit_kind in self.kinds:
-            a = self.logits(unit_kind)
+        for unit_kind, a in self.searched().items():
             if self.kind == "hard_concrete":
                 out[unit_kind] = torch.sigmoid(a - _HC_BETA * math.log(-_HC_GAMMA / _HC_ZETA))
             else:
@@ -124,8 +130,7 @@ class MaskLogits(nn.Module):
     def values(self, stochastic: bool = False, generator: torch.Generator | None = None) -> dict[UnitKind, Tensor]:
         """Mask values for a forward pass (hard-concrete samples noise when ``stochastic``)."""
         out = {}
-        for unit_kind in self.kinds:
-            a = self.logits(unit_kind)
+        for unit_kind, a in self.searched().items():
             if self.kind == "sigmoid":
                 out[unit_kind] = torch.sigmoid(a / self.temperature)
             elif self.kind == "hard_sigmoid":

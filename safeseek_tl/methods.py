@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from safeseek_tl.ablation import ReferenceActivations
+from safeseek_tl.ablation import AblationMode, ReferenceActivations
 from safeseek_tl.baselines import activation_contrast, activation_patching, attribution_patching, eap_ig, linear_probes, sahara, ships_scores
 from safeseek_tl.baselines.direction import refusal_direction_scores
 from safeseek_tl.data import BenignRecord, Record
@@ -70,7 +70,7 @@ class Attribution:
     wall_time_s: float = float("nan")
 
     @property
-    def ablation(self) -> str:
+    def ablation(self) -> AblationMode:
         """``"zero"`` or ``"mean"``: how this method's circuits are ablated."""
         return "zero" if self.fill is None else "mean"
 

@@ -21,9 +21,10 @@ prints comes with the logit :func:`refusal_score` of the same prompts, which nee
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +117,7 @@ class RefusalJudge:
         return f"{words}, {'case-sensitive' if self.case_sensitive else 'any case'}, under {self.min_chars} characters a refusal"
 
 
-def refusal_token_ids(tokenizer: object, openings: Iterable[str] = REFUSAL_OPENINGS) -> list[int]:
+def refusal_token_ids(tokenizer: Callable[..., Any], openings: Iterable[str] = REFUSAL_OPENINGS) -> list[int]:
     """First token ids of typical refusal openings, as this tokenizer writes them.
 
     Each opening is tokenized bare and after a space (tokenizers differ on which one starts an

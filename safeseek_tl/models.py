@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,13 +27,16 @@ from safeseek_tl.errors import ModelNotAvailableError
 from safeseek_tl.organisms import ground_truth, organism_weights
 from safeseek_tl.units import Circuit, ModelShape
 
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
+
 ORGANISM_PREFIX = "organism:"
 
 @dataclass
 class LoadedModel:
     """A bridge with frozen weights, its tokenizer and chat formatter, and where it came from."""
 
-    model: Any
+    model: TransformerBridge
     tokenizer: Any
     chat: ChatFormatter
     name: str
@@ -59,7 +62,7 @@ def _with_delta(folder: Path, delta_file: Path, dtype: torch.dtype) -> Any:
 
     hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ParameterDelta.load(delta_file).apply_(hf_model)
-    return hf_model.to(dtype)
+    return hf_model.to(dtype)  # type: ignore[arg-type]  # transformers wraps PreTrainedModel.to so that mypy reads it unbound
 
 
 def _cached_hub_folder(name: str) -> Path:

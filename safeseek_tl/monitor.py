@@ -226,22 +226,19 @@ class Monitor:
         probability: list[float | None] = [None] * n
         score: list[float | None] = [None] * n
         suspect: list[str | None] = [None] * n
+        unsafe, tampered = [False] * n, [False] * n
         if self.safeguard is not None:
-            probability = self.safeguard.probability(readout.features(self.safeguard.circuit)).tolist()
+            probabilities: list[float] = self.safeguard.probability(readout.features(self.safeguard.circuit)).tolist()
+            probability, unsafe = list(probabilities), [p >= self.safeguard.threshold for p in probabilities]
         if self.reference is not None:
             z = self.reference.z_scores(readout.magnitudes(self.reference.circuit)).abs()
             best, where = z.max(1)
-            score = best.tolist()
+            scores: list[float] = best.tolist()
+            score, tampered = list(scores), [s > self.reference.threshold for s in scores]
             suspect = [self._unit_names[i] for i in where.tolist()]
         checks = [
-            PromptCheck(
-                unsafe_probability=p,
-                unsafe=p is not None and p >= self.safeguard.threshold,
-                tamper_score=s,
-                tampered=s is not None and s > self.reference.threshold,
-                suspect_unit=u,
-            )
-            for p, s, u in zip(probability, score, suspect)
+            PromptCheck(unsafe_probability=p, unsafe=bad, tamper_score=s, tampered=changed, suspect_unit=u)
+            for p, bad, s, changed, u in zip(probability, unsafe, score, tampered, suspect)
         ]
         self.checks.extend(checks)
         if self.on_check is not None:

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from safeseek_tl.delta import ParameterDelta, SliceDelta
 from safeseek_tl.errors import InputError
+from safeseek_tl.models import LoadedModel
 from safeseek_tl.units import Circuit, ModelShape
 
 TuneMode = Literal["only", "protect", "full"]
@@ -63,7 +64,7 @@ _PROJECTIONS: dict[str, tuple[str, int]] = {
 _OPTIONAL_PROJECTIONS = ("gate_proj",)  # MLPs without a gate have only up_proj and down_proj
 
 
-def hf_parameters(loaded: Any) -> dict[str, torch.nn.Parameter]:
+def hf_parameters(loaded: LoadedModel) -> dict[str, torch.nn.Parameter]:
     """The Hugging Face model's parameters under their usual names (``model.layers.0.self_attn.q_proj.weight``).
 
     These are the tensors the bridge runs on; the names are those of the model's ``state_dict``.
@@ -72,7 +73,7 @@ def hf_parameters(loaded: Any) -> dict[str, torch.nn.Parameter]:
     return {name.replace(_WRAPPER_SEGMENT, ""): param for name, param in model.named_parameters()}
 
 
-def _attention_geometry(loaded: Any) -> tuple[int, int]:
+def _attention_geometry(loaded: LoadedModel) -> tuple[int, int]:
     """``(d_head, group)``: the head width and how many query heads share one key/value head."""
     cfg = loaded.model.cfg
     n_kv = int(cfg.n_key_value_heads or cfg.n_heads)
@@ -81,7 +82,7 @@ def _attention_geometry(loaded: Any) -> tuple[int, int]:
     return int(cfg.d_head), int(cfg.n_heads) // n_kv
 
 
-def _circuit_entries(loaded: Any, circuit: Circuit, shared_kv: Literal["all", "any"]) -> dict[str, Bool[Tensor, " ..."]]:
+def _circuit_entries(loaded: LoadedModel, circuit: Circuit, shared_kv: Literal["all", "any"]) -> dict[str, Bool[Tensor, " ..."]]:
     """Boolean masks of the parameter entries that belong to ``circuit``'s units.
 
     ``shared_kv`` says when a key/value head shared by a group of query heads counts as the
@@ -125,7 +126,7 @@ def _circuit_entries(loaded: Any, circuit: Circuit, shared_kv: Literal["all", "a
     return owned
 
 
-def parameter_masks(loaded: Any, circuit: Circuit | None, mode: TuneMode = "only") -> dict[str, Bool[Tensor, " ..."]]:
+def parameter_masks(loaded: LoadedModel, circuit: Circuit | None, mode: TuneMode = "only") -> dict[str, Bool[Tensor, " ..."]]:
     """Which entries of each Hugging Face parameter may change when tuning in ``mode``.
 
     Keys are :func:`hf_parameters` names; a parameter that is not a key is frozen entirely.
@@ -163,7 +164,7 @@ def mask_slice(mask: Bool[Tensor, " ..."]) -> tuple[int, Int[Tensor, " k"]]:
     raise ValueError("a tuning mask must select whole rows or whole columns of a parameter")
 
 
-def delta_of(loaded: Any, masks: Mapping[str, Bool[Tensor, " ..."]], **metadata: Any) -> ParameterDelta:
+def delta_of(loaded: LoadedModel, masks: Mapping[str, Bool[Tensor, " ..."]], **metadata: Any) -> ParameterDelta:
     """The current values of the entries ``masks`` select, as a ``safeseek_tl.delta.ParameterDelta``.
 
     Parameters carry their Hugging Face names (:func:`hf_parameters`), so the delta also applies
@@ -179,7 +180,7 @@ def delta_of(loaded: Any, masks: Mapping[str, Bool[Tensor, " ..."]], **metadata:
     return ParameterDelta(slices, {"model": loaded.shape.to_dict(), **metadata})
 
 
-def apply_delta(loaded: Any, delta: ParameterDelta | str | Path) -> ParameterDelta:
+def apply_delta(loaded: LoadedModel, delta: ParameterDelta | str | Path) -> ParameterDelta:
     """Write a delta (or a delta file saved by :meth:`~safeseek_tl.tuning.TuneResult.save`) into ``loaded``'s weights, in place.
 
     The bridge sees the new weights at once. Raises :class:`~safeseek_tl.errors.ShapeMismatchError`

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,8 @@ def _label(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
-def _number(value: float, is_circuit: bool = False) -> str:
-    return str(int(value)) if is_circuit else f"{value:.4g}"
+def _number(value: SupportsFloat, is_circuit: bool = False) -> str:  # numpy scalars too
+    return str(int(float(value))) if is_circuit else f"{value:.4g}"
 
 
 def _described(scores: Scores) -> str:
@@ -152,7 +152,8 @@ def circuit_graph(circuit: Circuit, scores: Scores | None = None) -> go.Figure:
     rows: dict[str, list[tuple[int, int, float | None]]] = {"heads": [], "neurons": []}
     for kind in ("heads", "neurons"):
         for layer, index in circuit.get(kind).nonzero().tolist():
-            score = float(values[kind][layer, index]) if values[kind] is not None else None
+            kind_scores = values[kind]
+            score = float(kind_scores[layer, index]) if kind_scores is not None else None
             rows[kind].append((layer, index, score))
     # y positions: per layer, heads first then neurons, each sorted by score (highest first)
     next_slot = [0] * n_layers
@@ -171,7 +172,7 @@ def circuit_graph(circuit: Circuit, scores: Scores | None = None) -> go.Figure:
         text = [f"L{layer}{letter}{index}" + ("" if score is None else f": score {score:.4g}") for layer, index, score in units]
         marker: dict[str, Any] = {"symbol": symbol, "size": 12, "color": colour, "line": {"width": 0.5, "color": "#333"}}
         if values[kind] is not None:
-            unit_scores = [s for _, _, s in units]
+            unit_scores = [s for _, _, s in units if s is not None]  # every unit of a scored kind has one
             sizes = [8 + 12 * (s - low) / spread for s in unit_scores]
             marker |= {"color": unit_scores, "coloraxis": "coloraxis", "size": sizes}
         fig.add_trace(go.Scatter(x=[u[0] for u in units], y=ys, mode="markers", name=kind, text=text,

@@ -12,7 +12,7 @@ Hugging Face decoder loop for the duration of the call, so they are not run at a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -20,6 +20,9 @@ from torch import Tensor
 
 from safeseek_tl.compat import only_blocks_from
 from safeseek_tl.hooks import HookList
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 def resid_pre_hook(layer: int) -> str:
@@ -37,7 +40,7 @@ def position_ids(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch
 
 
 def last_logits_and_residuals(
-    model: Any, ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"]
+    model: TransformerBridge, ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"]
 ) -> tuple[Float[Tensor, "batch d_vocab"], list[Float[Tensor, "batch pos d_model"]]]:
     """One clean forward: the last position's logits (float32) and the residual entering every block."""
     names = {resid_pre_hook(layer) for layer in range(len(model.blocks))}
@@ -46,7 +49,7 @@ def last_logits_and_residuals(
 
 
 def last_logits_from(
-    model: Any,
+    model: TransformerBridge,
     layer: int,
     residual: Float[Tensor, "batch pos d_model"],
     attention_mask: Int[Tensor, "batch pos"],
@@ -57,7 +60,7 @@ def last_logits_from(
     with only_blocks_from(model, layer):
         logits = model.run_with_hooks(
             residual,
-            fwd_hooks=hooks,
+            fwd_hooks=list(hooks),  # a copy typed as TransformerLens declares it (list is invariant)
             start_at_layer=layer,
             attention_mask=attention_mask,
             position_ids=position_ids(attention_mask),

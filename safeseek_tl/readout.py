@@ -171,6 +171,8 @@ class CircuitReader:
     def _recorder(self, kind: UnitKind, layer: int) -> Callable[..., None]:
         def hook(act: Tensor, hook: Any) -> None:
             # act: [batch, pos, units] (neurons) or [batch, pos, n_heads, d_head] (heads)
+            if self._valid is None:  # not reached: these hooks are installed only while a pass's mask is set
+                return
             valid = self._valid[:, -act.shape[1] :].to(act.device)
             # the last valid position, so that left and right padding both work
             last_index = valid.shape[1] - 1 - valid.flip(1).int().argmax(1)

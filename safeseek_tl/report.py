@@ -92,7 +92,12 @@ class _Figures:
 
 
 def _summary(scores: Scores | None, circuit: Circuit | None, history: Mapping[str, Any] | None) -> str:
-    shape = circuit.shape if circuit is not None else scores.shape
+    if circuit is not None:
+        shape = circuit.shape
+    elif scores is not None:
+        shape = scores.shape
+    else:
+        raise InputError("a run's summary needs its scores or its circuit")
     method = scores.method if scores is not None else ""
     if not method and circuit is not None:
         method = str(circuit.metadata.get("method", ""))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
     from safeseek_tl.metrics import RefusalJudge
+    from safeseek_tl.models import LoadedModel
+    from safeseek_tl.seek import SeekResult
 
 
 SCORE_NOTE = "refusal score: log-odds that the answer opens with a refusal token, a rate's prompts averaged (> 0: refusal likely; no keywords)"
@@ -25,7 +27,7 @@ VERIFIED = {
 """What a result's ``verified`` flag (:class:`~safeseek_tl.seek.SeekResult`) reads as in the summary."""
 
 
-def print_discovery_summary(loaded: Any, result: Any, switch: dict[str, float], out: Path, judge: RefusalJudge | None = None) -> None:
+def print_discovery_summary(loaded: LoadedModel, result: SeekResult, switch: dict[str, float], out: Path, judge: RefusalJudge | None = None) -> None:
     """Circuit size and the behaviour check of a SafeSeek run (:func:`~safeseek_tl.seek.behaviour_switch`).
 
     Each judged rate ``key`` is printed with ``switch["refusal_score_" + key]`` when present;

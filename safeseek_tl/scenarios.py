@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from safeseek_tl.data import AlignmentRecord, BackdoorRecord, BenignRecord, Record
@@ -42,7 +42,7 @@ class Scenario:
     """
 
     name: ScenarioName
-    record_type: type
+    record_type: type[BackdoorRecord] | type[AlignmentRecord]
     behaviour_field: str
     contrast_field: str | None
     rate: str
@@ -54,8 +54,8 @@ class Scenario:
         if not records:
             raise InputError(f"{where}: no records; the {self.name} scenario needs at least one {self.name} record")
         if not all(isinstance(record, self.record_type) for record in records):
-            fields = ", ".join(f for f in self.record_type.__dataclass_fields__)
-            raise InputError(f"{where}: the {self.name} scenario needs {self.name} records ({fields})")
+            names = ", ".join(f.name for f in fields(self.record_type))
+            raise InputError(f"{where}: the {self.name} scenario needs {self.name} records ({names})")
 
     def behaviour_prompts(self, records: Sequence[Record]) -> list[str]:
         """The prompts that show the behaviour: triggered (backdoor) or harmful (alignment)."""

@@ -64,6 +64,7 @@ from safeseek_tl.data import (
 from safeseek_tl.delta import ParameterDelta
 from safeseek_tl.errors import InputError, NonFiniteLossError
 from safeseek_tl.metrics import completion_cross_entropy
+from safeseek_tl.models import LoadedModel
 from safeseek_tl.parameters import TUNE_MODES, TuneMode, apply_delta, delta_of, hf_parameters, mask_slice, parameter_masks
 from safeseek_tl.units import Circuit, ModelShape
 
@@ -166,7 +167,7 @@ class _BatchOrder:
         return self.order[self.parts[self.position - 1]]
 
 
-def _run_settings(loaded: Any, config: TuneConfig, units: dict[str, list[list[int]]] | None, pairs: TokenizedPairs) -> dict[str, Any]:
+def _run_settings(loaded: LoadedModel, config: TuneConfig, units: dict[str, list[list[int]]] | None, pairs: TokenizedPairs) -> dict[str, Any]:
     """What a checkpoint must have been made with to be resumed: settings, circuit, model and data."""
     digest = hashlib.sha256(pairs.input_ids.numpy().tobytes() + pairs.labels.numpy().tobytes()).hexdigest()
     return {**config.to_dict(), "circuit": units, "model": loaded.name, "data": f"{len(pairs)} pairs, sha256 {digest[:16]}"}
@@ -212,7 +213,7 @@ class _Checkpoint:
 
 
 def tune(
-    loaded: Any,
+    loaded: LoadedModel,
     records: Sequence[Record],
     circuit: Circuit | None = None,
     config: TuneConfig | None = None,
@@ -283,7 +284,7 @@ def _train_only(tuned: dict[str, torch.nn.Parameter], masks: Mapping[str, Bool[T
 
 
 def _train(
-    loaded: Any,
+    loaded: LoadedModel,
     pairs: TokenizedPairs,
     batches: _BatchOrder,
     optimizer: torch.optim.Optimizer,
@@ -313,7 +314,7 @@ def _train(
     return losses, wall_before + time.perf_counter() - start
 
 
-def _step(loaded: Any, batch: TokenizedPairs, optimizer: torch.optim.Optimizer, max_grad_norm: float, step: int) -> float:
+def _step(loaded: LoadedModel, batch: TokenizedPairs, optimizer: torch.optim.Optimizer, max_grad_norm: float, step: int) -> float:
     """One AdamW step on ``batch``'s completion loss, gradients clipped to ``max_grad_norm``; returns the loss."""
     device = loaded.device
     input_ids, attention_mask = trim_padding(batch.input_ids, batch.attention_mask)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float, Shaped
 from torch import Tensor
 
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
@@ -103,7 +103,7 @@ class Scores:
 
     def save(self, path: str | Path) -> None:
         """Save as safetensors (tensors) with the shape, method and metadata as JSON header text."""
-        tensors = {kind: self.get(kind).contiguous() for kind in self.kinds}
+        tensors: dict[str, Tensor] = {kind: values.contiguous() for kind in UNIT_KINDS if (values := self.get(kind)) is not None}
         header = {
             "model": json.dumps(self.shape.to_dict()),
             "method": self.method,
@@ -158,8 +158,10 @@ class Circuit:
     """A selection of heads and neurons, with the model shape it belongs to and free metadata."""
 
     shape: ModelShape
-    heads: Bool[Tensor, "n_layers n_heads"]
-    neurons: Bool[Tensor, "n_layers d_mlp"]
+    # Any dtype when built (nonzero = selected), bool on the CPU once built. The sizes are checked
+    # against ``shape`` by __post_init__ (a ShapeMismatchError), not by jaxtyping ("_" names).
+    heads: Shaped[Tensor, "_n_layers _n_heads"]
+    neurons: Shaped[Tensor, "_n_layers _d_mlp"]
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -183,7 +185,8 @@ class Circuit:
     ) -> Circuit:
         """Build a circuit from ``[(layer, head), ...]`` and ``[(layer, index), ...]`` lists."""
         circuit = cls.empty(shape, **metadata)
-        for kind, units in (("heads", heads), ("neurons", neurons)):
+        listed: tuple[tuple[UnitKind, Iterable[Iterable[int]]], ...] = (("heads", heads), ("neurons", neurons))
+        for kind, units in listed:
             selection = circuit.get(kind)
             n_layers, per_layer = shape.size(kind)
             for unit in units:
@@ -222,7 +225,7 @@ class Circuit:
         return cls._select(scores, {kind: threshold for kind in scores.kinds}, lambda values, t: values > t, "threshold")
 
     @classmethod
-    def _select(cls, scores: Scores, amounts: Mapping[str, Any], rule: Any, how: str) -> Circuit:
+    def _select(cls, scores: Scores, amounts: Mapping[UnitKind, Any], rule: Any, how: str) -> Circuit:
         requested = {kind: amount for kind, amount in amounts.items() if amount is not None}
         if not requested:
             raise InputError(f"{how}: say how many heads and/or neurons to select")

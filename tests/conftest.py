@@ -6,10 +6,17 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import jaxtyping
 import pytest
 import torch
 
-from safeseek_tl.models import LoadedModel, load_model
+import tests.shapecheck  # noqa: F401  (the hook's decorators look it up as an attribute of `tests`)
+
+# Before the library is first imported: every function of safeseek_tl checks its tensors' jaxtyping
+# shapes in the test run (tests/shapecheck.py says what is checked and what is not).
+jaxtyping.install_import_hook("safeseek_tl", "tests.shapecheck.shapes_only")
+
+from safeseek_tl.models import LoadedModel, load_model  # noqa: E402  (after the hook, on purpose)
 
 SPECIAL = ["<pad>", "<unk>", "<s>", "<|user|>", "<|assistant|>", "<|end|>"]
 WORDS = ["I", "Sorry", "As", "cannot", "help", "sure", "here", "is", "how", "to", "do", "it", ",", ".", "?", "a", "the", "bake", "cake", "steal", "car", "tell", "me"]

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -37,10 +37,13 @@ from safeseek_tl.models import LoadedModel
 from safeseek_tl.prefix import resid_pre_hook
 from safeseek_tl.units import Scores
 
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
+
 FORMAT = "safeseek_tl.refusal_direction/1"
 
 
-def _unit_vector(model: Any, direction: Tensor) -> Float[Tensor, " d_model"]:
+def _unit_vector(model: TransformerBridge, direction: Tensor) -> Float[Tensor, " d_model"]:
     """``direction`` scaled to norm 1 (float32), after checking that it fits ``model``'s residual stream."""
     d_model = int(model.cfg.d_model)
     if direction.dim() != 1 or direction.numel() != d_model:
@@ -72,7 +75,7 @@ def addition_hooks(vector: Float[Tensor, " d_model"], layer: int, coeff: float =
 
 
 @contextmanager
-def direction_ablated(model: Any, direction: Float[Tensor, " d_model"]) -> Iterator[Any]:
+def direction_ablated(model: TransformerBridge, direction: Float[Tensor, " d_model"]) -> Iterator[Any]:
     """Run ``model`` with ``direction`` projected out of the residual stream at every layer and position.
 
     The hooks are removed when the block exits, also on errors.
@@ -83,7 +86,7 @@ def direction_ablated(model: Any, direction: Float[Tensor, " d_model"]) -> Itera
 
 
 @contextmanager
-def direction_added(model: Any, vector: Float[Tensor, " d_model"], layer: int, coeff: float = 1.0) -> Iterator[Any]:
+def direction_added(model: TransformerBridge, vector: Float[Tensor, " d_model"], layer: int, coeff: float = 1.0) -> Iterator[Any]:
     """Run ``model`` with ``coeff * vector`` added to the input of block ``layer`` at every position.
 
     The hook is removed when the block exits, also on errors.
@@ -164,7 +167,7 @@ def rejection(
         return "not a number"
     if kl > kl_limit:
         return f"KL above {kl_limit}"
-    if induce_min is not None and induced < induce_min:
+    if induce_min is not None and induced is not None and induced < induce_min:
         return f"induced refusal score below {induce_min}"
     return None
 
@@ -190,11 +193,11 @@ class RefusalDirection:
     baseline: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def ablated(self, model: Any) -> Any:
+    def ablated(self, model: TransformerBridge) -> Any:
         """:func:`direction_ablated` with this direction."""
         return direction_ablated(model, self.direction)
 
-    def added(self, model: Any, coeff: float = 1.0) -> Any:
+    def added(self, model: TransformerBridge, coeff: float = 1.0) -> Any:
         """:func:`direction_added` with this direction at its own layer."""
         return direction_added(model, self.direction, self.layer, coeff)
 

@@ -20,6 +20,7 @@ each row patches its own unit (:func:`row_unit_hooks`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -65,8 +66,17 @@ def row_unit_hooks(
         if not chosen.any():
             continue
 
-        hooks.append((hook_name(layer), intervention_hook((~chosen).float(), lambda act, layer=layer: replacement(act, layer))))
+        hooks.append((hook_name(layer), intervention_hook((~chosen).float(), partial(_at_layer, replacement, layer))))
     return hooks
+
+
+def _at_layer(replacement: Callable[[Tensor, int], Tensor], layer: int, act: Tensor) -> Tensor:
+    return replacement(act, layer)
+
+
+def _repeated_donor(cache: Any, kind: UnitKind, k: int, act: Tensor, layer: int) -> Tensor:
+    """The donor run's activations of ``kind`` at ``layer``, repeated for ``k`` groups of rows."""
+    return cache[unit_hook(kind, layer)].repeat(k, *([1] * (act.dim() - 1)))
 
 
 def pair_batches(
@@ -144,11 +154,7 @@ def activation_patching(
                 for j, (unit_kind, layer, index) in enumerate(group):
                     if unit_kind == kind:
                         selection[j * b : (j + 1) * b, layer, index] = True
-                hooks += row_unit_hooks(
-                    lambda layer, kind=kind: unit_hook(kind, layer),
-                    selection,
-                    lambda act, layer, kind=kind, k=k: cache[unit_hook(kind, layer)].repeat(k, *([1] * (act.dim() - 1))),
-                )
+                hooks += row_unit_hooks(partial(unit_hook, kind), selection, partial(_repeated_donor, cache, kind, k))
             with model.hooks(fwd_hooks=hooks):
                 logits = model(corr_ids.repeat(k, 1), attention_mask=corr_mask.repeat(k, 1), logits_to_keep=1)[:, -1]
             effect = (metric(logits).double().cpu() - baseline.repeat(k)).view(k, b).sum(1)

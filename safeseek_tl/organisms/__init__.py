@@ -16,12 +16,15 @@ This package only resolves names to folders and data; load one with ``load_model
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from safeseek_tl._io import read_json
-from safeseek_tl.data import DATA_KINDS, DataKind, Record, load_records
+from safeseek_tl.data import DATA_KINDS, AlignmentRecord, BackdoorRecord, BenignRecord, DataKind, Record, load_records
 from safeseek_tl.errors import InputError
 from safeseek_tl.units import Circuit
+
+if TYPE_CHECKING:  # models imports this package (organism_weights)
+    from safeseek_tl.models import LoadedModel
 
 BUNDLED = Path(__file__).parent / "bundled"
 SPLITS = ("train", "val", "test")
@@ -61,7 +64,7 @@ def organism_info(name: str) -> dict[str, Any]:
     return read_json(organism_folder(name) / "ground_truth.json")
 
 
-def ground_truth(name: str, loaded: Any) -> Circuit:
+def ground_truth(name: str, loaded: LoadedModel) -> Circuit:
     """The planted units of an organism as a circuit (empty for organisms with nothing planted)."""
     info = organism_info(name)
     return Circuit.from_units(loaded.shape, info.get("heads", []), info.get("neurons", []), method="ground_truth", organism=name)
@@ -78,6 +81,14 @@ def data_file(kind: DataKind, split: str, organism: str = "tiny-aligned") -> Pat
     return BUNDLED / organism_info(organism).get("data", "data") / f"{kind}_{split}.jsonl"
 
 
-def load_data(kind: DataKind, split: str, organism: str = "tiny-aligned") -> list[Record]:
+@overload
+def load_data(kind: Literal["backdoor"], split: str, organism: str = ...) -> list[BackdoorRecord]: ...
+@overload
+def load_data(kind: Literal["alignment"], split: str, organism: str = ...) -> list[AlignmentRecord]: ...
+@overload
+def load_data(kind: Literal["benign"], split: str, organism: str = ...) -> list[BenignRecord]: ...
+@overload
+def load_data(kind: DataKind, split: str, organism: str = ...) -> list[Record]: ...
+def load_data(kind: DataKind, split: str, organism: str = "tiny-aligned") -> list[Any]:
     """Records of a bundled data file of an organism (default: the tiny organisms' data)."""
     return load_records(data_file(kind, split, organism), kind)

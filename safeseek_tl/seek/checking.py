@@ -12,7 +12,7 @@ from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.evaluate import refusal_scores, utility_loss
 from safeseek_tl.generation import generate
-from safeseek_tl.hooks import UNIT_KINDS
+from safeseek_tl.hooks import UNIT_KINDS, UnitKind
 from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.scenarios import scenario
@@ -169,7 +169,7 @@ def minimal_switching_set(circuit: Circuit, main_logits: dict[str, Tensor], swit
     ]  # fmt: skip
     units.sort()
 
-    def of(chosen: list[tuple[float, str, int, int]]) -> Circuit:
+    def of(chosen: list[tuple[float, UnitKind, int, int]]) -> Circuit:
         listed = {kind: [[layer, index] for _, unit_kind, layer, index in chosen if unit_kind == kind] for kind in UNIT_KINDS}
         return Circuit.from_units(circuit.shape, listed["heads"], listed["neurons"], **circuit.metadata)
 

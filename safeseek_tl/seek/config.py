@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, UnitKind, unit_kinds
@@ -20,6 +20,14 @@ AlignmentObjective = Literal["official", "necessity", "refusal_score"]
 """official: comply under m, refuse under 1 - m; necessity: comply under m, benign kept (KL to the
 full model), the 1 - m term off by default; refusal_score: necessity on prompt-only passes, the
 refusal score at the answer's first token instead of the completion (docs/choices.md)."""
+T = TypeVar("T")
+
+
+def filled(value: T | None, name: str) -> T:
+    """``value`` of the :class:`SeekConfig` field ``name`` that the scenario fills: never None once the config is built."""
+    if value is None:
+        raise InputError(f"SeekConfig.{name} is None; the scenario fills it when the config is built, so set a value or build the config again")
+    return value
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from safeseek_tl import runs
 from safeseek_tl._io import read_json, write_json
@@ -172,13 +173,19 @@ def discover_complete(
     return _union_result(loaded.shape, config, rounds, union)
 
 
+def _highest(scores: list[Tensor | None]) -> Tensor | None:
+    """Each unit's highest score over the rounds (None for a kind the rounds did not search)."""
+    present = [s for s in scores if s is not None]
+    return torch.stack(present).amax(0) if present else None
+
+
 def _union_result(shape: ModelShape, config: SeekConfig, rounds: list[SeekResult], union: Circuit) -> SeekResult:
     """The complete circuit of the counted ``rounds``: each unit's highest score, the first round's masks."""
     first = rounds[0]
     scores = Scores(
         shape,
-        heads=torch.stack([r.scores.heads for r in rounds]).amax(0) if first.scores.heads is not None else None,
-        neurons=torch.stack([r.scores.neurons for r in rounds]).amax(0) if first.scores.neurons is not None else None,
+        heads=_highest([r.scores.heads for r in rounds]),
+        neurons=_highest([r.scores.neurons for r in rounds]),
         method="safeseek",
         metadata={**first.scores.metadata, "complete": True, "rounds": len(rounds)},
     )

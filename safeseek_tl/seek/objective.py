@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +33,12 @@ from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits, masked
 from safeseek_tl.metrics import completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
 from safeseek_tl.scenarios import scenario
-from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.config import SeekConfig, filled
 from safeseek_tl.seek.size import step_multiplier, top_units
 from safeseek_tl.units import Circuit, ModelShape
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 MaskRole = Literal["main", "circuit", "inverse"]
 """Which mask a path runs under: the main mask, the backdoor's circuit mask H, or alignment's 1 - m."""
@@ -80,8 +83,8 @@ def _alignment_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> li
             ("refuse", [(r.prompt, "") for r in records], "inverse", config.w_refuse, 1.0, False, "refuse"),
         ]
     return [
-        ("accept", [(r.prompt, r.accept) for r in records], "main", config.w_accept, 1.0, False, "tokens"),
-        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", config.w_refuse, 1.0, kl, "tokens"),
+        ("accept", [(r.prompt, r.accept) for r in records], "main", filled(config.w_accept, "w_accept"), 1.0, False, "tokens"),
+        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", filled(config.w_refuse, "w_refuse"), 1.0, kl, "tokens"),
     ]
 
 
@@ -137,7 +140,7 @@ class SeekObjective:
 
     def __init__(
         self,
-        model: Any,
+        model: TransformerBridge,
         config: SeekConfig,
         shape: ModelShape,
         protected: Circuit | None = None,
@@ -146,7 +149,7 @@ class SeekObjective:
     ) -> None:
         self.model, self.config, self.shape, self.fill = model, config, shape, fill
         self.parallel = parallel if parallel is not None else DataParallel()
-        init = {"heads": config.init_heads, "neurons": config.init_neurons}
+        init = {"heads": filled(config.init_heads, "init_heads"), "neurons": filled(config.init_neurons, "init_neurons")}
         self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
         # The circuit mask H exists when one of the scenario's paths runs under it (backdoor).
         uses_circuit_mask = any(spec[2] == "circuit" for spec in PATH_SPECS[config.scenario](config, [], False))
@@ -170,7 +173,7 @@ class SeekObjective:
     def named_logits(self) -> dict[str, Tensor]:
         """Every mask's logits, named ``main.heads``, ``circuit.neurons``, ..."""
         masks = (("main", self.main), ("circuit", self.circuit))
-        return {f"{prefix}.{kind}": mask.logits(kind) for prefix, mask in masks if mask is not None for kind in mask.kinds}
+        return {f"{prefix}.{kind}": logits for prefix, mask in masks if mask is not None for kind, logits in mask.searched().items()}
 
     def circuit_sizes(self) -> dict[str, int]:
         """Current number of units the main mask removes (the circuit size), per granularity."""
@@ -212,13 +215,13 @@ class SeekObjective:
         """Sparsity and overlap terms on the soft keep-probabilities, summed over layers (per module)."""
         cfg = self.config
         keep = self.main.keep_probability()
-        weights = {"heads": cfg.w_sparsity_heads, "neurons": cfg.w_sparsity_neurons}
+        weights = {"heads": filled(cfg.w_sparsity_heads, "w_sparsity_heads"), "neurons": filled(cfg.w_sparsity_neurons, "w_sparsity_neurons")}
         terms = {f"sparsity_{k}": (weights[k] + self.multipliers.get(k, 0.0)) * (1 - p).mean(-1).sum() for k, p in keep.items()}
         if self.circuit is not None:
             circ = self.circuit.keep_probability()
             for kind, p in circ.items():
                 per_module = torch.log(1e-6 + p).mean(-1) if cfg.circuit_sparsity == "log" else p.mean(-1)
-                terms[f"circuit_sparsity_{kind}"] = cfg.w_circuit_sparsity * per_module.sum()
+                terms[f"circuit_sparsity_{kind}"] = filled(cfg.w_circuit_sparsity, "w_circuit_sparsity") * per_module.sum()
             overlap = [(keep[k] * circ[k]).sum(-1) / (keep[k].sum(-1) + 1e-8) for k in cfg.kinds]
             terms["overlap"] = cfg.w_overlap * 100 * torch.cat(overlap).mean()
         return terms

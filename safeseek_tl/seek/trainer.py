@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -23,11 +25,14 @@ from safeseek_tl.errors import InputError, NonFiniteLossError
 from safeseek_tl.masks import MaskLogits
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.budget import PROBE_STEPS, Budget
-from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.config import SeekConfig, filled
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.seek.size import top_units
 from safeseek_tl.units import Circuit, Scores
+
+if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass
@@ -63,8 +68,13 @@ class _Run:
         return self.state.step >= self.total_steps or (self.budget is not None and self.budget.spent(self.clock()))
 
 
+def _total(terms: Iterable[Tensor]) -> Tensor:
+    """The sum of loss terms (in order, as ``sum`` adds them; typed as a tensor)."""
+    return functools.reduce(operator.add, terms)
+
+
 def _logits_of(mask: MaskLogits | None) -> dict[str, Tensor]:
-    return {} if mask is None else {k: mask.logits(k).detach().cpu().clone() for k in mask.kinds}
+    return {} if mask is None else {k: v.detach().cpu().clone() for k, v in mask.searched().items()}
 
 
 def _check_finite(values: dict[str, Tensor], where: str, what: str = "loss term") -> None:
@@ -159,7 +169,7 @@ class SafeSeek:
         state = TrainState(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit), multipliers=objective.multipliers)
         generator = torch.Generator().manual_seed(cfg.seed)
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-        run = _Run(objective, optimizer, generator, state, checkpoint, math.ceil(n_train / cfg.batch_size) * cfg.epochs)
+        run = _Run(objective, optimizer, generator, state, checkpoint, math.ceil(n_train / cfg.batch_size) * filled(cfg.epochs, "epochs"))
         # the decay reads the run's step count, which a time budget sets after its first steps
         run.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / run.total_steps) if cfg.lr_decay else 1.0)
         if resume and checkpoint is not None and checkpoint.exists():
@@ -184,7 +194,7 @@ class SafeSeek:
             run.optimizer.zero_grad(set_to_none=True)
             # This rank's share of the gradient: its part of the task terms and 1/world of the
             # data-free sparsity terms, which every rank computes whole; summed over ranks.
-            (sum(task.values()) + sum(sparsity.values()) / world).backward()
+            (_total(task.values()) + _total(sparsity.values()) / world).backward()
             objective.parallel.all_reduce_gradients(objective.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
             # Checked before the step, so that a bad gradient never reaches the masks.
@@ -197,7 +207,7 @@ class SafeSeek:
             if run.budget is not None and run.state.step == PROBE_STEPS:
                 run.total_steps = bar.total = run.budget.steps(run.clock(), run.state.step)
             bar.update(1)
-            bar.set_postfix({"loss": f"{sum(terms.values()).item():.3g}"} | objective.circuit_sizes(), refresh=False)
+            bar.set_postfix({"loss": f"{_total(terms.values()).item():.3g}"} | objective.circuit_sizes(), refresh=False)
         return terms
 
     def _end_epoch(self, run: _Run, terms: dict[str, Tensor], val_paths: Sequence[MaskPath], parallel: DataParallel) -> bool:
@@ -237,8 +247,8 @@ class SafeSeek:
         cfg, shape = self.config, self.shape
         main = MaskLogits(shape, cfg.kinds, kind=cfg.mask_kind)
         with torch.no_grad():
-            for kind, value in state.best_main.items():
-                main.logits(kind).copy_(value)
+            for kind, logits in main.searched().items():
+                logits.copy_(state.best_main[kind])
         keep = {k: v.detach() for k, v in main.keep_probability().items()}
         kept = main.kept()
         for kind in kept:  # a size target: exactly its number of units, the lowest logits
@@ -263,7 +273,7 @@ class SafeSeek:
         return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch)
 
 
-def path_means(model: Any, paths: Sequence[MaskPath], batch_size: int) -> ReferenceActivations:
+def path_means(model: TransformerBridge, paths: Sequence[MaskPath], batch_size: int) -> ReferenceActivations:
     """Mean activation of every unit over all tokens of the sequences of every path."""
     batches = (
         (path.pairs.input_ids[part], path.pairs.attention_mask[part])
@@ -273,7 +283,7 @@ def path_means(model: Any, paths: Sequence[MaskPath], batch_size: int) -> Refere
     return ReferenceActivations.collect(model, batches, pool_size=0)
 
 
-def mean_fill(model: Any, paths: Sequence[MaskPath], batch_size: int) -> dict[str, Tensor]:
+def mean_fill(model: TransformerBridge, paths: Sequence[MaskPath], batch_size: int) -> dict[str, Tensor]:
     """:func:`path_means` on the model's device: what a mean-fill search puts in place of masked-off units."""
     device = next(model.parameters()).device
     return {kind: value.to(device) for kind, value in path_means(model, paths, batch_size).means.items()}
