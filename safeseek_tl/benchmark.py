@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 import torch
@@ -37,14 +37,14 @@ from safeseek_tl import runs
 from safeseek_tl._io import atomic_path
 from safeseek_tl.ablation import ReferenceActivations
 from safeseek_tl.baselines.patching import pair_batches, refusal_metric
-from safeseek_tl.data import BenignRecord, Record
+from safeseek_tl.data import BackdoorRecord, BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, Fill, HookList, UnitChoice, intervention_hook, unit_hook, unit_kinds
 from safeseek_tl.methods import attribute
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.plots import faithfulness_plot
 from safeseek_tl.scenarios import Scenario, scenario
-from safeseek_tl.units import Circuit, Scores
+from safeseek_tl.units import Circuit, ModelShape, Scores
 
 MIB_GRID: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 """The circuit sizes of MIB's curves, in percent of the units."""
@@ -76,7 +76,7 @@ def top_percent(scores: Scores, granularity: UnitChoice, k: float) -> Circuit:
     return Circuit.top_k(scores, **counts)
 
 
-def all_units(shape: object, granularity: UnitChoice) -> Circuit:
+def all_units(shape: ModelShape, granularity: UnitChoice) -> Circuit:
     """Every unit of ``granularity`` (the set "empty" ablates)."""
     circuit = Circuit.empty(shape)
     for kind in unit_kinds(granularity):
@@ -143,7 +143,7 @@ def auroc(scores: Scores, truth: Circuit, granularity: UnitChoice) -> float:
     For ``"both"``, heads and neurons are pooled. NaN when either class is empty.
     """
     kinds = unit_kinds(granularity)
-    values = torch.cat([scores.get(kind).flatten().double() for kind in kinds])
+    values = torch.cat([scores.require(kind).flatten().double() for kind in kinds])
     labels = torch.cat([truth.get(kind).flatten() for kind in kinds])
     positives, negatives = values[labels], values[~labels]
     if len(positives) == 0 or len(negatives) == 0:
@@ -197,6 +197,7 @@ class ModelMeasure:
                     continue
                 fill: Fill = None
                 if self.ablation == "mean":
+                    assert self._means is not None, "collected when the measure was built for mean ablation"
                     fill = self._means.means[kind][layer]
                 elif self.ablation == "counterfactual":
                     fill = self._donor_cache(batch)[unit_hook(kind, layer)]
@@ -248,8 +249,9 @@ def task_metric(loaded: LoadedModel, behaviour: Scenario, records: Sequence[Reco
     if behaviour.name == "alignment":
         return refusal_metric(loaded)
     behaviour.check(records, "benchmark data")
-    target = torch.tensor(first_token_ids(loaded, [r.backdoor_output for r in records]))
-    clean = torch.tensor(first_token_ids(loaded, [r.output for r in records]))
+    backdoor = cast(Sequence[BackdoorRecord], records)  # the check above: backdoor records only
+    target = torch.tensor(first_token_ids(loaded, [r.backdoor_output for r in backdoor]))
+    clean = torch.tensor(first_token_ids(loaded, [r.output for r in backdoor]))
 
     def logit_difference(logits: Tensor) -> Tensor:
         rows = torch.arange(len(logits))

@@ -333,7 +333,7 @@ def edge_attribution(
     totals /= len(clean_prompts)
     n_batches = len(batches)
     metadata = {
-        "model": loaded.shape.model_name or loaded.spec,
+        "model": loaded.shape.model_name or loaded.name,
         "method": "edge attribution patching",
         "metric": metric_name,
         "counterfactual": "mean ablation over the prompts" if corrupted_prompts is None else "paired prompts",

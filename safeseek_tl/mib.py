@@ -63,7 +63,7 @@ def export_scores(scores: Scores, folder: str | Path, d_model: int, parallel_att
 
 def submission_circuit(scores: Scores, granularity: UnitChoice, k: float) -> Circuit:
     """The top units of each of ``granularity``'s kinds, no more than ``k``% of them (rounded down, may be empty)."""
-    counts = {kind: math.floor(k * scores.get(kind).numel() / 100 + 1e-9) for kind in unit_kinds(granularity)}
+    counts = {kind: math.floor(k * math.prod(scores.shape.size(kind)) / 100 + 1e-9) for kind in unit_kinds(granularity)}
     return Circuit.top_k(scores, **counts)
 
 

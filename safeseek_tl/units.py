@@ -96,6 +96,13 @@ class Scores:
     def get(self, kind: UnitKind) -> Tensor | None:
         return self.heads if kind == "heads" else self.neurons
 
+    def require(self, kind: UnitKind) -> Tensor:
+        """The scores of ``kind``; :class:`~safeseek_tl.errors.InputError` when these scores do not cover it."""
+        values = self.get(kind)
+        if values is None:
+            raise InputError(f"the {self.method or 'given'} scores have no {kind} scores")
+        return values
+
     @property
     def kinds(self) -> tuple[UnitKind, ...]:
         """The granularities these scores cover."""
@@ -136,7 +143,7 @@ def default_budget(scores: Scores, heads: int | None = None, neurons: int | None
     shape = scores.shape
     defaults = {"heads": max(1, round(0.03 * shape.n_layers * shape.n_heads)), "neurons": max(1, round(0.01 * shape.n_layers * shape.d_mlp))}
     chosen = {"heads": heads, "neurons": neurons}
-    return {kind: defaults[kind] if chosen[kind] is None else chosen[kind] for kind in scores.kinds}
+    return {kind: given if (given := chosen[kind]) is not None else defaults[kind] for kind in scores.kinds}
 
 def _top_k_mask(values: Tensor, k: int) -> Tensor:
     """Boolean mask of the ``k`` largest entries (ties broken by position, so it is deterministic)."""

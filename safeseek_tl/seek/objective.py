@@ -79,8 +79,8 @@ def _backdoor_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> lis
 def _alignment_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
     if config.alignment_objective == "refusal_score":  # prompt-only rows: no completion tokens
         return [
-            ("accept", [(r.prompt, "") for r in records], "main", config.w_accept, 1.0, False, "comply"),
-            ("refuse", [(r.prompt, "") for r in records], "inverse", config.w_refuse, 1.0, False, "refuse"),
+            ("accept", [(r.prompt, "") for r in records], "main", filled(config.w_accept, "w_accept"), 1.0, False, "comply"),
+            ("refuse", [(r.prompt, "") for r in records], "inverse", filled(config.w_refuse, "w_refuse"), 1.0, False, "refuse"),
         ]
     return [
         ("accept", [(r.prompt, r.accept) for r in records], "main", filled(config.w_accept, "w_accept"), 1.0, False, "tokens"),
@@ -179,7 +179,7 @@ class SeekObjective:
         """Current number of units the main mask removes (the circuit size), per granularity."""
         return {f"off_{k}": int((~v).sum()) for k, v in self.main.kept().items()}
 
-    def target_kept(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
+    def target_kept(self, logits: dict[UnitKind, Tensor]) -> dict[UnitKind, Tensor]:
         """Which units the circuit of exactly the target size keeps, from main-mask ``logits``."""
         held = self.protected or {}
         return {kind: ~top_units(logits[kind], count, held.get(kind)) for kind, count in self.targets.items()}
@@ -193,7 +193,7 @@ class SeekObjective:
     def _main_values(self, stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
         values = self.main.values(stochastic, generator)
         if not stochastic and self.targets:  # evaluation judges the circuit of exactly the target size
-            cut = self.target_kept({kind: self.main.logits(kind) for kind in self.targets})
+            cut = self.target_kept({kind: logits for kind, logits in self.main.searched().items() if kind in self.targets})
             values = values | {kind: kept.to(values[kind].dtype) for kind, kept in cut.items()}
         if self.protected is not None:
             values = {k: torch.where(self.protected[k].to(v.device), torch.ones_like(v), v) for k, v in values.items()}
@@ -286,11 +286,12 @@ def _path_sum(
     last: Int[Tensor, " batch"],
 ) -> Float[Tensor, ""]:
     """One path's loss summed over its completion tokens, or over its rows' last prompt positions."""
-    if path.loss == "tokens":
-        return completion_kl_sum(full, logits, labels) if path.kl_to_full else completion_cross_entropy(logits, labels, reduction="sum")
+    if path.loss == "tokens" and not path.kl_to_full:
+        return completion_cross_entropy(logits, labels, reduction="sum")
     rows = torch.arange(len(last), device=last.device)
-    if path.loss == "last_kl":
-        return last_position_kl(full[rows, last], logits[rows, last]).sum()
+    if path.loss in ("tokens", "last_kl"):
+        assert full is not None, "the pass computes the full model's logits for every KL path"
+        return completion_kl_sum(full, logits, labels) if path.loss == "tokens" else last_position_kl(full[rows, last], logits[rows, last]).sum()
     score = refusal_score(logits[rows, last], path.refusal_ids)
     # softplus(score) = -log(1 - P_refusal): zero once refusing is unlikely, unlike the bare score
     return F.softplus(score if path.loss == "comply" else -score).sum().float()

@@ -22,6 +22,7 @@ from safeseek_tl.checkpoint import CHECKPOINT_FILE, read_checkpoint, write_check
 from safeseek_tl.data import BenignRecord, Record, batch_slices, split_records
 from safeseek_tl.distributed import DataParallel
 from safeseek_tl.errors import InputError, NonFiniteLossError
+from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.budget import PROBE_STEPS, Budget
@@ -47,7 +48,7 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     stale_epochs: int = 0
     step: int = 0
-    multipliers: dict[str, float] = field(default_factory=dict)
+    multipliers: dict[UnitKind, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class _Run:
     total_steps: int
     budget: Budget | None = None
     clock: Callable[[], float] = time.monotonic
-    schedule: torch.optim.lr_scheduler.LambdaLR | None = None
+    schedule: torch.optim.lr_scheduler.LambdaLR = field(init=False)  # set by SafeSeek._start: its decay reads total_steps
 
     def done(self) -> bool:
         return self.state.step >= self.total_steps or (self.budget is not None and self.budget.spent(self.clock()))
