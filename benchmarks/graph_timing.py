@@ -1,7 +1,9 @@
 """The circuit graph's cost: edge attribution of a 20-unit circuit against the model's own passes.
 
 On ``organism:smollm2-aligned`` (SmolLM2-135M-Instruct with its tuned refusal units): the circuit
-is its 8 tuned heads and its first 12 tuned neurons; the prompts are ``--pairs`` harmful requests
+is its 8 tuned heads and its first 12 tuned neurons (on any other ``--model``, e.g.
+qwen2.5-coder-0.5b-instruct: 8 heads and 12 neurons spread over the layers, and the bundled
+harmful and harmless validation requests); the prompts are ``--pairs`` harmful requests
 (clean) and as many benign ones (corrupted) from the organism's validation data; the metric is
 the refusal score. Reported: the passes the graph ran, its CPU time, the CPU time of one plain
 forward and one forward+backward over the same rows (the floor), and exact path patching of
@@ -21,6 +23,7 @@ import time
 import torch
 
 from safeseek_tl.baselines.patching import pair_batches, refusal_metric
+from safeseek_tl.datasets import load_bundled
 from safeseek_tl.graph import circuit_nodes, edge_attribution
 from safeseek_tl.graph_paths import path_patching
 from safeseek_tl.models import load_model
@@ -42,10 +45,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     loaded = load_model(args.model)
-    info = organism_info("smollm2-aligned")
-    circuit = Circuit.from_units(loaded.shape, heads=info["tuned_heads"][:8], neurons=info["tuned_neurons"][:12])
-    harmful = [r.prompt for r in load_data("alignment", "val", "smollm2-aligned")[: args.pairs]]
-    benign = [r.prompt for r in load_data("benign", "val", "smollm2-aligned")[: args.pairs]]
+    if args.model == "organism:smollm2-aligned":
+        info = organism_info("smollm2-aligned")
+        circuit = Circuit.from_units(loaded.shape, heads=info["tuned_heads"][:8], neurons=info["tuned_neurons"][:12])
+        harmful = [r.prompt for r in load_data("alignment", "val", "smollm2-aligned")[: args.pairs]]
+        benign = [r.prompt for r in load_data("benign", "val", "smollm2-aligned")[: args.pairs]]
+    else:  # any other model: 20 units spread over the layers (the cost does not depend on which), the bundled request sets
+        shape = loaded.shape
+        layers = [round(i * (shape.n_layers - 1) / 7) for i in range(8)]
+        circuit = Circuit.from_units(shape, heads=[[layer, layer % shape.n_heads] for layer in layers],
+                                     neurons=[[layers[i % 8], 37 * i % shape.d_mlp] for i in range(12)])
+        harmful = [r.prompt for r in load_bundled("harmful", split="validation")[: args.pairs]]
+        benign = [r.prompt for r in load_bundled("harmless", split="validation")[: args.pairs]]
     metric = refusal_metric(loaded)
     ((_, _, ids, mask),) = pair_batches(loaded, harmful, benign, batch_size=args.pairs)
 
