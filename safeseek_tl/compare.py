@@ -134,6 +134,7 @@ def compare(
     max_new_tokens: int = 32,
     interventions: Mapping[str, Intervention] | None = None,
     kl_prompts: Sequence[str] = (),
+    baseline: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Measure step: ablate each method's top-k units (:func:`select_circuits`) and measure the behaviour.
 
@@ -147,6 +148,8 @@ def compare(
     ``interventions``: more rows, one per :class:`Intervention`, measured the same way (``ablation``
     "intervention", ``size`` its own). ``kl``: mean KL(full || intervened) of the next-token
     distribution at the last prompt position of ``kl_prompts`` (harmless ones; NaN without them).
+    ``baseline``: the full model's :func:`~safeseek_tl.evaluate.measure` of ``eval_data``, when
+    several calls share it (measured here when not given).
     """
     interventions = dict(interventions or {})
     if not methods and not interventions:
@@ -155,7 +158,7 @@ def compare(
     key, score_column = behaviour.rate, behaviour.refusal_score
     found = {name: m if isinstance(m, Attribution) else Attribution(m) for name, m in methods.items()}
     circuits = {name: select_circuits(attribution.scores, budgets, units) for name, attribution in found.items()}
-    baseline = measure(loaded, eval_data, judge, max_new_tokens)
+    baseline = dict(baseline) if baseline is not None else measure(loaded, eval_data, judge, max_new_tokens)
     if key not in baseline:
         raise InputError(f"the evaluation data has no prompts to measure {key} for the {behaviour.name} scenario")
     full_logits = last_logits(loaded, kl_prompts) if kl_prompts else None

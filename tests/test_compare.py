@@ -136,6 +136,10 @@ def test_compare_measures_an_intervention_beside_the_circuits(gqa, monkeypatch):
     assert direction_row["kl"] == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
     assert direction_row["wall_time_s"] == 4.5 and math.isnan(direction_row["budget"]) and math.isnan(direction_row["n_units"])
     assert not state["on"]
+    # a baseline measured before (shared by several calls) is used as given: 0.75 - 0.5, not 0.75 - 0.25
+    given = {"asr_triggered": 0.5, "refusal_score_triggered": 0.0}
+    again = compare(gqa, {}, [1], "backdoor", _data(), interventions={"direction": Intervention(switch, "1 direction")}, baseline=given)
+    assert again.table["behaviour_change"].tolist() == [0.25] and again.baseline == given
 
 
 def test_compare_with_only_a_direction_ablated_on_a_real_model(gqa):
