@@ -35,7 +35,7 @@ from safeseek_tl.compare import Intervention, compare
 from safeseek_tl.compat import library_versions
 from safeseek_tl.data import AlignmentRecord, BenignRecord
 from safeseek_tl.datasets import load_bundled
-from safeseek_tl.evaluate import BehaviourData, refusal_scores
+from safeseek_tl.evaluate import BehaviourData, measure, refusal_scores
 from safeseek_tl.generation import generate
 from safeseek_tl.methods import Attribution, attribute
 from safeseek_tl.metrics import RefusalJudge, refusal_token_ids
@@ -110,42 +110,13 @@ def find_direction(loaded, args, started: float):
     raise SystemExit("no refusal direction passed the filters")
 
 
-def score_all(loaded, args, started: float) -> tuple[dict[str, Attribution], dict[str, Attribution], dict[str, Intervention]]:
-    """Score step, heads and neurons, plus the direction as an intervention."""
-    harmful_train, harmless_train = prompts("harmful", "train", args.n_train), prompts("harmless", "train", args.n_train)
-    records = [AlignmentRecord(prompt, "", "") for prompt in harmful_train]  # the methods here read the prompts only
-    benign = [BenignRecord(prompt, "") for prompt in harmless_train]
-    heads: dict[str, Attribution] = {}
-    neurons: dict[str, Attribution] = {}
-    heads["ships"] = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
-    log(started, f"ships: {heads['ships'].wall_time_s:.0f} s")
-    if args.sahara_steps:
-        heads["sahara"] = attribute("sahara", loaded, records[: args.ships_prompts], "alignment", steps=args.sahara_steps, progress=False)
-        log(started, f"sahara: {heads['sahara'].wall_time_s:.0f} s")
-    if args.act_patch_pairs:
-        heads["act-patch"] = attribute("act-patch", loaded, records[: args.act_patch_pairs], "alignment", benign=benign, units="heads", progress=False)
-        log(started, f"act-patch: {heads['act-patch'].wall_time_s:.0f} s")
-    both = attribute("attr-patch", loaded, records, "alignment", benign=benign, units="both", progress=False)
-    heads["attr-patch"] = neurons["attr-patch"] = both
-    log(started, f"attr-patch: {both.wall_time_s:.0f} s")
-    start = time.perf_counter()
-    found = find_direction(loaded, args, started)
-    direction_time = time.perf_counter() - start
-    start = time.perf_counter()
-    ranking = Attribution(direction_unit_scores(loaded, found.direction, harmful_train, harmless_train, batch_size=args.batch_size))
-    ranking.wall_time_s = direction_time + time.perf_counter() - start
-    heads["refusal-direction units"] = neurons["refusal-direction units"] = ranking
-    log(started, f"refusal direction + unit ranking: {ranking.wall_time_s:.0f} s")
-    interventions = {"refusal direction (ablated)": Intervention(lambda: found.ablated(loaded.model), "1 direction", direction_time)}
-    return heads, neurons, interventions
-
-
 def print_rows(table, baseline: dict[str, float]) -> None:
     for row in table.to_dict(orient="records"):
         after = 1.0 - row["asr_harmful"]
         print(
             f"| {row['method']} | {row['size']} | {after:.0%} | {after - (1.0 - baseline['asr_harmful']):+.0%} | "
-            f"{row['refusal_score_harmful']:.2f} | {row['refusal_score_harmful'] - baseline['refusal_score_harmful']:+.2f} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |"
+            f"{row['refusal_score_harmful']:.2f} | {row['refusal_score_harmful'] - baseline['refusal_score_harmful']:+.2f} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |",
+            flush=True,
         )
 
 
@@ -161,33 +132,65 @@ def main() -> None:
     log(started, f"loaded {args.model}; refusal tokens {loaded.tokenizer.convert_ids_to_tokens(refusal_token_ids(loaded.tokenizer))}; judge: {judge.describe()}")
     full_model_table(loaded, args, judge)
     log(started, "full model measured")
-    heads, neurons, interventions = score_all(loaded, args, started)
-    sahara = heads.pop("sahara", None)
     eval_data = BehaviourData(prompts("harmful", "test", args.n_eval), [], [])
     kl_prompts = prompts("harmless", "test", args.n_kl)
+    baseline = measure(loaded, eval_data, judge, args.max_new_tokens)
     n_neurons = loaded.shape.n_layers * loaded.shape.d_mlp
     neuron_budgets = [max(1, round(share * n_neurons)) for share in NEURON_SHARES]
-    by_heads = compare(loaded, heads, HEAD_BUDGETS, "alignment", eval_data, "heads", judge=judge, max_new_tokens=args.max_new_tokens, interventions=interventions, kl_prompts=kl_prompts)
-    log(started, "head circuits measured")
-    by_neurons = compare(loaded, neurons, neuron_budgets, "alignment", eval_data, "neurons", judge=judge, max_new_tokens=args.max_new_tokens, kl_prompts=kl_prompts)
-    log(started, "neuron circuits measured")
-    baseline = by_heads.baseline
     print(f"\n### Interventions: the first {args.n_eval} harmful test prompts (refused), KL on the first {args.n_kl} harmless test prompts\n")
     print(f"Full model on these prompts: refused {1 - baseline['asr_harmful']:.0%}, mean refusal score {baseline['refusal_score_harmful']:.2f}. "
           f"Neuron budgets: {', '.join(f'{k} = {s:.1%}' for k, s in zip(neuron_budgets, NEURON_SHARES))} of {n_neurons:,} neurons.\n")  # fmt: skip
-    print("| method | size | harmful refused | change | refusal score | change | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|---|")
-    print_rows(by_heads.table, baseline)
-    if sahara is not None:
-        # Sahara ranks only the heads it chose: budgets up to its steps
-        budgets = [k for k in HEAD_BUDGETS if k <= args.sahara_steps]
-        print_rows(compare(loaded, {"sahara": sahara}, budgets, "alignment", eval_data, "heads", judge=judge, max_new_tokens=args.max_new_tokens, kl_prompts=kl_prompts).table, baseline)
-    print_rows(by_neurons.table, baseline)
+    measured = lambda methods, budgets, units, **extra: print_rows(  # noqa: E731
+        compare(loaded, methods, budgets, "alignment", eval_data, units, judge=judge, max_new_tokens=args.max_new_tokens, kl_prompts=kl_prompts, baseline=baseline, **extra).table,
+        baseline,
+    )
+    for methods, units in scored_methods(loaded, args, started, measured):
+        if units == "heads":
+            # Sahara ranks only the heads it chose: budgets up to its steps
+            budgets = [k for k in HEAD_BUDGETS if "sahara" not in methods or k <= args.sahara_steps]
+        measured(methods, budgets if units == "heads" else neuron_budgets, units)
     print("| activation contrasting | - | not run: needs the unaligned base model, not available for this model | | | | | |")
     if not args.act_patch_pairs:
         print("| act-patch (exact) | - | not run: one patched pass per unit and pair, too slow here (attribution patching approximates it) | | | | | |")
     if not args.sahara_steps:
         print("| sahara | - | not run: about steps x 336 x prompts full passes (hours on 2 cores); --sahara-steps runs it | | | | | |")
     log(started, "done")
+
+
+def scored_methods(loaded, args, started: float, measured):
+    """Score step, method by method (cheapest first, so that a cut run still has the direction): (methods, units) to measure.
+
+    The direction itself is measured here as an intervention, right after it is found.
+    """
+    harmful_train, harmless_train = prompts("harmful", "train", args.n_train), prompts("harmless", "train", args.n_train)
+    records = [AlignmentRecord(prompt, "", "") for prompt in harmful_train]  # the methods here read the prompts only
+    benign = [BenignRecord(prompt, "") for prompt in harmless_train]
+    start = time.perf_counter()
+    found = find_direction(loaded, args, started)
+    direction_time = time.perf_counter() - start
+    print("\n| method | size | harmful refused | change | refusal score | change | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|---|", flush=True)
+    measured({}, [1], "heads", interventions={"refusal direction (ablated)": Intervention(lambda: found.ablated(loaded.model), "1 direction", direction_time)})
+    start = time.perf_counter()
+    ranking = Attribution(direction_unit_scores(loaded, found.direction, harmful_train, harmless_train, batch_size=args.batch_size))
+    ranking.wall_time_s = direction_time + time.perf_counter() - start
+    log(started, f"refusal direction + unit ranking: {ranking.wall_time_s:.0f} s")
+    yield {"refusal-direction units": ranking}, "heads"
+    yield {"refusal-direction units": ranking}, "neurons"
+    both = attribute("attr-patch", loaded, records, "alignment", benign=benign, units="both", progress=False)
+    log(started, f"attr-patch: {both.wall_time_s:.0f} s")
+    yield {"attr-patch": both}, "heads"
+    yield {"attr-patch": both}, "neurons"
+    ships = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
+    log(started, f"ships: {ships.wall_time_s:.0f} s")
+    yield {"ships": ships}, "heads"
+    if args.sahara_steps:
+        sahara = attribute("sahara", loaded, records[: args.ships_prompts], "alignment", steps=args.sahara_steps, progress=False)
+        log(started, f"sahara: {sahara.wall_time_s:.0f} s")
+        yield {"sahara": sahara}, "heads"
+    if args.act_patch_pairs:
+        patched = attribute("act-patch", loaded, records[: args.act_patch_pairs], "alignment", benign=benign, units="heads", progress=False)
+        log(started, f"act-patch: {patched.wall_time_s:.0f} s")
+        yield {"act-patch": patched}, "heads"
 
 
 if __name__ == "__main__":
