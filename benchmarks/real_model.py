@@ -8,14 +8,16 @@ keyword judge and by the refusal score, over-refusal of the over-refusal test sp
 answered), then the behaviour change and next-token KL on harmless prompts at head budgets 1, 3,
 10, 30 and neuron budgets 0.1%, 0.3%, 1% of Ships, attribution patching, the refusal direction's
 unit ranking and the refusal direction itself (directional ablation at every layer), all measured
-by :func:`safeseek_tl.compare.compare`. Sahara and exact activation patching run only when asked
-(``--sahara-steps``, ``--act-patch-pairs``): at this model's size they take hours on 2 CPU cores.
+by :func:`safeseek_tl.compare.compare`. Sahara and exact activation patching (heads) run only when
+``--methods`` names them: Sahara costs ``--sahara-steps`` x 336 full passes per prompt (about 4.5
+minutes a step on one prompt here), exact patching one patched pass per head and pair.
 
-The defaults are a reduced configuration that fits about 30-40 minutes on 2 CPU cores: prompt
-counts (every ``--n-*`` option; always the first prompts of a split, in file order, never chosen
-by the model's answers), the direction's candidate grid (positions -1..-5, every other layer) and
-its selection (``--val`` prompts, no induced-refusal filter). The header of the output says what
-ran. Greedy answers of ``--max-new-tokens`` tokens are judged by the keyword judge.
+The defaults are a reduced configuration meant to fit about 30-40 minutes on 2 quiet CPU cores:
+prompt counts (every ``--n-*`` option; always the first prompts of a split, in file order, never
+chosen by the model's answers), the direction's candidate grid (positions -1..-5, every other
+layer) and its selection (``--val`` prompts, no induced-refusal filter). The output's first lines
+say what ran; benchmarks/RESULTS.md records a run. Greedy answers of ``--max-new-tokens`` tokens
+are judged by the keyword judge.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODEL = "qwen2.5-coder-0.5b-instruct"
 HEAD_BUDGETS = (1, 3, 10, 30)
 NEURON_SHARES = (0.001, 0.003, 0.01)
+HEADER = "\n| method | size | harmful refused | change | refusal score | change | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|---|"
 
 
 def prompts(name: str, split: str, n: int) -> list[str]:
@@ -66,8 +69,10 @@ def arguments() -> argparse.Namespace:
     add("--layer-step", type=int, default=2, help="direction candidates at every n-th layer")
     add("--n-positions", type=int, default=5, help="direction candidates at the last n prompt positions")
     add("--ships-prompts", type=int, default=2)
-    add("--sahara-steps", type=int, default=0, help="0: Sahara not run")
-    add("--act-patch-pairs", type=int, default=0, help="0: exact activation patching (heads) not run")
+    add("--methods", default="refusal-direction,attr-patch,ships", help="comma-separated, of refusal-direction, attr-patch, ships, sahara, act-patch")
+    add("--skip-full-model", action="store_true", help="leave out the full model's table (a run of more methods only)")
+    add("--sahara-steps", type=int, default=10, help="Sahara's group size (when --methods has sahara)")
+    add("--act-patch-pairs", type=int, default=2, help="harmful/harmless pairs of exact activation patching, heads only (when --methods has act-patch)")
     add("--max-new-tokens", type=int, default=12)
     add("--batch-size", type=int, default=16)
     return parser.parse_args()
@@ -130,8 +135,9 @@ def main() -> None:
     loaded = load_model(args.model)
     judge = RefusalJudge()
     log(started, f"loaded {args.model}; refusal tokens {loaded.tokenizer.convert_ids_to_tokens(refusal_token_ids(loaded.tokenizer))}; judge: {judge.describe()}")
-    full_model_table(loaded, args, judge)
-    log(started, "full model measured")
+    if not args.skip_full_model:
+        full_model_table(loaded, args, judge)
+        log(started, "full model measured")
     eval_data = BehaviourData(prompts("harmful", "test", args.n_eval), [], [])
     kl_prompts = prompts("harmless", "test", args.n_kl)
     baseline = measure(loaded, eval_data, judge, args.max_new_tokens)
@@ -144,16 +150,18 @@ def main() -> None:
         compare(loaded, methods, budgets, "alignment", eval_data, units, judge=judge, max_new_tokens=args.max_new_tokens, kl_prompts=kl_prompts, baseline=baseline, **extra).table,
         baseline,
     )
+    if "refusal-direction" not in args.methods:
+        print(HEADER, flush=True)  # else printed after the direction's candidates
     for methods, units in scored_methods(loaded, args, started, measured):
         if units == "heads":
             # Sahara ranks only the heads it chose: budgets up to its steps
             budgets = [k for k in HEAD_BUDGETS if "sahara" not in methods or k <= args.sahara_steps]
         measured(methods, budgets if units == "heads" else neuron_budgets, units)
     print("| activation contrasting | - | not run: needs the unaligned base model, not available for this model | | | | | |")
-    if not args.act_patch_pairs:
+    if "act-patch" not in args.methods:
         print("| act-patch (exact) | - | not run: one patched pass per unit and pair, too slow here (attribution patching approximates it) | | | | | |")
-    if not args.sahara_steps:
-        print("| sahara | - | not run: about steps x 336 x prompts full passes (hours on 2 cores); --sahara-steps runs it | | | | | |")
+    if "sahara" not in args.methods:
+        print("| sahara | - | not run: steps x 336 full passes per prompt; --methods ...,sahara runs it | | | | | |")
     log(started, "done")
 
 
@@ -165,10 +173,34 @@ def scored_methods(loaded, args, started: float, measured):
     harmful_train, harmless_train = prompts("harmful", "train", args.n_train), prompts("harmless", "train", args.n_train)
     records = [AlignmentRecord(prompt, "", "") for prompt in harmful_train]  # the methods here read the prompts only
     benign = [BenignRecord(prompt, "") for prompt in harmless_train]
+    methods = args.methods.split(",")
+    if "refusal-direction" in methods:
+        yield from direction_methods(loaded, args, started, measured, harmful_train, harmless_train)
+    if "attr-patch" in methods:
+        both = attribute("attr-patch", loaded, records, "alignment", benign=benign, units="both", progress=False)
+        log(started, f"attr-patch: {both.wall_time_s:.0f} s")
+        yield {"attr-patch": both}, "heads"
+        yield {"attr-patch": both}, "neurons"
+    if "ships" in methods:
+        ships = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
+        log(started, f"ships: {ships.wall_time_s:.0f} s")
+        yield {"ships": ships}, "heads"
+    if "sahara" in methods:
+        sahara = attribute("sahara", loaded, records[: args.ships_prompts], "alignment", steps=args.sahara_steps, progress=False)
+        log(started, f"sahara: {sahara.wall_time_s:.0f} s")
+        yield {"sahara": sahara}, "heads"
+    if "act-patch" in methods:
+        patched = attribute("act-patch", loaded, records[: args.act_patch_pairs], "alignment", benign=benign, units="heads", progress=False)
+        log(started, f"act-patch: {patched.wall_time_s:.0f} s")
+        yield {"act-patch": patched}, "heads"
+
+
+def direction_methods(loaded, args, started: float, measured, harmful_train: list[str], harmless_train: list[str]):
+    """The direction (measured here, as an intervention, as soon as it is found), then its unit ranking."""
     start = time.perf_counter()
     found = find_direction(loaded, args, started)
     direction_time = time.perf_counter() - start
-    print("\n| method | size | harmful refused | change | refusal score | change | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|---|", flush=True)
+    print(HEADER, flush=True)
     measured({}, [1], "heads", interventions={"refusal direction (ablated)": Intervention(lambda: found.ablated(loaded.model), "1 direction", direction_time)})
     start = time.perf_counter()
     ranking = Attribution(direction_unit_scores(loaded, found.direction, harmful_train, harmless_train, batch_size=args.batch_size))
@@ -176,21 +208,6 @@ def scored_methods(loaded, args, started: float, measured):
     log(started, f"refusal direction + unit ranking: {ranking.wall_time_s:.0f} s")
     yield {"refusal-direction units": ranking}, "heads"
     yield {"refusal-direction units": ranking}, "neurons"
-    both = attribute("attr-patch", loaded, records, "alignment", benign=benign, units="both", progress=False)
-    log(started, f"attr-patch: {both.wall_time_s:.0f} s")
-    yield {"attr-patch": both}, "heads"
-    yield {"attr-patch": both}, "neurons"
-    ships = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
-    log(started, f"ships: {ships.wall_time_s:.0f} s")
-    yield {"ships": ships}, "heads"
-    if args.sahara_steps:
-        sahara = attribute("sahara", loaded, records[: args.ships_prompts], "alignment", steps=args.sahara_steps, progress=False)
-        log(started, f"sahara: {sahara.wall_time_s:.0f} s")
-        yield {"sahara": sahara}, "heads"
-    if args.act_patch_pairs:
-        patched = attribute("act-patch", loaded, records[: args.act_patch_pairs], "alignment", benign=benign, units="heads", progress=False)
-        log(started, f"act-patch: {patched.wall_time_s:.0f} s")
-        yield {"act-patch": patched}, "heads"
 
 
 if __name__ == "__main__":
