@@ -9,8 +9,8 @@ answered), then the behaviour change and next-token KL on harmless prompts at he
 10, 30 and neuron budgets 0.1%, 0.3%, 1% of Ships, attribution patching, the refusal direction's
 unit ranking and the refusal direction itself (directional ablation at every layer), all measured
 by :func:`safeseek_tl.compare.compare`. Sahara and exact activation patching (heads) run only when
-``--methods`` names them: Sahara costs ``--sahara-steps`` x 336 full passes per prompt (about 4.5
-minutes a step on one prompt here), exact patching one patched pass per head and pair.
+``--methods`` names them: Sahara costs ``--sahara-steps`` x 336 full passes per prompt (about 4
+minutes a step on one prompt here, measured), exact patching one patched pass per head and pair.
 
 The defaults are a reduced configuration meant to fit about 30-40 minutes on 2 quiet CPU cores:
 prompt counts (every ``--n-*`` option; always the first prompts of a split, in file order, never
