@@ -5,14 +5,17 @@ records), **select** (:func:`select_circuits`: each method's top-k units of the 
 at every budget k) and **measure** (:func:`compare`: each circuit ablated, the behaviour measured
 with the same judge and data). A circuit is ablated the way its method searched: a SafeSeek search
 with mean fill (``SeekConfig(ablation="mean")``) with its own unit means, every other method with
-zeros (the ``ablation`` column says which). The result is a tidy DataFrame (a row per method and
-budget) plus the pairwise Jaccard overlap of the methods' circuits at each budget.
+zeros (the ``ablation`` column says which). Interventions that are not unit circuits (the refusal
+direction ablated: :class:`Intervention`) get a row each beside them, measured the same way. The
+result is a tidy DataFrame (a row per method and budget, then one per intervention) plus the
+pairwise Jaccard overlap of the methods' circuits at each budget.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,10 @@ from safeseek_tl._io import atomic_path, write_json
 from safeseek_tl.ablation import ablated
 from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
-from safeseek_tl.evaluate import BehaviourData, measure
+from safeseek_tl.evaluate import BehaviourData, last_logits, measure
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.methods import Attribution, attribute
-from safeseek_tl.metrics import RefusalJudge
+from safeseek_tl.metrics import RefusalJudge, last_position_kl
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.scenarios import scenario
 from safeseek_tl.units import Circuit, Scores
@@ -50,6 +53,20 @@ def held_out_split(records: Sequence[Any], fraction: float = HELD_OUT_FRACTION, 
     # one label for every record: split_indices then splits without stratifying
     kept, held = split_indices(torch.zeros(len(records), dtype=torch.bool), fraction, seed)
     return [records[i] for i in kept], [records[i] for i in held]
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """An intervention measured beside the unit circuits that is not one, e.g. the refusal direction ablated.
+
+    ``context`` makes the context manager that runs the model intervened (``lambda:
+    direction_ablated(loaded.model, direction)``); ``size`` is what the table shows for it
+    (``"1 direction"``); ``wall_time_s``: how long finding it took.
+    """
+
+    context: Callable[[], AbstractContextManager[Any]]
+    size: str
+    wall_time_s: float = math.nan
 
 
 @dataclass
@@ -115,6 +132,9 @@ def compare(
     truth: Circuit | None = None,
     judge: RefusalJudge | None = None,
     max_new_tokens: int = 32,
+    interventions: Mapping[str, Intervention] | None = None,
+    kl_prompts: Sequence[str] = (),
+    baseline: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Measure step: ablate each method's top-k units (:func:`select_circuits`) and measure the behaviour.
 
@@ -125,31 +145,45 @@ def compare(
     backdoor, positive when it makes an aligned model comply. Beside it, ``Scenario.refusal_score``
     is the mean logit refusal score of the same prompts, which shows a ``judge`` that misreads the
     model. ``utility_change`` is the relative change of the benign completion cross-entropy.
+    ``interventions``: more rows, one per :class:`Intervention`, measured the same way (``ablation``
+    "intervention", ``size`` its own). ``kl``: mean KL(full || intervened) of the next-token
+    distribution at the last prompt position of ``kl_prompts`` (harmless ones; NaN without them).
+    ``baseline``: the full model's :func:`~safeseek_tl.evaluate.measure` of ``eval_data``, when
+    several calls share it (measured here when not given).
     """
-    if not methods:
-        raise InputError("compare needs at least one method")
+    interventions = dict(interventions or {})
+    if not methods and not interventions:
+        raise InputError("compare needs at least one method or intervention")
     behaviour = scenario(scenario_name)
     key, score_column = behaviour.rate, behaviour.refusal_score
     found = {name: m if isinstance(m, Attribution) else Attribution(m) for name, m in methods.items()}
     circuits = {name: select_circuits(attribution.scores, budgets, units) for name, attribution in found.items()}
-    baseline = measure(loaded, eval_data, judge, max_new_tokens)
+    baseline = dict(baseline) if baseline is not None else measure(loaded, eval_data, judge, max_new_tokens)
     if key not in baseline:
         raise InputError(f"the evaluation data has no prompts to measure {key} for the {behaviour.name} scenario")
+    full_logits = last_logits(loaded, kl_prompts) if kl_prompts else None
+
+    def measured(context: AbstractContextManager[Any]) -> dict[str, float]:
+        with context:
+            after = measure(loaded, eval_data, judge, max_new_tokens)
+            kl = math.nan if full_logits is None else float(last_position_kl(full_logits, last_logits(loaded, kl_prompts)).mean())
+        utility_change = (after["utility_loss"] - baseline["utility_loss"]) / baseline["utility_loss"] if "utility_loss" in baseline else math.nan
+        return {"behaviour_change": after[key] - baseline[key], key: after[key], score_column: after[score_column], "kl": kl, "utility_change": utility_change}
+
     rows = []
     for name, attribution in found.items():
         for k, circuit in circuits[name].items():
-            with ablated(loaded.model, circuit, attribution.ablation, attribution.fill):
-                after = measure(loaded, eval_data, judge, max_new_tokens)
             precision, recall = circuit.precision_recall(truth, kinds=(units,)) if truth is not None else (math.nan, math.nan)
-            utility_change = (
-                (after["utility_loss"] - baseline["utility_loss"]) / baseline["utility_loss"] if "utility_loss" in baseline else math.nan
-            )
             rows.append({
-                "method": name, "budget": k, "n_heads": circuit.n_heads, "n_neurons": circuit.n_neurons,
-                "n_units": len(circuit), "ablation": attribution.ablation, "behaviour_change": after[key] - baseline[key], key: after[key],
-                score_column: after[score_column],
-                "utility_change": utility_change, "wall_time_s": attribution.wall_time_s, "precision": precision, "recall": recall,
+                "method": name, "budget": k, "size": f"{k} {units}", "n_heads": circuit.n_heads, "n_neurons": circuit.n_neurons,
+                "n_units": len(circuit), "ablation": attribution.ablation, **measured(ablated(loaded.model, circuit, attribution.ablation, attribution.fill)),
+                "wall_time_s": attribution.wall_time_s, "precision": precision, "recall": recall,
             })  # fmt: skip
+    for name, intervention in interventions.items():
+        rows.append({
+            "method": name, "budget": math.nan, "size": intervention.size, "n_heads": math.nan, "n_neurons": math.nan, "n_units": math.nan,
+            "ablation": "intervention", **measured(intervention.context()), "wall_time_s": intervention.wall_time_s, "precision": math.nan, "recall": math.nan,
+        })  # fmt: skip
     names = list(found)
     overlap = {
         k: pd.DataFrame([[circuits[a][k].jaccard(circuits[b][k], kinds=(units,)) for b in names] for a in names], index=names, columns=names)

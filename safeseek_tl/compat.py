@@ -9,7 +9,8 @@ the next release that moves something is fixed in one file:
   layers and attention modules; TransformerLens 4.3's ``AttentionBridge._update_kv_cache`` reads
   only the old names, so on 5.24 the cache stays empty and every generated token after the first
   attends to itself alone. :func:`fix_kv_cache_keyword` mends a bridge's attention components;
-- :func:`check_cached_generation`, the self-check that stops before wrong generations are judged;
+- :func:`check_cached_generation`, the self-check that stops before wrong generations are judged,
+  and :func:`check_generation_once`, which remembers a passed check in a converted model's folder;
 - hiding the first decoder layers of the wrapped model (:func:`only_blocks_from`);
 - adding and removing a hook directly on a ``HookPoint`` (without ``model.hooks`` rebuilding the
   hook dictionary).
@@ -18,6 +19,7 @@ the next release that moves something is fixed in one file:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from safeseek_tl._io import write_json
 from safeseek_tl.errors import InputError
 
 if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
@@ -43,6 +46,12 @@ transformers 5.24 on, ``past_key_values`` before, ``layer_past`` in some older a
 
 _CHECKED_ATTRIBUTE = "_safeseek_cached_generation_checked"
 
+LIBRARIES = ("transformers", "transformer-lens", "torch")
+"""The libraries whose internals this module depends on."""
+
+GENERATION_CHECK_FILE = "safeseek_generation_check.json"
+"""The marker of a passed generation self-check in a converted model's folder (:func:`check_generation_once`)."""
+
 
 class GenerationMismatchError(RuntimeError):
     """Cached generation gives other tokens than uncached generation: generated text would be wrong."""
@@ -50,7 +59,7 @@ class GenerationMismatchError(RuntimeError):
 
 def library_versions() -> str:
     """The releases of the libraries whose internals this module depends on, for messages and reports."""
-    return ", ".join(f"{name} {version(name)}" for name in ("transformers", "transformer-lens", "torch"))
+    return ", ".join(f"{name} {version(name)}" for name in LIBRARIES)
 
 
 def causal_lm(model: Any) -> Any:
@@ -140,7 +149,7 @@ def check_cached_generation(model: TransformerBridge, tokenizer: Any, max_new_to
     TransformerLens release can break without any error (transformers 5.24 did); uncached
     generation needs only forward passes. Checked once per model on :data:`PROBE_TEXTS` (a
     left-padded batch) and remembered on the wrapped model: :func:`boot_bridge` checks every model
-    the library loads, :func:`safeseek_tl.generation.generate` any other before its first batch
+    the library loads (a converted folder remembers a pass: :func:`check_generation_once`), :func:`safeseek_tl.generation.generate` any other before its first batch
     (with the hooks active at that moment).
     """
     hf_model = causal_lm(model)
@@ -161,6 +170,46 @@ def check_cached_generation(model: TransformerBridge, tokenizer: Any, max_new_to
     setattr(hf_model, _CHECKED_ATTRIBUTE, True)
 
 
+def generation_check_key(model: Any, folder: Path) -> dict[str, Any]:
+    """What a passed self-check holds for: the library releases, the weight files, device type and dtype.
+
+    The weight files are named by name, size and modification time (hashing 2.5 GB would cost
+    seconds on every load); :func:`gguf_to_folder` writes them once and never again.
+    """
+    files = sorted(path for path in folder.iterdir() if path.is_file() and path.name != GENERATION_CHECK_FILE)
+    parameter = next(causal_lm(model).parameters())
+    return {
+        "libraries": {name: version(name) for name in LIBRARIES},
+        "files": [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in files],
+        "device": parameter.device.type,
+        "dtype": str(parameter.dtype),
+    }
+
+
+def check_generation_once(model: Any, tokenizer: Any, folder: Path) -> None:
+    """:func:`check_cached_generation`, skipped when ``folder`` remembers a pass with the same key.
+
+    Only folders this library converted (in :func:`cache_dir`) remember: a user's folder is not
+    written to. The marker (:data:`GENERATION_CHECK_FILE`, written atomically after a pass) holds
+    :func:`generation_check_key`, so any other transformers, TransformerLens or torch release,
+    other weights, device type or dtype checks again.
+    """
+    marker = folder / GENERATION_CHECK_FILE
+    if not folder.resolve().is_relative_to(cache_dir().resolve()):
+        check_cached_generation(model, tokenizer)
+        return
+    key = generation_check_key(model, folder)
+    try:
+        remembered = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: check again
+        remembered = None
+    if remembered == key:
+        setattr(causal_lm(model), _CHECKED_ATTRIBUTE, True)
+        return
+    check_cached_generation(model, tokenizer)
+    write_json(marker, key)
+
+
 def _first_differing_row(a: Tensor, b: Tensor) -> int:
     if a.shape != b.shape:
         return 0
@@ -173,6 +222,7 @@ def boot_bridge(folder: Path, name: str, device: str, dtype: torch.dtype, hf_mod
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    in_memory = hf_model is not None
     # With a placement over several devices the bridge must load the weights itself (accelerate
     # dispatches them as it loads): TransformerBridge refuses a preloaded model with one.
     sharded = any(key in bridge_kwargs for key in SHARDING_KWARGS)
@@ -190,7 +240,10 @@ def boot_bridge(folder: Path, name: str, device: str, dtype: torch.dtype, hf_mod
     bridge.requires_grad_(False)
     bridge.cfg.model_name = name
     fix_kv_cache_keyword(bridge)
-    check_cached_generation(bridge, tokenizer)
+    if not in_memory:
+        check_generation_once(bridge, tokenizer, folder)
+    else:  # weights changed in memory (a delta organism): the folder's marker would not describe them
+        check_cached_generation(bridge, tokenizer)
     # The tokenizer carries the model's context to the data code (data.context_length): prompts cut to fit.
     if getattr(bridge.cfg, "n_ctx", None) and tokenizer.model_max_length > bridge.cfg.n_ctx:
         tokenizer.model_max_length = int(bridge.cfg.n_ctx)

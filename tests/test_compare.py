@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager, nullcontext
 
 import pandas as pd
 import pytest
@@ -11,8 +12,9 @@ import torch
 
 from safeseek_tl import BackdoorRecord, BenignRecord, Circuit, Scores, seek
 from safeseek_tl.ablation import ReferenceActivations
-from safeseek_tl.compare import compare, held_out_split, score_methods
-from safeseek_tl.evaluate import BehaviourData, evaluate
+from safeseek_tl.baselines.direction import direction_ablated
+from safeseek_tl.compare import Intervention, compare, held_out_split, score_methods
+from safeseek_tl.evaluate import BehaviourData, evaluate, intervention_kl
 from safeseek_tl.hooks import head_hook
 from safeseek_tl.methods import Attribution
 from safeseek_tl.seek import SeekConfig
@@ -96,6 +98,64 @@ def test_compare_ablates_each_method_with_the_fill_it_searched_with(gqa, monkeyp
     table = compare(gqa, methods, [1], "backdoor", _data()).table
     assert list(table["ablation"]) == ["mean", "zero"]
     assert list(table["asr_triggered"]) == [7.0, 0.0]
+
+
+def test_compare_measures_an_intervention_beside_the_circuits(gqa, monkeypatch):
+    """Stand-ins: outside the intervention the model "answers" ASR 0.25 with logits (0, 0), inside
+    ASR 0.75 with logits (ln 3, 0). By hand: behaviour change 0.5 and KL(full || intervened) =
+    0.5 ln(0.5 / 0.75) + 0.5 ln(0.5 / 0.25) = 0.5 ln(4/3) = 0.143841 for the intervention row; the
+    head circuit changes nothing the stand-ins read, so 0 and 0 for its row."""
+    state = {"on": False}
+
+    @contextmanager
+    def switch():
+        state["on"] = True
+        try:
+            yield
+        finally:
+            state["on"] = False
+
+    def stand_in_measure(loaded, data, judge=None, max_new_tokens=32):
+        return {"asr_triggered": 0.75 if state["on"] else 0.25, "refusal_score_triggered": 1.0 if state["on"] else -1.0}
+
+    def stand_in_logits(loaded, prompts, batch_size=16):
+        assert list(prompts) == ["bake a cake", "plant a tree"]
+        row = [math.log(3.0), 0.0] if state["on"] else [0.0, 0.0]
+        return torch.tensor([row, row])
+
+    monkeypatch.setattr("safeseek_tl.compare.measure", stand_in_measure)
+    monkeypatch.setattr("safeseek_tl.compare.last_logits", stand_in_logits)
+    scores = Scores(gqa.shape, heads=torch.arange(gqa.shape.n_layers * gqa.shape.n_heads, dtype=torch.float32).view(gqa.shape.n_layers, gqa.shape.n_heads), method="up")
+    result = compare(
+        gqa, {"up": scores}, [2], "backdoor", _data(), interventions={"direction": Intervention(switch, "1 direction", 4.5)}, kl_prompts=["bake a cake", "plant a tree"]
+    )
+    circuit_row, direction_row = result.table.to_dict(orient="records")
+    assert (circuit_row["size"], circuit_row["behaviour_change"], circuit_row["kl"]) == ("2 heads", 0.0, 0.0)
+    assert (direction_row["method"], direction_row["size"], direction_row["ablation"]) == ("direction", "1 direction", "intervention")
+    assert direction_row["behaviour_change"] == 0.5 and direction_row["refusal_score_triggered"] == 1.0
+    assert direction_row["kl"] == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
+    assert direction_row["wall_time_s"] == 4.5 and math.isnan(direction_row["budget"]) and math.isnan(direction_row["n_units"])
+    assert not state["on"]
+    # a baseline measured before (shared by several calls) is used as given: 0.75 - 0.5, not 0.75 - 0.25
+    given = {"asr_triggered": 0.5, "refusal_score_triggered": 0.0}
+    again = compare(gqa, {}, [1], "backdoor", _data(), interventions={"direction": Intervention(switch, "1 direction")}, baseline=given)
+    assert again.table["behaviour_change"].tolist() == [0.25] and again.baseline == given
+
+
+def test_compare_with_only_a_direction_ablated_on_a_real_model(gqa):
+    """On the random model: doing nothing changes nothing (KL 0); projecting a direction out changes the logits."""
+    direction = torch.ones(int(gqa.model.cfg.d_model))
+    interventions = {"nothing": Intervention(nullcontext, "0 units"), "direction": Intervention(lambda: direction_ablated(gqa.model, direction), "1 direction")}
+    table = compare(gqa, {}, [1], "backdoor", _data(), max_new_tokens=2, interventions=interventions, kl_prompts=["bake a cake"]).table
+    nothing, ablated_row = table.to_dict(orient="records")
+    assert nothing["behaviour_change"] == 0.0 and nothing["kl"] == pytest.approx(0.0, abs=1e-6)
+    expected = float(intervention_kl(gqa, ["bake a cake"], lambda: direction_ablated(gqa.model, direction)).mean())
+    assert ablated_row["size"] == "1 direction" and ablated_row["kl"] > 0 and ablated_row["kl"] == pytest.approx(expected, rel=1e-4)
+    assert not gqa.model.hook_dict["blocks.0.hook_resid_pre"].fwd_hooks
+    with pytest.raises(ValueError, match="at least one method or intervention"):
+        compare(gqa, {}, [1], "backdoor", _data(), interventions={})
+    no_kl = compare(gqa, {}, [1], "backdoor", _data(), max_new_tokens=2, interventions={"nothing": Intervention(nullcontext, "0 units")}).table
+    assert math.isnan(no_kl["kl"].iloc[0])
 
 
 def test_score_methods_give_a_mean_fill_safeseek_its_training_means(gqa, monkeypatch):

@@ -7,13 +7,20 @@ after the first token. These tests pin the fix and the self-check that guards th
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from importlib.metadata import version
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from safeseek_tl.compat import GenerationMismatchError, check_cached_generation, greedy_generate, library_versions
+from safeseek_tl import compat
+from safeseek_tl.compat import GENERATION_CHECK_FILE, GenerationMismatchError, check_cached_generation, greedy_generate, library_versions
 from safeseek_tl.data import tokenize_prompts
 from safeseek_tl.generation import generate
+from safeseek_tl.models import load_model
 from safeseek_tl.readout import CircuitReader
 from safeseek_tl.units import Circuit
 
@@ -60,3 +67,67 @@ def test_the_self_check_stops_on_a_broken_cache_naming_the_versions(gqa_dir):
         check_cached_generation(loaded.model, loaded.tokenizer)
     assert library_versions() in str(error.value)
     assert "transformers" in library_versions() and "transformer-lens" in library_versions()
+
+
+def _count_self_checks(monkeypatch) -> list[bool]:
+    """Each self-check generates once without the cache (nothing else in compat does): count those."""
+    calls: list[bool] = []
+    real = compat.greedy_generate
+
+    def spy(*args, **kwargs):
+        if kwargs.get("use_cache") is False:
+            calls.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compat, "greedy_generate", spy)
+    return calls
+
+
+def _converted_copy(gqa_dir, tmp_path, monkeypatch):
+    """The tiny model as if converted by the library: a folder inside a fresh cache."""
+    monkeypatch.setenv("SAFESEEK_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "gguf" / "tiny-0123"
+    shutil.copytree(gqa_dir, folder)
+    return folder
+
+
+def test_a_passed_self_check_is_remembered_for_the_same_versions_only(gqa_dir, tmp_path, monkeypatch):
+    folder = _converted_copy(gqa_dir, tmp_path, monkeypatch)
+    checks = _count_self_checks(monkeypatch)
+    loaded = load_model(folder)
+    assert len(checks) == 1
+    marker = json.loads((folder / GENERATION_CHECK_FILE).read_text())
+    installed = {name: version(name) for name in ("transformers", "transformer-lens", "torch")}
+    assert marker["libraries"] == installed and (marker["device"], marker["dtype"]) == ("cpu", "torch.float32")
+    config = folder / "config.json"
+    assert [config.name, config.stat().st_size, config.stat().st_mtime_ns] in marker["files"]
+
+    loaded = load_model(folder)
+    generate(loaded.model, loaded.chat, ["steal a car"], max_new_tokens=2, progress=False)
+    assert len(checks) == 1, "the second load and its generation must not check again"
+
+    monkeypatch.setattr(compat, "version", lambda name: "99.0" if name == "transformers" else version(name))
+    load_model(folder)
+    assert len(checks) == 2, "another transformers release checks again"
+    assert json.loads((folder / GENERATION_CHECK_FILE).read_text())["libraries"]["transformers"] == "99.0"
+    load_model(folder)
+    assert len(checks) == 2
+    monkeypatch.setattr(compat, "version", version)
+    load_model(folder)
+    assert len(checks) == 3, "going back to the installed release checks again too"
+
+
+def test_other_weights_or_an_unreadable_marker_check_again_and_user_folders_are_not_written(gqa_dir, tmp_path, monkeypatch):
+    folder = _converted_copy(gqa_dir, tmp_path, monkeypatch)
+    checks = _count_self_checks(monkeypatch)
+    load_model(folder)
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+    load_model(folder)
+    assert len(checks) == 2, "weights written again check again"
+    (folder / GENERATION_CHECK_FILE).write_text("{not json")
+    load_model(folder)
+    assert len(checks) == 3 and json.loads((folder / GENERATION_CHECK_FILE).read_text())["device"] == "cpu"
+    load_model(gqa_dir)
+    load_model(gqa_dir)
+    assert len(checks) == 5 and not (gqa_dir / GENERATION_CHECK_FILE).exists()
