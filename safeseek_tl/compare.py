@@ -184,9 +184,13 @@ def compare(
             "method": name, "budget": math.nan, "size": intervention.size, "n_heads": math.nan, "n_neurons": math.nan, "n_units": math.nan,
             "ablation": "intervention", **measured(intervention.context()), "wall_time_s": intervention.wall_time_s, "precision": math.nan, "recall": math.nan,
         })  # fmt: skip
-    names = list(found)
-    overlap = {
+    return Comparison(pd.DataFrame(rows), _overlaps(circuits, budgets, units), baseline)
+
+
+def _overlaps(circuits: Mapping[str, Mapping[int, Circuit]], budgets: Sequence[int], units: UnitKind) -> dict[int, pd.DataFrame]:
+    """The pairwise Jaccard overlap of the methods' circuits at each budget."""
+    names = list(circuits)
+    return {
         k: pd.DataFrame([[circuits[a][k].jaccard(circuits[b][k], kinds=(units,)) for b in names] for a in names], index=names, columns=names)
         for k in budgets
     }
-    return Comparison(pd.DataFrame(rows), overlap, baseline)
