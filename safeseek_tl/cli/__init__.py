@@ -77,8 +77,9 @@ def main() -> None:
         raise
     except Exception as err:
         # a usage error (unknown option, bad value); typer >= 0.20 vendors click as typer._click
-        if any(cls.__name__ == "ClickException" for cls in type(err).__mro__):
-            err.show()
+        show = getattr(err, "show", None)
+        if callable(show) and any(cls.__name__ == "ClickException" for cls in type(err).__mro__):
+            show()
             sys.exit(EXIT_BAD_INPUT)
         if os.environ.get("SAFESEEK_DEBUG"):
             raise

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from safeseek_tl.cli import shared
-from safeseek_tl.cli.shared import DeviceOption, ModelOption, load_benign
+from safeseek_tl.cli.shared import DeviceOption, ModelOption, choice_option, load_benign, scenario_option
 from safeseek_tl.errors import InputError
 
 
@@ -31,12 +31,12 @@ def graph(
     from safeseek_tl.graph_view import scenario_graph, write_graph
     from safeseek_tl.units import Circuit
 
-    records = load_records(data, scenario)
+    scenario_name = scenario_option(scenario)
+    records = load_records(data, scenario_name)
     loaded = shared.load_model_for_cli(model, device)
     found = Circuit.load(circuit, loaded.shape)
-    if counterfactual not in ("pairs", "mean"):
-        raise InputError(f"--counterfactual must be pairs or mean, got {counterfactual!r}")
-    drawn = scenario_graph(loaded, found, records, scenario, benign=load_benign(benign) or None, counterfactual=counterfactual,  # type: ignore[arg-type]
+    contrast: Literal["pairs", "mean"] = choice_option(counterfactual, "--counterfactual", ("pairs", "mean"))
+    drawn = scenario_graph(loaded, found, records, scenario_name, benign=load_benign(benign) or None, counterfactual=contrast,
                            max_prompts=max_prompts, per_position=per_position)
     json_path, html_path = write_graph(drawn, out, threshold, collapse)
     for source, target, weight in drawn.edges()[:5]:
@@ -57,6 +57,7 @@ def benchmark(
     device: DeviceOption = "cpu",
 ) -> None:
     """Faithfulness curves (circuit kept, circuit removed), CPR, CMD and, for an organism with planted units, AUROC of every method."""
+    from safeseek_tl.benchmark import ABLATIONS
     from safeseek_tl.benchmark import benchmark as run_benchmark
     from safeseek_tl.data import load_records
     from safeseek_tl.models import organism_ground_truth
@@ -65,12 +66,14 @@ def benchmark(
         sizes = [float(k) for k in grid.split(",")]
     except ValueError:
         raise InputError(f"--grid must be comma-separated numbers, got {grid!r}") from None
-    records = load_records(data, scenario)
+    kinds = [choice_option(a.strip(), "--ablations", ABLATIONS) for a in ablations.split(",")]
+    scenario_name = scenario_option(scenario)
+    records = load_records(data, scenario_name)
     loaded = shared.load_model_for_cli(model, device)
     base = shared.load_model_for_cli(base_model, device) if base_model else None
     result = run_benchmark(
-        loaded, records, scenario, [m.strip() for m in methods.split(",") if m.strip()], out, benign=load_benign(benign) or None,
-        base_model=base, truth=organism_ground_truth(model, loaded), grid=sizes, ablations=[a.strip() for a in ablations.split(",")],  # type: ignore[misc]
+        loaded, records, scenario_name, [m.strip() for m in methods.split(",") if m.strip()], out, benign=load_benign(benign) or None,
+        base_model=base, truth=organism_ground_truth(model, loaded), grid=sizes, ablations=kinds,
     )  # fmt: skip
     typer.echo(result.leaderboard.to_string(index=False))
     typer.echo(f"written to {out}/")

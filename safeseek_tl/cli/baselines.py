@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from safeseek_tl.cli import shared
-from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, ModelOption, judge_from_options, load_benign, parse_overrides
+from safeseek_tl.cli.shared import (
+    DeviceOption,
+    JudgeCaseOption,
+    JudgeKeywordsOption,
+    ModelOption,
+    ablation_mode_option,
+    judge_from_options,
+    load_benign,
+    parse_overrides,
+    scenario_option,
+    unit_kind_option,
+)
 from safeseek_tl.errors import InputError
 
 if TYPE_CHECKING:
-    from safeseek_tl.data import Record
+    from safeseek_tl.data import BenignRecord, Record
 
 
 def evaluate(
@@ -35,13 +47,14 @@ def evaluate(
     from safeseek_tl.report_text import print_behaviour_table
     from safeseek_tl.units import Circuit
 
+    ablation = ablation_mode_option(mode)
     judge = judge_from_options(judge_keywords, judge_case_sensitive)
     records = load_records(data)
     behaviour = BehaviourData.from_records(records, load_benign(benign))
     loaded = shared.load_model_for_cli(model, device)
     selected = Circuit.load(circuit, expected=loaded.shape)
-    reference = reference_activations(loaded, behaviour) if mode != "zero" else None
-    results = run_evaluate(loaded, selected, behaviour, mode=mode, reference=reference, judge=judge, max_new_tokens=max_new_tokens)
+    reference = reference_activations(loaded, behaviour) if ablation != "zero" else None
+    results = run_evaluate(loaded, selected, behaviour, mode=ablation, reference=reference, judge=judge, max_new_tokens=max_new_tokens)
     write_json(out / "metrics.json", {"model": loaded.name, "circuit": str(circuit), "mode": mode, "judge": judge.describe(), "results": results})
     print_behaviour_table(results, f"{loaded.name}: circuit of {selected.n_heads} heads, {selected.n_neurons} neurons ({mode} ablation)", judge)
 
@@ -65,7 +78,7 @@ def attribute(
     from safeseek_tl.methods import run_method
     from safeseek_tl.units import Circuit, default_budget
 
-    records = load_records(data, scenario)
+    records = load_records(data, scenario_option(scenario))
     benign_records = load_records(benign, "benign") if benign else None
     loaded = shared.load_model_for_cli(model, device)
     base = shared.load_model_for_cli(base_model, device) if base_model else None
@@ -82,7 +95,9 @@ def attribute(
     typer.echo(f"{method}: {circuit!r}; written to {out}/ (scores.safetensors, circuit.json)")
 
 
-def held_out(records: list[Record], benign_records: list[Record]) -> tuple[list[Record], list[Record], list[Record], list[Record], str]:
+def held_out(
+    records: Sequence[Record], benign_records: list[BenignRecord]
+) -> tuple[list[Record], list[BenignRecord], list[Record], list[BenignRecord], str]:
     """Records for the methods and held-out ones to measure on (``compare`` without --eval-data), and a line saying which."""
     from safeseek_tl.compare import HELD_OUT_SEED, held_out_split
 
@@ -95,9 +110,7 @@ def held_out(records: list[Record], benign_records: list[Record]) -> tuple[list[
     return records, benign_records, eval_records, eval_benign, evaluated_on + f" (seed {HELD_OUT_SEED})"
 
 
-def _budget_list(units: str, budgets: str) -> list[int]:
-    if units not in ("heads", "neurons"):
-        raise InputError(f"--units must be heads or neurons, got {units!r}")
+def _budget_list(budgets: str) -> list[int]:
     try:
         return [int(b) for b in budgets.split(",")]
     except ValueError:
@@ -130,23 +143,24 @@ def compare(
     from safeseek_tl.report_text import SCORE_NOTE
     from safeseek_tl.seek import SeekConfig
 
-    budget_list = _budget_list(units, budgets)
+    scenario_name, kind, budget_list = scenario_option(scenario), unit_kind_option(units), _budget_list(budgets)
     judge = judge_from_options(judge_keywords, judge_case_sensitive)
-    records = load_records(data, scenario)
+    records: Sequence[Record] = load_records(data, scenario_name)
     benign_records = load_benign(benign)
+    eval_records: Sequence[Record]
     if eval_data:
-        eval_records, eval_benign, evaluated_on = load_records(eval_data, scenario), benign_records, f"--eval-data {eval_data}"
+        eval_records, eval_benign, evaluated_on = load_records(eval_data, scenario_name), benign_records, f"--eval-data {eval_data}"
     else:  # circuits are judged on prompts their methods did not see
         records, benign_records, eval_records, eval_benign, evaluated_on = held_out(records, benign_records)
     loaded = shared.load_model_for_cli(model, device)
     base = shared.load_model_for_cli(base_model, device) if base_model else None
     truth = organism_ground_truth(model, loaded)
     scored = score_methods(
-        loaded, [m.strip() for m in methods.split(",") if m.strip()], records, scenario, benign_records, base,
-        SeekConfig(scenario=scenario, units=units, epochs=epochs), units,
+        loaded, [m.strip() for m in methods.split(",") if m.strip()], records, scenario_name, benign_records, base,
+        SeekConfig(scenario=scenario_name, units=kind, epochs=epochs), kind,
     )  # fmt: skip
     behaviour = BehaviourData.from_records(eval_records, eval_benign)
-    result = run_compare(loaded, scored, budget_list, scenario, behaviour, units, truth, judge=judge, max_new_tokens=max_new_tokens)
+    result = run_compare(loaded, scored, budget_list, scenario_name, behaviour, kind, truth, judge=judge, max_new_tokens=max_new_tokens)
     result.table["eval_data"] = evaluated_on
     result.save(out)
     typer.echo(result.table.to_string(index=False))

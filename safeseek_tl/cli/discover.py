@@ -5,12 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from safeseek_tl.cli import shared
-from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, ModelOption, judge_from_options, load_benign, parse_overrides
+from safeseek_tl.cli.shared import (
+    DeviceOption,
+    JudgeCaseOption,
+    JudgeKeywordsOption,
+    ModelOption,
+    judge_from_options,
+    load_benign,
+    mask_kind_option,
+    objective_option,
+    parse_overrides,
+    scenario_option,
+    unit_choice_option,
+)
 from safeseek_tl.errors import InputError
 
 if TYPE_CHECKING:
@@ -29,12 +41,17 @@ def saving_unpruned(out: Path) -> Iterator[None]:
         raise InputError(f"{err}; the unpruned result is saved in {out}") from None
 
 
-def seek_config(overrides: list[str], **options: object) -> SeekConfig:
-    """The SeekConfig of the options and the ``--set key=value`` overrides."""
+def seek_config(overrides: list[str], **options: Any) -> SeekConfig:
+    """The SeekConfig of the options and the ``--set key=value`` overrides.
+
+    ``Any``: which field a ``--set`` names, and so its type, is known only at run time; SeekConfig's
+    own checks (and the TypeError of an unknown field) judge the values.
+    """
     from safeseek_tl.seek import SeekConfig
 
     try:
-        return SeekConfig(**options, **parse_overrides(overrides))
+        settings: dict[str, Any] = parse_overrides(overrides)
+        return SeekConfig(**options, **settings)
     except TypeError as err:  # an unknown --set key, or a value of the wrong type
         raise InputError(f"bad settings: {err}") from None
 
@@ -79,13 +96,15 @@ def discover(
     from safeseek_tl.report_text import print_discovery_summary
     from safeseek_tl.seek import discover as discover_circuit
 
+    scenario_name = scenario_option(scenario)
     config = seek_config(
-        overrides, scenario=scenario, units=units, epochs=epochs, batch_size=batch_size, lr=lr, mask_kind=mask_kind, objective=objective, val_size=val_size, seed=seed
-    )
+        overrides, scenario=scenario_name, units=unit_choice_option(units), epochs=epochs, batch_size=batch_size, lr=lr,
+        mask_kind=mask_kind_option(mask_kind), objective=objective_option(objective), val_size=val_size, seed=seed,
+    )  # fmt: skip
     _check_flags(complete, prune, resume)
     judge = judge_from_options(judge_keywords, judge_case_sensitive)
-    records = load_records(data, scenario)
-    val_records = load_records(val_data, scenario) if val_data else None
+    records = load_records(data, scenario_name)
+    val_records = load_records(val_data, scenario_name) if val_data else None
     benign_records = load_benign(benign)
     # Under torchrun: join the process group (one GPU per rank on CUDA); each batch is split over the ranks.
     parallel, device = init_from_environment(device)
@@ -99,6 +118,7 @@ def discover(
     if not parallel.is_main:  # every rank holds the same result; rank 0 writes and reports it
         return
     found.save(out)
+    assert found.check is not None, "discover checks the circuit on the main rank (check=parallel.is_main)"
     print_discovery_summary(loaded, found.result, found.check, out, judge)
     if found.result.verified is False:
         warning = "no round of the complete search switched the behaviour on the validation prompts"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from safeseek_tl.cli import shared
 from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, ModelOption, judge_from_options
+
+if TYPE_CHECKING:
+    from safeseek_tl.data import AlignmentRecord, BenignRecord
 
 data_app = typer.Typer(help="The bundled request sets (harmful, harmless, overrefusal; docs/datasets.md).", no_args_is_help=True)
 
@@ -65,7 +69,7 @@ def generate(
 
     Each answer is judged (refusal or answer) and shown with its prompt's logit refusal score.
     """
-    from contextlib import nullcontext
+    from contextlib import AbstractContextManager, nullcontext
 
     from safeseek_tl.ablation import ablated
     from safeseek_tl.evaluate import refusal_scores
@@ -79,7 +83,7 @@ def generate(
         from safeseek_tl.tuning import apply_delta
 
         apply_delta(loaded, delta)
-    context = nullcontext()
+    context: AbstractContextManager[object] = nullcontext()
     if circuit is not None:
         context = ablated(loaded.model, Circuit.load(circuit, expected=loaded.shape), keep_only=keep_only)
     with context:
@@ -119,7 +123,7 @@ def data_export(
         loaded = shared.load_model_for_cli(model, device)
         judge = judge_from_options(judge_keywords, judge_case_sensitive)
         harmful = requests[0].harmful
-        records = alignment_records(loaded, requests, max_new_tokens=max_new_tokens, judge=judge) if harmful else benign_records(loaded, requests, max_new_tokens)
+        records: Sequence[AlignmentRecord | BenignRecord] = alignment_records(loaded, requests, max_new_tokens=max_new_tokens, judge=judge) if harmful else benign_records(loaded, requests, max_new_tokens)
         rows = [{"id": request.id, "category": request.category, **asdict(record)} for request, record in zip(requests, records)]
     write_jsonl(out, rows)
     typer.echo(f"{len(rows)} {'records' if model else 'requests'} of {name} ({split or 'every split'}) written to {out}")

@@ -4,19 +4,27 @@ parsing and resumable steps."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from safeseek_tl.errors import InputError
 
 if TYPE_CHECKING:
-    from safeseek_tl.data import Record
+    from safeseek_tl.ablation import AblationMode
+    from safeseek_tl.data import BenignRecord
+    from safeseek_tl.hooks import UnitChoice, UnitKind
+    from safeseek_tl.masks import MaskKind
     from safeseek_tl.metrics import RefusalJudge
     from safeseek_tl.models import LoadedModel
+    from safeseek_tl.parameters import TuneMode
+    from safeseek_tl.scenarios import ScenarioName
+    from safeseek_tl.seek.config import Objective
+
+Choice = TypeVar("Choice", bound=str)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>, a fetched model (safeseek models), a local HF folder, a .gguf file or a cached hub name.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")]
@@ -106,8 +114,65 @@ def resumable(checkpoint_dir: Path, saved: str) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def load_benign(path: Path | None) -> list[Record]:
+def load_benign(path: Path | None) -> list[BenignRecord]:
     """The benign records of ``--benign``, or none."""
     from safeseek_tl.data import load_records
 
     return load_records(path, "benign") if path else []
+
+
+def choice_option(value: str, option: str, allowed: Sequence[Choice]) -> Choice:
+    """``value`` of ``option`` as the one of ``allowed`` it equals (typed as the library's literal), or an InputError naming them."""
+    for choice in allowed:
+        if value == choice:
+            return choice
+    raise InputError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def scenario_option(value: str, option: str = "--scenario") -> ScenarioName:
+    """A scenario name of ``safeseek_tl.scenarios.SCENARIOS``."""
+    from safeseek_tl.scenarios import SCENARIOS
+
+    return choice_option(value, option, [known.name for known in SCENARIOS.values()])
+
+
+def unit_choice_option(value: str, option: str = "--units") -> UnitChoice:
+    """heads, neurons or both (``hooks.UNIT_CHOICES``)."""
+    from safeseek_tl.hooks import UNIT_CHOICES
+
+    return choice_option(value, option, UNIT_CHOICES)
+
+
+def unit_kind_option(value: str, option: str = "--units") -> UnitKind:
+    """heads or neurons (``hooks.UNIT_KINDS``)."""
+    from safeseek_tl.hooks import UNIT_KINDS
+
+    return choice_option(value, option, UNIT_KINDS)
+
+
+def mask_kind_option(value: str, option: str = "--mask-kind") -> MaskKind:
+    """A mask kind of ``masks.MASK_KINDS``."""
+    from safeseek_tl.masks import MASK_KINDS
+
+    return choice_option(value, option, MASK_KINDS)
+
+
+def objective_option(value: str, option: str = "--objective") -> Objective:
+    """ce or kl (``seek.config.OBJECTIVES``): the search reads any other value as ce, so it is refused here."""
+    from safeseek_tl.seek.config import OBJECTIVES
+
+    return choice_option(value, option, OBJECTIVES)
+
+
+def ablation_mode_option(value: str, option: str = "--mode") -> AblationMode:
+    """zero, mean or resample (``ablation.ABLATION_MODES``)."""
+    from safeseek_tl.ablation import ABLATION_MODES
+
+    return choice_option(value, option, ABLATION_MODES)
+
+
+def tune_mode_option(value: str, option: str = "--mode") -> TuneMode:
+    """only, protect or full (``parameters.TUNE_MODES``)."""
+    from safeseek_tl.parameters import TUNE_MODES
+
+    return choice_option(value, option, TUNE_MODES)

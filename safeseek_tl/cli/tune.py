@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from safeseek_tl.cli import shared
-from safeseek_tl.cli.shared import DeviceOption, ModelOption
+from safeseek_tl.cli.shared import DeviceOption, ModelOption, tune_mode_option
 
 
 def tune(
@@ -31,7 +31,7 @@ def tune(
     from safeseek_tl.tuning import tune as run_tune
     from safeseek_tl.units import Circuit
 
-    config = TuneConfig(mode=mode, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+    config = TuneConfig(mode=tune_mode_option(mode), steps=steps, lr=lr, batch_size=batch_size, seed=seed)
     records = [record for path in data for record in load_records(path)]
     loaded = shared.load_model_for_cli(model, device)
     selected = Circuit.load(circuit, expected=loaded.shape) if circuit is not None else None

@@ -13,6 +13,7 @@ from safeseek_tl.masks import MaskKind
 from safeseek_tl.scenarios import ScenarioName, scenario
 
 Objective = Literal["ce", "kl"]
+OBJECTIVES: tuple[Objective, ...] = ("ce", "kl")
 NegativeCE = Literal["bounded", "unbounded"]
 CircuitSparsity = Literal["mean", "log"]
 MaskFill = Literal["zero", "mean"]
