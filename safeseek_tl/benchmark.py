@@ -43,7 +43,7 @@ from safeseek_tl.hooks import UNIT_KINDS, Fill, HookList, UnitChoice, interventi
 from safeseek_tl.methods import attribute
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.plots import faithfulness_plot
-from safeseek_tl.scenarios import Scenario, scenario
+from safeseek_tl.scenarios import Scenario, scenario_of
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
 MIB_GRID: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -292,7 +292,7 @@ class Benchmark:
 def benchmark(
     loaded: LoadedModel,
     records: Sequence[Record],
-    scenario_name: str | Scenario,
+    scenario: str | Scenario,
     methods: Sequence[str],
     out_dir: str | Path | None = None,
     *,
@@ -314,7 +314,7 @@ def benchmark(
     (e.g. ``{"eap-ig": {"ig_steps": 10}}``). SafeSeek enters through its score ranking. The alignment
     scenario needs ``benign`` prompts (the donors). Written to ``out_dir`` when given (:meth:`Benchmark.save`).
     """
-    behaviour = scenario(scenario_name)
+    behaviour = scenario_of(scenario)
     prompts, donors = behaviour.paired_prompts(records, benign, "benchmark")
     metric = task_metric(loaded, behaviour, records[: len(prompts)])
     measures = {ablation: ModelMeasure(loaded, prompts, metric, ablation, donors, batch_size) for ablation in ablations}

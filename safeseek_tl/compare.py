@@ -32,7 +32,7 @@ from safeseek_tl.hooks import UnitKind
 from safeseek_tl.methods import Attribution, attribute
 from safeseek_tl.metrics import RefusalJudge, last_position_kl
 from safeseek_tl.models import LoadedModel
-from safeseek_tl.scenarios import scenario
+from safeseek_tl.scenarios import scenario_of
 from safeseek_tl.units import Circuit, Scores
 
 HELD_OUT_FRACTION, HELD_OUT_SEED = 0.25, 0
@@ -95,7 +95,7 @@ def score_methods(
     loaded: LoadedModel,
     names: Sequence[str],
     records: Sequence[Record],
-    scenario_name: str,
+    scenario: str,
     benign: Sequence[BenignRecord] = (),
     base_model: LoadedModel | None = None,
     seek_config: Any = None,
@@ -109,7 +109,7 @@ def score_methods(
     found = {}
     for name in names:
         options = {"config": seek_config, "progress": progress} if name == "safeseek" else {}
-        found[name] = attribute(name, loaded, records, scenario_name, base_model=base_model, benign=list(benign), units=units, **options)
+        found[name] = attribute(name, loaded, records, scenario, base_model=base_model, benign=list(benign), units=units, **options)
     return found
 
 
@@ -126,7 +126,7 @@ def compare(
     loaded: LoadedModel,
     methods: Mapping[str, Attribution | Scores],
     budgets: Sequence[int],
-    scenario_name: str,
+    scenario: str,
     eval_data: BehaviourData,
     units: UnitKind = "heads",
     truth: Circuit | None = None,
@@ -154,7 +154,7 @@ def compare(
     interventions = dict(interventions or {})
     if not methods and not interventions:
         raise InputError("compare needs at least one method or intervention")
-    behaviour = scenario(scenario_name)
+    behaviour = scenario_of(scenario)
     key, score_column = behaviour.rate, behaviour.refusal_score
     found = {name: m if isinstance(m, Attribution) else Attribution(m) for name, m in methods.items()}
     circuits = {name: select_circuits(attribution.scores, budgets, units) for name, attribution in found.items()}

@@ -30,8 +30,7 @@ from safeseek_tl.hooks import pattern_hook
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.plots import OKABE_ITO, TEMPLATE
 from safeseek_tl.runs import GRAPH_HTML, GRAPH_JSON
-from safeseek_tl.scenarios import Scenario
-from safeseek_tl.scenarios import scenario as scenario_of
+from safeseek_tl.scenarios import Scenario, scenario_of
 from safeseek_tl.units import Circuit
 
 #: shares of the strongest |edge| offered by the slider

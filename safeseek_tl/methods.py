@@ -27,7 +27,7 @@ from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, UnitChoice, UnitKind
 from safeseek_tl.models import LoadedModel
-from safeseek_tl.scenarios import Scenario, scenario
+from safeseek_tl.scenarios import Scenario, scenario_of
 from safeseek_tl.units import Scores
 
 
@@ -184,7 +184,7 @@ def attribute(
     name: str,
     loaded: LoadedModel,
     records: Sequence[Record],
-    scenario_name: str | Scenario,
+    scenario: str | Scenario,
     *,
     base_model: LoadedModel | None = None,
     benign: Sequence[BenignRecord] | None = None,
@@ -194,7 +194,7 @@ def attribute(
     """Run method ``name`` (timed) and return its :class:`Attribution`; see :func:`run_method`."""
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    behaviour = scenario(scenario_name)
+    behaviour = scenario_of(scenario)
     inputs = MethodInputs(loaded, records, behaviour, base_model, benign, units)
     start = time.perf_counter()
     found = METHODS[name].run(inputs, **options)
@@ -203,7 +203,7 @@ def attribute(
     return found
 
 
-def run_method(name: str, loaded: LoadedModel, records: Sequence[Record], scenario_name: str | Scenario, **options: Any) -> Scores:
+def run_method(name: str, loaded: LoadedModel, records: Sequence[Record], scenario: str | Scenario, **options: Any) -> Scores:
     """Run method ``name`` (one of :data:`METHODS`) on ``records`` of a scenario ("backdoor" or "alignment").
 
     Takes :func:`attribute`'s keywords (``base_model``, ``benign``, ``units``); other ``options`` go
@@ -214,4 +214,4 @@ def run_method(name: str, loaded: LoadedModel, records: Sequence[Record], scenar
     moves the metric (default: refusal log-odds) toward its value on the behaviour prompts. The
     scenario is recorded in ``metadata``.
     """
-    return attribute(name, loaded, records, scenario_name, **options).scores
+    return attribute(name, loaded, records, scenario, **options).scores

@@ -98,7 +98,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (BACKDOOR, ALIGNMENT)}
 """Both scenarios by name."""
 
 
-def scenario(name: str | Scenario) -> Scenario:
+def scenario_of(name: str | Scenario) -> Scenario:
     """The scenario called ``name`` ("backdoor" or "alignment"); a :class:`Scenario` is returned as is."""
     if isinstance(name, Scenario):
         return name

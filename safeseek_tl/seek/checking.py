@@ -15,7 +15,7 @@ from safeseek_tl.generation import generate
 from safeseek_tl.hooks import UNIT_KINDS, UnitKind
 from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import LoadedModel
-from safeseek_tl.scenarios import scenario
+from safeseek_tl.scenarios import scenario_of
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.seek.trainer import search_fill
@@ -34,7 +34,7 @@ def _clean_behaviour(
 ) -> dict[str, float]:
     """What must not change: refusal of clean harmful prompts (backdoor), benign answers and their cross-entropy."""
     out: dict[str, float] = {}
-    kept_refused = scenario(config.scenario).kept_refused_prompts(records)
+    kept_refused = scenario_of(config.scenario).kept_refused_prompts(records)
     if kept_refused:
         out["clean"] = judge.refusal_rate(_judged(loaded, kept_refused, max_new_tokens))
         out["refusal_score_clean"] = float(refusal_scores(loaded, kept_refused).mean())
@@ -82,7 +82,7 @@ def behaviour_switch(
     (:func:`~safeseek_tl.evaluate.refusal_scores`), which shows a judge that misreads the model.
     """
     judge = judge or RefusalJudge()
-    behaviour = scenario(config.scenario)
+    behaviour = scenario_of(config.scenario)
     if full is None:
         full = full_behaviour(loaded, config, records, benign, max_new_tokens, judge)
     if config.ablation == "mean" and fill is None:

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, UnitKind, unit_kinds
 from safeseek_tl.masks import MaskKind
-from safeseek_tl.scenarios import ScenarioName, scenario
+from safeseek_tl.scenarios import ScenarioName, scenario_of
 
 Objective = Literal["ce", "kl"]
 OBJECTIVES: tuple[Objective, ...] = ("ce", "kl")
@@ -89,7 +89,7 @@ class SeekConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        scenario(self.scenario)  # an unknown name raises
+        scenario_of(self.scenario)  # an unknown name raises
         unit_kinds(self.units)
         for name, value in self._scenario_defaults().items():
             if getattr(self, name) is None:

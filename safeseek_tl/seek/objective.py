@@ -32,7 +32,7 @@ from safeseek_tl.distributed import DataParallel
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits, masked
 from safeseek_tl.metrics import completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
-from safeseek_tl.scenarios import scenario
+from safeseek_tl.scenarios import scenario_of
 from safeseek_tl.seek.config import SeekConfig, filled
 from safeseek_tl.seek.size import step_multiplier, top_units
 from safeseek_tl.units import Circuit, ModelShape
@@ -120,7 +120,7 @@ def mask_paths(config: SeekConfig, records: Sequence[Record], chat: ChatFormatte
     With ``benign`` records a ``main_benign`` path asks the main mask to keep their answers; every
     path indexes the same rows, so benign records are repeated or cut to the records' count.
     """
-    scenario(config.scenario).check(records, source)
+    scenario_of(config.scenario).check(records, source)
     specs = PATH_SPECS[config.scenario](config, records, config.objective == "kl")
     if benign:
         specs.append(_benign_spec(config, [benign[i % len(benign)] for i in range(len(records))]))
