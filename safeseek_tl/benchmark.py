@@ -312,7 +312,7 @@ def benchmark(
 
     ``truth``: a ground-truth circuit, for AUROC. ``method_options``: per method, its options
     (e.g. ``{"eap-ig": {"ig_steps": 10}}``). SafeSeek enters through its score ranking. The alignment
-    scenario needs ``benign`` prompts (the donors). Written to ``out_dir`` when given (:meth:`Benchmark.save`).
+    scenario needs ``benign`` prompts (the donors). Written to ``out_dir`` when given (:meth:`~safeseek_tl.benchmark.Benchmark.save`).
     """
     behaviour = scenario_of(scenario)
     prompts, donors = behaviour.paired_prompts(records, benign, "benchmark")

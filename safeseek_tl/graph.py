@@ -306,7 +306,7 @@ def edge_attribution(
     ``clean_prompts`` with ``corrupted_prompts``: pairs, positions aligned from the end as in
     patching. ``corrupted_prompts`` None: mean ablation over ``clean_prompts`` as the counterfactual.
     ``metric`` (default: the refusal score) maps last-position logits to one value per row.
-    Roles are not filled in here: see :func:`~safeseek_tl.graph_roles.unit_roles`.
+    Roles are not filled in here: see :func:`~safeseek_tl.graph_view.unit_roles`.
     """
     if len(circuit) == 0:
         raise InputError("the circuit graph needs a circuit with at least one head or neuron")

@@ -88,7 +88,7 @@ def discover(
     records. ``checkpoint_dir``/``resume``: a single search's checkpoint. When the found circuit does not
     switch the behaviour, pruning raises :class:`~safeseek_tl.errors.InputError` with the search's
     result as ``err.unpruned``. ``time_budget_s``: the search's steps fit these seconds
-    (:meth:`SafeSeek.fit`; pruning and the check come after them).
+    (:meth:`~safeseek_tl.seek.trainer.SafeSeek.fit`; pruning and the check come after them).
     """
     if complete and time_budget_s is not None:
         raise InputError("a time budget applies to a single search, not to the complete search's rounds")
