@@ -221,6 +221,31 @@ def scenario_graph(
     return graph
 
 
+def sankey_figure(graph: CircuitGraph, position: int = -1, threshold: float = 0.0) -> go.Figure:
+    """One token position's edges as a Sankey diagram (a graph computed with ``per_position=True``).
+
+    ``position`` counts from the end (-1: the last token); link width is |weight|, colour its sign
+    (as in :func:`graph_figure`); ``threshold``: links weaker than this share of the position's
+    strongest are left out."""
+    if graph.per_position is None:
+        raise InputError("sankey_figure needs the graph's per-position edges: compute it with per_position=True")
+    width = graph.per_position.shape[-1]
+    if not -width <= position <= -1:
+        raise InputError(f"position counts from the last token: it must be in [-{width}, -1], got {position}")
+    weights, allowed = graph.per_position[..., position], graph.allowed
+    links = [(i, j, float(weights[i, j])) for i in range(len(graph.nodes)) for j in range(len(graph.nodes)) if allowed[i, j] and float(weights[i, j]) != 0.0]
+    strongest = max((abs(w) for _, _, w in links), default=0.0)
+    links = [(i, j, w) for i, j, w in links if abs(w) >= threshold * strongest]
+    sankey = go.Sankey(
+        node={"label": [html.escape(node.name) for node in graph.nodes], "pad": 12},
+        link={"source": [i for i, _, _ in links], "target": [j for _, j, _ in links], "value": [abs(w) for _, _, w in links],
+              "color": [RAISES if w > 0 else LOWERS for _, _, w in links]},
+    )  # fmt: skip
+    fig = go.Figure(sankey)
+    fig.update_layout(template=TEMPLATE, title=f"Circuit edges at token position {position} (blue raises the metric, orange lowers it)")
+    return fig
+
+
 def write_graph(graph: CircuitGraph, out_dir: str | Path, threshold: float = 0.0, collapse: int = 12) -> tuple[Path, Path]:
     """Write ``graph.json`` (docs/graph.md) and ``graph.html`` (self-contained, offline) into ``out_dir``."""
     folder = Path(out_dir)

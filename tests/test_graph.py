@@ -287,3 +287,25 @@ def test_the_input_hook_of_a_unit_feeds_its_component_only(gqa, kind):
             gqa.model(ids)
     assert not torch.allclose(shifted[names[2]], plain[names[2]])
     torch.testing.assert_close(shifted[names[1]] - shifted[names[2]], plain[names[0]])
+
+
+def test_sankey_view_shows_one_positions_edges_by_magnitude_and_sign():
+    from safeseek_tl.graph import CircuitGraph, Node
+    from safeseek_tl.graph_view import LOWERS, RAISES, sankey_figure
+
+    nodes = [Node("input", -1), Node("head", 0, 1), Node("neuron", 1, 4), Node("metric", 2)]
+    per_position = torch.zeros(4, 4, 2)
+    per_position[0, 1] = torch.tensor([0.5, 2.0])  # input -> L0H1: 0.5 at position -2, 2.0 at the last
+    per_position[1, 2] = torch.tensor([0.0, -1.0])  # L0H1 -> L1N4
+    per_position[2, 3] = torch.tensor([3.0, 0.1])  # L1N4 -> metric
+    graph = CircuitGraph(nodes, per_position.sum(-1), per_position)
+    last = sankey_figure(graph).data[0]
+    assert list(last.node.label) == ["input", "L0H1", "L1N4", "metric"]
+    assert (list(last.link.source), list(last.link.target)) == ([0, 1, 2], [1, 2, 3])
+    assert list(last.link.value) == pytest.approx([2.0, 1.0, 0.1]) and list(last.link.color) == [RAISES, LOWERS, RAISES]
+    earlier = sankey_figure(graph, position=-2, threshold=0.2).data[0]  # 0.5 < 0.2 * 3.0 is left out; 0 is no link
+    assert (list(earlier.link.source), list(earlier.link.value)) == ([2], [3.0])
+    with pytest.raises(ValueError, match="in \\[-2, -1\\]"):
+        sankey_figure(graph, position=-3)
+    with pytest.raises(ValueError, match="per_position=True"):
+        sankey_figure(CircuitGraph(nodes, per_position.sum(-1)))
