@@ -62,3 +62,37 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
              f"--user-data-dir={profile}", "--window-size=1200,2400", "--enable-logging=stderr", "--v=0"]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
+
+
+class ToyModel(torch.nn.Module):
+    """Logits ``[0, s]`` at every position, ``s`` = the row's sum of gated unit values (each unit is 1)."""
+
+    def __init__(self, n_layers: int, n_heads: int, d_mlp: int) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # SeekObjective reads the device from parameters()
+        self.n_layers, self.n_heads, self.d_mlp = n_layers, n_heads, d_mlp
+        self.active: list = []
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks=()):
+        self.active = list(fwd_hooks)
+        try:
+            yield self
+        finally:
+            self.active = []
+
+    def start(self, input_ids):
+        """What the unit values are added to (zero here)."""
+        return torch.zeros(input_ids.shape)
+
+    def forward(self, input_ids, attention_mask=None):
+        b, t = input_ids.shape
+        total = self.start(input_ids)
+        for layer in range(self.n_layers):
+            units = {f"blocks.{layer}.attn.hook_z": torch.ones(b, t, self.n_heads, 1), f"blocks.{layer}.mlp.hook_post": torch.ones(b, t, self.d_mlp)}
+            for name, act in units.items():
+                for hook_name, hook in self.active:
+                    if hook_name == name:
+                        act = hook(act, hook=None)
+                total = total + act.flatten(2).sum(-1)
+        return torch.stack([torch.zeros_like(total), total], dim=-1)

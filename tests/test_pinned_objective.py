@@ -14,7 +14,6 @@ and token 0 with ``softplus(s)``.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from safeseek_tl import seek
 from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, BenignRecord, TokenizedPairs
 from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, mask_paths
 from safeseek_tl.units import ModelShape
+from tests.helpers import ToyModel
 
 LN3 = math.log(3.0)
 
@@ -84,36 +84,6 @@ def test_alignment_paths_accept_under_m_and_refuse_under_one_minus_m(untokenized
 
 
 # ---------------------------------------------------------------- what each task term computes
-class ToyModel(torch.nn.Module):
-    """Logits ``[0, s]`` at every position, ``s`` = the row's sum of gated unit values (each unit is 1)."""
-
-    def __init__(self, n_layers: int, n_heads: int, d_mlp: int) -> None:
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # SeekObjective reads the device from parameters()
-        self.n_layers, self.n_heads, self.d_mlp = n_layers, n_heads, d_mlp
-        self.active: list = []
-
-    @contextmanager
-    def hooks(self, fwd_hooks=()):
-        self.active = list(fwd_hooks)
-        try:
-            yield self
-        finally:
-            self.active = []
-
-    def forward(self, input_ids, attention_mask=None):
-        b, t = input_ids.shape
-        total = torch.zeros(b, t)
-        for layer in range(self.n_layers):
-            units = {f"blocks.{layer}.attn.hook_z": torch.ones(b, t, self.n_heads, 1), f"blocks.{layer}.mlp.hook_post": torch.ones(b, t, self.d_mlp)}
-            for name, act in units.items():
-                for hook_name, hook in self.active:
-                    if hook_name == name:
-                        act = hook(act, hook=None)
-                total = total + act.flatten(2).sum(-1)
-        return torch.stack([torch.zeros_like(total), total], dim=-1)
-
-
 TOY = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
 
 # Two records per path: row A predicts token 1 twice, row B (one padding position) token 0 once.

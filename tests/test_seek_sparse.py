@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +18,7 @@ from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, Seek
 from safeseek_tl.seek.budget import Budget, budget_steps
 from safeseek_tl.seek.size import step_multiplier, top_units
 from safeseek_tl.units import Circuit, ModelShape, Scores
+from tests.helpers import ToyModel
 
 
 def softplus(x: float) -> float:
@@ -69,35 +69,12 @@ def test_target_sizes_are_fractions_or_counts():
 
 
 # ---------------------------------------------------------------- losses on prompt-only rows
-class PositionModel(torch.nn.Module):
+class PositionModel(ToyModel):
     """Logits ``[0, s + id]`` at every position: ``s`` the row's sum of gated unit values (each unit is 1),
     ``id`` the input token there, so that which position a loss reads shows in its value."""
 
-    def __init__(self, n_layers: int, n_heads: int, d_mlp: int) -> None:
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # SeekObjective reads the device from parameters()
-        self.n_layers, self.n_heads, self.d_mlp = n_layers, n_heads, d_mlp
-        self.active: list = []
-
-    @contextmanager
-    def hooks(self, fwd_hooks=()):
-        self.active = list(fwd_hooks)
-        try:
-            yield self
-        finally:
-            self.active = []
-
-    def forward(self, input_ids, attention_mask=None):
-        b, t = input_ids.shape
-        total = input_ids.float()
-        for layer in range(self.n_layers):
-            units = {f"blocks.{layer}.attn.hook_z": torch.ones(b, t, self.n_heads, 1), f"blocks.{layer}.mlp.hook_post": torch.ones(b, t, self.d_mlp)}
-            for name, act in units.items():
-                for hook_name, hook in self.active:
-                    if hook_name == name:
-                        act = hook(act, hook=None)
-                total = total + act.flatten(2).sum(-1)
-        return torch.stack([torch.zeros_like(total), total], dim=-1)
+    def start(self, input_ids):
+        return input_ids.float()
 
 
 TOY = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
