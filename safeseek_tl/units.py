@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from jaxtyping import Float, Shaped
@@ -64,6 +64,13 @@ class ModelShape:
                 f"{f' ({other.model_name})' if other.model_name else ''}, but this model has {mine}"
                 f"{f' ({self.model_name})' if self.model_name else ''}"
             )
+
+
+class HasShape(Protocol):
+    """Anything that knows its model's shape: a :class:`~safeseek_tl.models.LoadedModel`, for one."""
+
+    @property
+    def shape(self) -> ModelShape: ...
 
 
 def _check_tensor_shape(tensor: Tensor | None, expected: tuple[int, int], what: str) -> None:

@@ -16,15 +16,12 @@ This package only resolves names to folders and data; load one with ``load_model
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, overload
 
 from safeseek_tl._io import read_json
 from safeseek_tl.data import DATA_KINDS, AlignmentRecord, BackdoorRecord, BenignRecord, DataKind, Record, load_records
 from safeseek_tl.errors import InputError
-from safeseek_tl.units import Circuit
-
-if TYPE_CHECKING:  # models imports this package (organism_weights)
-    from safeseek_tl.models import LoadedModel
+from safeseek_tl.units import Circuit, HasShape
 
 BUNDLED = Path(__file__).parent / "bundled"
 SPLITS = ("train", "val", "test")
@@ -64,7 +61,7 @@ def organism_info(name: str) -> dict[str, Any]:
     return read_json(organism_folder(name) / "ground_truth.json")
 
 
-def ground_truth(name: str, loaded: LoadedModel) -> Circuit:
+def ground_truth(name: str, loaded: HasShape) -> Circuit:
     """The planted units of an organism as a circuit (empty for organisms with nothing planted)."""
     info = organism_info(name)
     return Circuit.from_units(loaded.shape, info.get("heads", []), info.get("neurons", []), method="ground_truth", organism=name)
