@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from safeseek_tl import runs
-from safeseek_tl._io import read_json, write_json
+from safeseek_tl._io import write_json
 from safeseek_tl.data import BenignRecord, Record, split_records
 from safeseek_tl.errors import InputError
 from safeseek_tl.metrics import RefusalJudge
@@ -52,11 +52,6 @@ class Discovery:
         if self.check is not None:
             write_json(Path(out_dir) / runs.BEHAVIOUR, {"switch": self.check})
 
-    @staticmethod
-    def load_check(out_dir: str | Path) -> dict[str, float] | None:
-        """The saved behaviour check of a run folder, or ``None``."""
-        path = Path(out_dir) / runs.BEHAVIOUR
-        return read_json(path).get("switch") if path.exists() else None
 
 
 def discover(
