@@ -68,6 +68,7 @@ def arguments() -> argparse.Namespace:
     add("--val", type=int, default=4, help="harmful and harmless validation prompts choosing the direction")
     add("--layer-step", type=int, default=2, help="direction candidates at every n-th layer")
     add("--n-positions", type=int, default=5, help="direction candidates at the last n prompt positions")
+    add("--induce-min", type=float, default=None, help="the induced-refusal filter: adding a kept candidate to harmless prompts must raise their mean refusal score above this (default: no filter)")
     add("--ships-prompts", type=int, default=2)
     add("--methods", default="refusal-direction,attr-patch,ships", help="comma-separated, of refusal-direction, attr-patch, ships, sahara, act-patch")
     add("--skip-full-model", action="store_true", help="leave out the full model's table (a run of more methods only)")
@@ -94,14 +95,14 @@ def full_model_table(loaded, args, judge: RefusalJudge) -> None:
 
 
 def find_direction(loaded, args, started: float):
-    """Candidates on the training prompts, reduced grid, chosen on the validation prompts (KL limit 0.1, else 0.2)."""
+    """Candidates on the training prompts, reduced grid, chosen on the validation prompts (KL limit 0.1, else 0.2; ``--induce-min``)."""
     candidates = mean_differences(loaded, prompts("harmful", "train", args.n_train), prompts("harmless", "train", args.n_train), args.n_positions, args.batch_size)
     skipped = [layer for layer in range(candidates.shape[1]) if layer % args.layer_step]
     candidates[:, skipped] = 0.0  # select_direction rejects zero candidates without evaluating them
     val = prompts("harmful", "validation", args.val), prompts("harmless", "validation", args.val)
     for kl_limit in (0.1, 0.2):
         try:
-            found = select_direction(loaded, candidates, *val, kl_limit=kl_limit, induce_min=None, batch_size=args.batch_size, progress=False)
+            found = select_direction(loaded, candidates, *val, kl_limit=kl_limit, induce_min=args.induce_min, batch_size=args.batch_size, progress=False)
         except InputError as err:
             log(started, f"KL limit {kl_limit}: {err}")
             continue
