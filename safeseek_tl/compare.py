@@ -144,7 +144,9 @@ def compare(
     backdoor, harmful ASR for alignment; in points of a fraction): negative when ablation removes a
     backdoor, positive when it makes an aligned model comply. Beside it, ``Scenario.refusal_score``
     is the mean logit refusal score of the same prompts, which shows a ``judge`` that misreads the
-    model. ``utility_change`` is the relative change of the benign completion cross-entropy.
+    model. ``benign_answered``: the share of benign prompts answered (not refused by the judge; NaN
+    without benign prompts); ``utility_change`` is the relative change of the benign completion
+    cross-entropy.
     ``interventions``: more rows, one per :class:`Intervention`, measured the same way (``ablation``
     "intervention", ``size`` its own). ``kl``: mean KL(full || intervened) of the next-token
     distribution at the last prompt position of ``kl_prompts`` (harmless ones; NaN without them).
@@ -168,7 +170,8 @@ def compare(
             after = measure(loaded, eval_data, judge, max_new_tokens)
             kl = math.nan if full_logits is None else float(last_position_kl(full_logits, last_logits(loaded, kl_prompts)).mean())
         utility_change = (after["utility_loss"] - baseline["utility_loss"]) / baseline["utility_loss"] if "utility_loss" in baseline else math.nan
-        return {"behaviour_change": after[key] - baseline[key], key: after[key], score_column: after[score_column], "kl": kl, "utility_change": utility_change}
+        answered = after.get("benign_answered", math.nan)
+        return {"behaviour_change": after[key] - baseline[key], key: after[key], score_column: after[score_column], "benign_answered": answered, "kl": kl, "utility_change": utility_change}
 
     rows = []
     for name, attribution in found.items():

@@ -104,7 +104,8 @@ def test_compare_measures_an_intervention_beside_the_circuits(gqa, monkeypatch):
     """Stand-ins: outside the intervention the model "answers" ASR 0.25 with logits (0, 0), inside
     ASR 0.75 with logits (ln 3, 0). By hand: behaviour change 0.5 and KL(full || intervened) =
     0.5 ln(0.5 / 0.75) + 0.5 ln(0.5 / 0.25) = 0.5 ln(4/3) = 0.143841 for the intervention row; the
-    head circuit changes nothing the stand-ins read, so 0 and 0 for its row."""
+    head circuit changes nothing the stand-ins read, so 0 and 0 for its row. Benign prompts answered:
+    0.9 outside, 0.6 inside."""
     state = {"on": False}
 
     @contextmanager
@@ -116,7 +117,7 @@ def test_compare_measures_an_intervention_beside_the_circuits(gqa, monkeypatch):
             state["on"] = False
 
     def stand_in_measure(loaded, data, judge=None, max_new_tokens=32):
-        return {"asr_triggered": 0.75 if state["on"] else 0.25, "refusal_score_triggered": 1.0 if state["on"] else -1.0}
+        return {"asr_triggered": 0.75 if state["on"] else 0.25, "refusal_score_triggered": 1.0 if state["on"] else -1.0, "benign_answered": 0.6 if state["on"] else 0.9}
 
     def stand_in_logits(loaded, prompts, batch_size=16):
         assert list(prompts) == ["bake a cake", "plant a tree"]
@@ -133,6 +134,7 @@ def test_compare_measures_an_intervention_beside_the_circuits(gqa, monkeypatch):
     assert (circuit_row["size"], circuit_row["behaviour_change"], circuit_row["kl"]) == ("2 heads", 0.0, 0.0)
     assert (direction_row["method"], direction_row["size"], direction_row["ablation"]) == ("direction", "1 direction", "intervention")
     assert direction_row["behaviour_change"] == 0.5 and direction_row["refusal_score_triggered"] == 1.0
+    assert (circuit_row["benign_answered"], direction_row["benign_answered"]) == (0.9, 0.6)  # each row's own, not the baseline's
     assert direction_row["kl"] == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)
     assert direction_row["wall_time_s"] == 4.5 and math.isnan(direction_row["budget"]) and math.isnan(direction_row["n_units"])
     assert not state["on"]

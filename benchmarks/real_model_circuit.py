@@ -1,0 +1,130 @@
+"""A found alignment circuit of Qwen2.5-Coder-0.5B-Instruct against the baselines at the same unit counts.
+
+    make fetch-qwen                                   # once: the model (491 MB, checked)
+    safeseek data export harmful --split train --model qwen2.5-coder-0.5b-instruct --out runs/q/harmful_train.jsonl
+    safeseek discover --model qwen2.5-coder-0.5b-instruct --data runs/q/harmful_train.jsonl \\
+        --benign runs/q/harmless_train.jsonl --scenario alignment --units both --time-budget 45 --out runs/q/seek
+    python benchmarks/real_model_circuit.py --run runs/q/seek
+
+Reads the circuit of a ``safeseek discover`` run folder (H heads, N neurons) and measures, on the
+held-out test splits: the full model; the circuit ablated; the top H heads and N neurons of each
+baseline's ranking ablated the same way (attribution patching, the refusal direction's unit
+ranking; Ships ranks heads only: its row is its top H heads); the refusal direction itself
+(directional ablation at every layer). Each row: harmful test prompts refused (keyword judge on
+greedy answers) and their mean refusal score, harmless test prompts answered, next-token KL on
+harmless test prompts. Every baseline reads the same first ``--n-train`` harmful and harmless
+training prompts; the direction is the difference of means at ``--direction-layer`` /
+``--direction-position`` (the one benchmarks/real_model.py selects), so it is not searched again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from safeseek_tl import load_model
+from safeseek_tl.ablation import ablated
+from safeseek_tl.baselines.direction import direction_ablated, direction_unit_scores, mean_differences
+from safeseek_tl.compare import Intervention, compare
+from safeseek_tl.compat import library_versions
+from safeseek_tl.data import AlignmentRecord, BenignRecord
+from safeseek_tl.datasets import benign_records, load_bundled
+from safeseek_tl.evaluate import BehaviourData, measure, reference_activations
+from safeseek_tl.methods import attribute
+from safeseek_tl.metrics import RefusalJudge
+from safeseek_tl.seek import SeekResult
+from safeseek_tl.units import Circuit, Scores
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+def prompts(name: str, split: str, n: int) -> list[str]:
+    return [request.prompt for request in load_bundled(name, split=split)[:n]]
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--run", required=True, help="a safeseek discover output folder")
+    add("--model", default=MODEL)
+    add("--n-eval", type=int, default=60, help="harmful and harmless test prompts measured (60 = the whole splits)")
+    add("--n-kl", type=int, default=30, help="harmless test prompts for the KL")
+    add("--n-train", type=int, default=32, help="harmful and harmless training prompts each baseline reads")
+    add("--ships-prompts", type=int, default=2)
+    add("--direction-layer", type=int, default=None, help="the refusal direction's layer (benchmarks/real_model.py prints it); without it, no direction rows")
+    add("--direction-position", type=int, default=-1)
+    add("--max-new-tokens", type=int, default=32)
+    add("--batch-size", type=int, default=16)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
+    started = time.perf_counter()
+    log = lambda text: print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)  # noqa: E731
+    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}, {library_versions()}\nConfiguration: {vars(args)}")  # fmt: skip
+    loaded = load_model(args.model)
+    result = SeekResult.load(args.run, loaded.shape)
+    found, fill = result.circuit, result.config.ablation
+    n_heads, n_neurons = found.n_heads, found.n_neurons
+    shape = loaded.shape
+    log(f"circuit of {args.run}: {n_heads} heads ({n_heads / (shape.n_layers * shape.n_heads):.2%}), {n_neurons} neurons ({n_neurons / (shape.n_layers * shape.d_mlp):.2%}), {fill} ablation")
+
+    judge = RefusalJudge()
+    harmless_train = prompts("harmless", "train", args.n_train)
+    reference = reference_activations(loaded, BehaviourData([], [], [BenignRecord(p, "") for p in harmless_train])) if fill == "mean" else None
+    eval_data = BehaviourData(prompts("harmful", "test", args.n_eval), [], benign_records(loaded, prompts("harmless", "test", args.n_eval), max_new_tokens=args.max_new_tokens))
+    baseline = measure(loaded, eval_data, judge, args.max_new_tokens)
+    log("full model measured")
+
+    circuits: dict[str, tuple[Circuit, float]] = {"SafeSeek (this run)": (found, float("nan"))}
+    for name, scores, seconds in baseline_rankings(loaded, args, harmless_train):
+        log(f"{name}: {seconds:.0f} s")
+        circuits[name] = (Circuit.top_k(scores, heads=n_heads, neurons=n_neurons if scores.neurons is not None else None), seconds)
+    interventions = {
+        name: Intervention(lambda circuit=circuit: ablated(loaded.model, circuit, fill, reference), f"{circuit.n_heads} heads + {circuit.n_neurons} neurons", seconds)
+        for name, (circuit, seconds) in circuits.items()
+    }
+    if args.direction_layer is not None:
+        start = time.perf_counter()
+        direction = direction_at(loaded, args, harmless_train)
+        interventions["refusal direction (ablated)"] = Intervention(lambda: direction_ablated(loaded.model, direction), "1 direction", time.perf_counter() - start)
+    table = compare(loaded, {}, [1], "alignment", eval_data, judge=judge, max_new_tokens=args.max_new_tokens, interventions=interventions,
+                    kl_prompts=prompts("harmless", "test", args.n_kl), baseline=baseline).table  # fmt: skip
+    print(f"\nFull model: harmful refused {baseline['refusal_harmful']:.0%} (refusal score {baseline['refusal_score_harmful']:.2f}), harmless answered {baseline['benign_answered']:.0%}\n")
+    print("| method | size | harmful refused | refusal score | harmless answered | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|")
+    for row in table.to_dict(orient="records"):
+        print(f"| {row['method']} | {row['size']} | {1 - row['asr_harmful']:.0%} | {row['refusal_score_harmful']:.2f} | {row['benign_answered']:.0%} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |")
+    log("done")
+
+
+def baseline_rankings(loaded, args, harmless_train: list[str]):
+    """(name, Scores, seconds) of each unit-level baseline on the same training prompts."""
+    harmful_train = prompts("harmful", "train", args.n_train)
+    records = [AlignmentRecord(prompt, "", "") for prompt in harmful_train]  # these methods read the prompts only
+    patched = attribute("attr-patch", loaded, records, "alignment", benign=[BenignRecord(p, "") for p in harmless_train], units="both", progress=False)
+    yield "attr-patch", patched.scores, patched.wall_time_s
+    ships = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
+    yield "ships (heads only)", ships.scores, ships.wall_time_s
+    if args.direction_layer is not None:
+        start = time.perf_counter()
+        ranking: Scores = direction_unit_scores(loaded, direction_at(loaded, args, harmless_train), harmful_train, harmless_train, batch_size=args.batch_size)
+        yield "refusal-direction units", ranking, time.perf_counter() - start
+
+
+def direction_at(loaded, args, harmless_train: list[str]) -> torch.Tensor:
+    """The difference of means at the chosen layer and position (no search: benchmarks/real_model.py chose it)."""
+    n_positions = -args.direction_position
+    candidates = mean_differences(loaded, prompts("harmful", "train", args.n_train), harmless_train, n_positions, args.batch_size)
+    return candidates[args.direction_position, args.direction_layer]
+
+
+if __name__ == "__main__":
+    main()
