@@ -5,7 +5,7 @@
 - the scenario's loss, :class:`BackdoorLoss` or :class:`AlignmentLoss` (their shared part :class:`Loss`);
 - :class:`SizeTarget`: a circuit size asked for.
 
-:meth:`SeekConfig.of` builds a scenario's settings: the official scripts' values for its scenario,
+:meth:`~safeseek_tl.seek.config.SeekConfig.of` builds a scenario's settings: the official scripts' values for its scenario,
 granularity and alignment objective (docs/choices.md, "The official scripts' settings"), with any
 settings changed. A setting is named ``group.field`` (``schedule.epochs``, ``loss.w_overlap``):
 the CLI's ``--set``, the checkpoints and the error messages use these names. In a group, a field
@@ -219,10 +219,9 @@ L = TypeVar("L", bound=Loss)
 class SeekConfig:
     """Settings of a SafeSeek run: the scenario, the granularity (``units``) and a group per concern.
 
-    Build one with :meth:`SeekConfig.of`, which fills in the official scripts' values::
-
-        SeekConfig.of("backdoor", "both")
-        SeekConfig.of("alignment", "both", schedule={"epochs": 10}, loss={"alignment_objective": "official"})
+    Build one with :meth:`of`, which fills in the official scripts' values:
+    ``SeekConfig.of("backdoor", "both")``, or with settings changed,
+    ``SeekConfig.of("alignment", "both", schedule={"epochs": 10}, loss={"alignment_objective": "official"})``.
 
     The loss group is the scenario's own type: ``dataclasses.replace(config, scenario=...)`` on a
     config of the other scenario raises :class:`~safeseek_tl.errors.InputError` instead of keeping
@@ -325,7 +324,8 @@ def _official(scenario: ScenarioName, units: UnitChoice, alignment_objective: Al
 
 
 def _dotted(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``settings`` of :meth:`SeekConfig.of` as dotted names; a flat name of the previous version is refused, naming what it is now."""
+    """The ``settings`` of ``SeekConfig.of`` as dotted names; a flat name of the previous version is
+    refused, naming what it is now."""
     out: dict[str, Any] = {}
     for key, value in settings.items():
         if key in GROUPS:
