@@ -28,13 +28,13 @@ from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, search_fil
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 GRID: tuple[dict[str, object], ...] = tuple(
-    {"ablation": ablation, "w_refuse": 0.0, "w_sparsity_heads": w, "w_sparsity_neurons": w}
+    {"masks.fill": ablation, "loss.w_refuse": 0.0, "loss.w_sparsity_heads": w, "loss.w_sparsity_neurons": w}
     for ablation in ("mean", "zero")
     for w in (0.1, 0.5, 2.0)
 )
 
 
-PRUNED = {"ablation": "zero", "w_refuse": 0.0, "w_sparsity_heads": 0.1, "w_sparsity_neurons": 0.1}
+PRUNED = {"masks.fill": "zero", "loss.w_refuse": 0.0, "loss.w_sparsity_heads": 0.1, "loss.w_sparsity_neurons": 0.1}
 
 
 def main() -> None:
@@ -49,13 +49,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for overrides in () if args.pruned_only else GRID:
         start = time.perf_counter()
-        config = SeekConfig(scenario="alignment", units="both", **overrides)
+        config = SeekConfig.of("alignment", "both", **overrides)
         result = SafeSeek(loaded, config).fit(train, val, progress=False)
         wall = time.perf_counter() - start
         label = ", ".join(f"{k}={v}" for k, v in overrides.items())
         report(f"tiny-aligned, {label}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train))
     start = time.perf_counter()
-    config = SeekConfig(scenario="alignment", units="both", **PRUNED)
+    config = SeekConfig.of("alignment", "both", **PRUNED)
     result = discover_complete(loaded, train, config, val, max_rounds=1, benign_records=load_data("benign", "val")[:20], progress=False)
     label = ", ".join(f"{k}={v}" for k, v in PRUNED.items())
     report(f"tiny-aligned, {label}, benign in objective, pruned", loaded, result, data, "asr_harmful", time.perf_counter() - start)

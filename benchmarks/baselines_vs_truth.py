@@ -34,7 +34,7 @@ def backdoor_table(n: int) -> None:
     k = {"heads": truth.n_heads, "neurons": truth.n_neurons}
     pairs = f"{n} triggered + {n} clean prompts"
     runs = {  # name: (what the method reads from the records, its options) -- every method through the registry
-        "safeseek": (f"{n} records (clean and triggered prompts, their target answers); the last 20 validate (SeekConfig.val_size)", {}),
+        "safeseek": (f"{n} records (clean and triggered prompts, their target answers); the last 20 validate (schedule.val_size)", {}),
         "ships": (f"{n} triggered prompts", {}),
         "sahara": (f"{n} triggered prompts", {"steps": truth.n_heads}),
         "contrast": (f"{n} triggered prompts, through tiny-aligned and tiny-backdoor", {"base_model": clean}),

@@ -100,7 +100,7 @@ def seek_circuit(organism: str, scenario: str, path: str | None) -> tuple[Circui
         return Circuit.load(path, expected=loaded.shape), f"loaded from {path}"
     train, val = load_data(scenario, "train")[:100], load_data(scenario, "val")[:20]
     start = time.perf_counter()
-    result = SafeSeek(loaded, SeekConfig(scenario=scenario, units="both")).fit(train, val, progress=False)
+    result = SafeSeek(loaded, SeekConfig.of(scenario, "both")).fit(train, val, progress=False)
     return result.circuit, f"SafeSeek {scenario} defaults, units both, 100 training + 20 validation records, {time.perf_counter() - start:.0f} s"
 
 

@@ -103,15 +103,15 @@ class StepWorkload:
 
     @classmethod
     def build(cls, loaded: LoadedModel, batch_size: int) -> StepWorkload:
-        config = SeekConfig(scenario="backdoor", units="both", batch_size=batch_size)
+        config = SeekConfig.of("backdoor", "both", schedule={"batch_size": batch_size})
         paths = mask_paths(config, load_data("backdoor", "train")[:batch_size], loaded.chat, "benchmark data")
         index = torch.arange(batch_size)
         rows = TokenizedPairs.concat([path.pairs.select(index) for path in paths], pad_id=0)
         used = int(rows.attention_mask.sum(0).nonzero().max()) + 1
         rows = TokenizedPairs(rows.input_ids[:, :used], rows.attention_mask[:, :used], rows.labels[:, :used])
         objective = SeekObjective(loaded.model, config, loaded.shape)
-        optimizer = torch.optim.AdamW(objective.parameters(), lr=config.lr, weight_decay=0.0)
-        return cls(loaded, objective, optimizer, paths, index, rows, config.max_grad_norm)
+        optimizer = torch.optim.AdamW(objective.parameters(), lr=config.schedule.lr, weight_decay=0.0)
+        return cls(loaded, objective, optimizer, paths, index, rows, config.schedule.max_grad_norm)
 
     @property
     def n_tokens(self) -> int:

@@ -83,7 +83,7 @@ def safeseek_circuit(loaded: LoadedModel, scenario: str, cache: Path) -> Circuit
     folder = cache / f"{loaded.name}-{scenario}"
     if (folder / "circuit.json").is_file():
         return Circuit.load(folder / "circuit.json", expected=loaded.shape)
-    config = SeekConfig(scenario=scenario, units="both")
+    config = SeekConfig.of(scenario, "both")
     result = SafeSeek(loaded, config).fit(load_data(scenario, "train")[:N_TRAIN], load_data(scenario, "val")[:20], progress=False)
     result.save(folder)
     return result.circuit

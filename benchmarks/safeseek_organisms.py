@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float, truth=None, fill=None) -> None:
     """One table row. ``fill``: the search's mean fill (``search_fill``), when it ran with ``ablation="mean"``."""
-    behaviour = evaluate(loaded, result.circuit, data, mode=result.config.ablation, reference=fill, conditions=("full", "ablated"))
+    behaviour = evaluate(loaded, result.circuit, data, mode=result.config.masks.fill, reference=fill, conditions=("full", "ablated"))
     full, cut = behaviour["full"], behaviour["ablated"]
     c = result.circuit
     pr = "-"
@@ -51,7 +51,7 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
     )
 
 
-# (scenario, SeekConfig overrides) on every training record, 20 validation records, rows cut to 96
+# (scenario, units, SeekConfig settings by dotted name) on every training record, 20 validation records, rows cut to 96
 # tokens; each run is reported as found and pruned on the validation prompts. Official:
 # SeekConfig's defaults (the official epochs, lr and batch size), for a GPU. CPU: what a 2-core
 # machine affords, heads only for 2 epochs (40 steps) at the official lr:
@@ -59,28 +59,28 @@ def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float
 # off), and the alignment with its head logits also started at 0.1 (its default, 1.0, would need
 # about 100 steps). With 20 benign answers in the backdoor's objective (session 3, the old build)
 # 40 steps did no better; pass benign records to fit() to try it.
-SMOLLM2_OFFICIAL_RUNS = (("backdoor", {"units": "both"}), ("alignment", {"units": "both"}))
-SMOLLM2_CPU_RUNS = (
-    ("backdoor", {"units": "heads", "epochs": 2}),
-    ("alignment", {"units": "heads", "epochs": 2, "init_heads": 0.1}),
+SMOLLM2_OFFICIAL_RUNS: tuple[tuple[str, str, dict[str, object]], ...] = (("backdoor", "both", {}), ("alignment", "both", {}))
+SMOLLM2_CPU_RUNS: tuple[tuple[str, str, dict[str, object]], ...] = (
+    ("backdoor", "heads", {"schedule.epochs": 2}),
+    ("alignment", "heads", {"schedule.epochs": 2, "masks.init_heads": 0.1}),
 )
 SMOLLM2_ORGANISM = {"backdoor": ("smollm2-backdoor", "asr_triggered"), "alignment": ("smollm2-aligned", "asr_harmful")}
 
 
 def smollm2(n_eval: int, device: str, official: bool, out: Path | None, skip: int = 0) -> None:
     benign = load_data("benign", "test", "smollm2-aligned")[:n_eval]
-    for scenario, overrides in (SMOLLM2_OFFICIAL_RUNS if official else SMOLLM2_CPU_RUNS)[skip:]:
+    for scenario, units, overrides in (SMOLLM2_OFFICIAL_RUNS if official else SMOLLM2_CPU_RUNS)[skip:]:
         name, key = SMOLLM2_ORGANISM[scenario]
         loaded = load_model(f"organism:{name}", device=device)
         truth = ground_truth(name, loaded)
         data = BehaviourData.from_records(load_data(scenario, "test", name)[:n_eval], benign)
         train, val = load_data(scenario, "train", name), load_data(scenario, "val", name)[:20]
-        config = SeekConfig(scenario=scenario, max_length=96, **overrides)
+        config = SeekConfig.of(scenario, units, **{"schedule.max_length": 96, **overrides})
         start = time.perf_counter()
         result = SafeSeek(loaded, config).fit(train, val, progress=not official)
         wall = time.perf_counter() - start
-        extra = "".join(f", {option} {value}" for option, value in overrides.items() if option not in ("units", "epochs"))
-        label = f"{name}, {scenario}, {config.units}, {config.epochs} epochs{extra}"
+        extra = "".join(f", {option.partition('.')[2]} {value}" for option, value in overrides.items() if option != "schedule.epochs")
+        label = f"{name}, {scenario}, {config.units}, {config.schedule.epochs} epochs{extra}"
         if out is not None:
             result.save(out / label.replace(", ", "_").replace(" ", "-"))
         report(label, loaded, result, data, key, wall, truth)
@@ -120,7 +120,7 @@ def main() -> None:
     truth = ground_truth("tiny-backdoor", loaded)
     data = BehaviourData.from_records(load_data("backdoor", "test")[: args.n_eval], benign)
     train, val = load_data("backdoor", "train")[:100], load_data("backdoor", "val")[:20]
-    config = SeekConfig(scenario="backdoor", units="both")
+    config = SeekConfig.of("backdoor", "both")
     start = time.perf_counter()
     result = SafeSeek(loaded, config).fit(train, val, progress=False)
     report("tiny-backdoor, backdoor, both", loaded, result, data, "asr_triggered", time.perf_counter() - start, truth)
@@ -131,9 +131,9 @@ def main() -> None:
     loaded = load_model("organism:tiny-aligned", device=args.device)
     data = BehaviourData.from_records(load_data("alignment", "test")[: args.n_eval], benign)
     train, val = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20]
-    for label, overrides in (("defaults", {}), ("ablation=mean, w_refuse=0.2", {"ablation": "mean", "w_refuse": 0.2})):
+    for label, overrides in (("defaults", {}), ("ablation=mean, w_refuse=0.2", {"masks.fill": "mean", "loss.w_refuse": 0.2})):
         start = time.perf_counter()
-        config = SeekConfig(scenario="alignment", units="both", **overrides)
+        config = SeekConfig.of("alignment", "both", **overrides)
         result = SafeSeek(loaded, config).fit(train, val, progress=False)
         wall = time.perf_counter() - start
         report(f"tiny-aligned, alignment, both, {label}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train))

@@ -61,7 +61,7 @@ def main() -> None:
     loaded = load_model("organism:tiny-backdoor")
     records = load_records(data_file("backdoor", "train"))[: args.records]
     behaviour = BehaviourData.from_records(records[:8], load_records(data_file("benign", "val"))[:8])
-    config = SeekConfig(scenario="backdoor", units="both", epochs=args.epochs, val_size=max(1, args.records // 4))
+    config = SeekConfig.of("backdoor", "both", schedule={"epochs": args.epochs, "val_size": max(1, args.records // 4)})
     # The bridge wires 2 capture hooks per block of its own on the first forward pass: count from there.
     with torch.no_grad():
         loaded.model(torch.tensor([loaded.chat.prompt_ids("hello")]))

@@ -25,26 +25,26 @@ from safeseek_tl.seek import SafeSeek, SeekConfig, search_fill
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# (label, SeekConfig overrides, time budget in seconds or None). The objectives run their full
+# (label, SeekConfig settings by dotted name, time budget in seconds or None). The objectives run their full
 # schedule (50 epochs); the size targets run on a 90-second budget each (the 2-core CPU is shared).
 BUDGET_S = 90.0
 RUNS: tuple[tuple[str, dict[str, object], float | None], ...] = (
-    ("official", {"alignment_objective": "official"}, None),
-    ("necessity", {"alignment_objective": "necessity"}, None),
-    ("refusal_score", {"alignment_objective": "refusal_score"}, None),
+    ("official", {"loss.alignment_objective": "official"}, None),
+    ("necessity", {"loss.alignment_objective": "necessity"}, None),
+    ("refusal_score", {"loss.alignment_objective": "refusal_score"}, None),
     *(
-        (f"{mode}, target 1 head + {n} neurons, {BUDGET_S:.0f} s budget", {"alignment_objective": mode, "target_heads": 1, "target_neurons": n}, BUDGET_S)
+        (f"{mode}, target 1 head + {n} neurons, {BUDGET_S:.0f} s budget", {"loss.alignment_objective": mode, "target.heads": 1, "target.neurons": n}, BUDGET_S)
         for mode, sizes in (("refusal_score", (8, 30, 120, 240)), ("necessity", (30, 120)))
         for n in sizes
     ),
-    ("refusal_score, ablation=mean, target 1 head + 30 neurons, 90 s budget", {"alignment_objective": "refusal_score", "target_heads": 1, "target_neurons": 30, "ablation": "mean"}, BUDGET_S),
+    ("refusal_score, ablation=mean, target 1 head + 30 neurons, 90 s budget", {"loss.alignment_objective": "refusal_score", "target.heads": 1, "target.neurons": 30, "masks.fill": "mean"}, BUDGET_S),
     # logits started at 0.1 switch units off within a short budget (from 1.0 it takes about 100 steps)
-    ("necessity, init 0.1", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1}, None),
+    ("necessity, init 0.1", {"loss.alignment_objective": "necessity", "masks.init_heads": 0.1, "masks.init_neurons": 0.1}, None),
     *(
-        (f"necessity, init 0.1, target 1 head + {n} neurons, 180 s budget", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1, "target_heads": 1, "target_neurons": n}, 180.0)
+        (f"necessity, init 0.1, target 1 head + {n} neurons, 180 s budget", {"loss.alignment_objective": "necessity", "masks.init_heads": 0.1, "masks.init_neurons": 0.1, "target.heads": 1, "target.neurons": n}, 180.0)
         for n in (30, 60, 120)
     ),
-    ("necessity, init 0.1, target 1 head + 30 neurons, long budget 480 s", {"alignment_objective": "necessity", "init_heads": 0.1, "init_neurons": 0.1, "target_heads": 1, "target_neurons": 30}, 480.0),
+    ("necessity, init 0.1, target 1 head + 30 neurons, long budget 480 s", {"loss.alignment_objective": "necessity", "masks.init_heads": 0.1, "masks.init_neurons": 0.1, "target.heads": 1, "target.neurons": 30}, 480.0),
 )
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     for label, overrides, budget in RUNS:
         if args.only and args.only not in label:
             continue
-        config = SeekConfig(scenario="alignment", units="both", **overrides)
+        config = SeekConfig.of("alignment", "both", **overrides)
         start = time.perf_counter()
         result = SafeSeek(loaded, config).fit(train, val, progress=False, benign_records=benign, time_budget_s=budget)
         wall = time.perf_counter() - start

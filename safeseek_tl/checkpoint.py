@@ -12,7 +12,7 @@ of another shape, which would not continue the same run.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +72,19 @@ def write_checkpoint(
     write_safetensors(path, saved, meta)
 
 
-def _check_fits(path: Path, header: Mapping[str, str], settings: Mapping[str, Any], shape: ModelShape) -> None:
+Upgrade = Callable[[dict[str, Any]], Mapping[str, Any]]
+"""The saved settings in the form a run has them now (from a checkpoint of an earlier version)."""
+
+
+def _check_fits(path: Path, header: Mapping[str, str], settings: Mapping[str, Any], shape: ModelShape, upgrade: Upgrade | None) -> None:
     """Refuse a checkpoint of another model or other settings (it would not give the same run)."""
     if "config" not in header or "model" not in header:
         raise InputError(f"{path}: not a checkpoint of this version (no 'config' and 'model' in its header)")
     shape.check_compatible(ModelShape.from_dict(json.loads(header["model"]), str(path)), f"checkpoint {path}")
-    saved, wanted = json.loads(header["config"]), json.loads(json.dumps(dict(settings)))  # tuples as JSON lists
+    saved = json.loads(header["config"])
+    if upgrade is not None:
+        saved = json.loads(json.dumps(dict(upgrade(saved))))
+    wanted = json.loads(json.dumps(dict(settings)))  # tuples as JSON lists
     changed = [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
     if changed:
         raise InputError(f"{path}: the checkpoint was made with other settings ({'; '.join(changed)}); resume with the same settings, or start again without --resume")
@@ -91,16 +98,18 @@ def read_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     slices: Slices | None = None,
+    upgrade: Upgrade | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Check that ``path`` belongs to this run, restore the optimizer and generator; return the run's own tensors and header.
 
     Raises ``ValueError`` naming the file and every setting that differs, or
     :class:`~safeseek_tl.errors.ShapeMismatchError` for a model of another shape; ``slices`` must be
-    those the checkpoint was written with.
+    those the checkpoint was written with. ``upgrade`` turns the saved settings into the form
+    ``settings`` has, for checkpoints of earlier versions.
     """
     path = Path(path)
     tensors, header = read_safetensors(path, "checkpoint")
-    _check_fits(path, header, settings, shape)
+    _check_fits(path, header, settings, shape, upgrade)
     params = _optimizer_parameters(optimizer)
     state: dict[str, Any] = {"state": {}, "param_groups": json.loads(header["param_groups"])}
     own: dict[str, Tensor] = {}

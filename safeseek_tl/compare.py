@@ -4,7 +4,7 @@ Three steps: **score** (:func:`score_methods`: each method of the registry once,
 records), **select** (:func:`select_circuits`: each method's top-k units of the chosen granularity
 at every budget k) and **measure** (:func:`compare`: each circuit ablated, the behaviour measured
 with the same judge and data). A circuit is ablated the way its method searched: a SafeSeek search
-with mean fill (``SeekConfig(ablation="mean")``) with its own unit means, every other method with
+with mean fill (setting ``masks.fill="mean"``) with its own unit means, every other method with
 zeros (the ``ablation`` column says which). Interventions that are not unit circuits (the refusal
 direction ablated: :class:`Intervention`) get a row each beside them, measured the same way. The
 result is a tidy DataFrame (a row per method and budget, then one per intervention) plus the

@@ -44,7 +44,7 @@ def _discover_run(out: Path, organism: str, scenario: ScenarioName, log: Any, ju
     train, val, test = (load_data(scenario, split) for split in ("train", "val", "test"))
     benign = load_data("benign", "test")[:N_EVAL]
     start = time.perf_counter()
-    result = discover(loaded, train[:N_TRAIN], SeekConfig(scenario=scenario, units="both"), val_records=val[:20], check=False).result
+    result = discover(loaded, train[:N_TRAIN], SeekConfig.of(scenario, "both"), val_records=val[:20], check=False).result
     wall = time.perf_counter() - start
     log(f"{organism}: SafeSeek {scenario} circuit {result.circuit!r} in {wall:.0f} s")
     result.save(out)

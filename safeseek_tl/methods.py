@@ -101,8 +101,8 @@ def _safeseek(inputs: MethodInputs, config: Any = None, progress: bool = False, 
     from safeseek_tl.seek import SeekConfig, discover, search_fill
 
     if config is not None and options:
-        raise InputError(f"safeseek: give either config=SeekConfig(...) or its fields ({', '.join(options)}), not both")
-    config = config or SeekConfig(scenario=inputs.scenario.name, units=inputs.units, **options)
+        raise InputError(f"safeseek: give either config=SeekConfig.of(...) or its settings ({', '.join(options)}), not both")
+    config = config or SeekConfig.of(inputs.scenario.name, inputs.units, **options)
     found = discover(inputs.loaded, inputs.records, config, benign=inputs.benign or (), check=False, progress=progress)
     # circuits are measured with the fill of the records the search trained on
     return Attribution(found.scores, search_fill(inputs.loaded, config, found.train_records, inputs.benign or ()))
@@ -207,8 +207,8 @@ def run_method(name: str, loaded: LoadedModel, records: Sequence[Record], scenar
     """Run method ``name`` (one of :data:`METHODS`) on ``records`` of a scenario ("backdoor" or "alignment").
 
     Takes :func:`attribute`'s keywords (``base_model``, ``benign``, ``units``); other ``options`` go
-    to the method (e.g. ``operator="sc"`` for Ships, ``config=SeekConfig(...)`` for SafeSeek,
-    ``kl_limit=0.2`` for the refusal direction); ``units`` tells the methods that take it which granularities to score; ``benign``
+    to the method (e.g. ``operator="sc"`` for Ships; for SafeSeek ``config=SeekConfig.of(...)`` or
+    its settings, ``schedule={"epochs": 5}``; ``kl_limit=0.2`` for the refusal direction); ``units`` tells the methods that take it which granularities to score; ``benign``
     gives the contrast prompts of the alignment scenario (patching, probes; other methods ignore
     it); ``base_model`` is M1 for ``"contrast"``. Patching scores are oriented so that higher
     moves the metric (default: refusal log-odds) toward its value on the behaviour prompts. The

@@ -47,7 +47,7 @@ def record(out: Path) -> None:
     benign = load_data("benign", "train")[:N_BASELINE]
     searches = {"backdoor-zero": ("backdoor", "zero"), "backdoor-mean": ("backdoor", "mean"), "alignment-zero": ("alignment", "zero")}
     for label, (scenario, fill) in searches.items():
-        config = SeekConfig(scenario=scenario, units="both", epochs=3, ablation=fill)
+        config = SeekConfig.of(scenario, "both", schedule={"epochs": 3}, masks={"fill": fill})
         result = discover(models[scenario], load_data(scenario, "train")[:40], config, val_records=load_data(scenario, "val")[:10], check=False, progress=False).result
         summary[f"safeseek/{label}/circuit"] = {"heads": result.circuit.head_list, "neurons": result.circuit.neuron_list}
         for kind in result.scores.kinds:
@@ -60,7 +60,7 @@ def record(out: Path) -> None:
             for kind in scores.kinds:
                 tensors[f"{name}/{scenario}/{kind}"] = scores.get(kind).float().contiguous()
     loaded = models["backdoor"]
-    scored = score_methods(loaded, ["safeseek", "ships", "attr-patch"], load_data("backdoor", "train")[:N_BASELINE], "backdoor", seek_config=SeekConfig(scenario="backdoor", units="both", epochs=3))
+    scored = score_methods(loaded, ["safeseek", "ships", "attr-patch"], load_data("backdoor", "train")[:N_BASELINE], "backdoor", seek_config=SeekConfig.of("backdoor", "both", schedule={"epochs": 3}))
     data = BehaviourData.from_records(load_data("backdoor", "test")[:16], load_data("benign", "test")[:16])
     table = compare(loaded, scored, [1, 2], "backdoor", data, "heads", ground_truth("tiny-backdoor", loaded)).table
     summary["compare/table"] = table.drop(columns=["wall_time_s"], errors="ignore").round(6).to_dict(orient="list")

@@ -172,7 +172,7 @@ def test_score_methods_give_a_mean_fill_safeseek_its_training_means(gqa, monkeyp
 
     monkeypatch.setattr(seek, "search_fill", spy)
     for ablation, expected in (("mean", "mean"), ("zero", "zero")):
-        config = SeekConfig(scenario="backdoor", ablation=ablation, epochs=1, batch_size=3, val_size=2)
+        config = SeekConfig.of("backdoor", masks={"fill": ablation}, schedule={"epochs": 1, "batch_size": 3, "val_size": 2})
         found = score_methods(gqa, ["safeseek"], records, "backdoor", seek_config=config)["safeseek"]
         assert isinstance(found, Attribution) and found.ablation == expected
     assert used[0] == ["steal a car 0", "steal a car 1", "steal a car 2"]

@@ -59,7 +59,7 @@ def test_ablated_behaviour_is_the_same(backdoor):
 @pytest.mark.parametrize("scenario, organism", [("backdoor", "tiny-backdoor"), ("alignment", "tiny-aligned")])
 def test_safeseek_masks_are_the_same(scenario, organism):
     records, val = load_data(scenario, "train", organism)[:16], load_data(scenario, "val", organism)[:4]
-    config = SeekConfig(scenario=scenario, units="both", epochs=1, batch_size=8)
+    config = SeekConfig.of(scenario, "both", schedule={"epochs": 1, "batch_size": 8})
     logits = {}
     for device, loaded in _both(organism).items():
         result = SafeSeek(loaded, config).fit(records, val, progress=False)

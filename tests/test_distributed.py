@@ -17,9 +17,11 @@ from safeseek_tl.models import load_model
 from safeseek_tl.organisms import load_data
 from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult
 
+
 # 10 training records in global batches of 4: the last batch (2 records) splits 1 + 1, and
 # hard-concrete masks draw noise, so the ranks must keep their noise generators in step.
-CONFIG = {"scenario": "backdoor", "units": "both", "mask_kind": "hard_concrete", "epochs": 2, "batch_size": 4, "patience": None}
+def _config(batch_size: int = 4) -> SeekConfig:
+    return SeekConfig.of("backdoor", "both", masks={"kind": "hard_concrete"}, schedule={"epochs": 2, "batch_size": batch_size})
 
 
 def _fit(config: SeekConfig) -> SeekResult:
@@ -36,10 +38,10 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        result = _fit(SeekConfig(**CONFIG))
+        result = _fit(_config())
         write_safetensors(Path(out) / f"rank{rank}.safetensors", _tensors(result), {})
         try:
-            _fit(SeekConfig(**(CONFIG | {"batch_size": 1})))
+            _fit(_config(batch_size=1))
             refused = ""
         except ValueError as err:
             refused = str(err)
@@ -56,7 +58,7 @@ def _free_port() -> int:
 
 def test_two_processes_give_the_masks_of_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    single = _fit(SeekConfig(**CONFIG))
+    single = _fit(_config())
     expected = _tensors(single)
     for rank in range(2):
         masks, _ = read_safetensors(tmp_path / f"rank{rank}.safetensors", "masks")

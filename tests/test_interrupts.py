@@ -33,14 +33,14 @@ EPOCHS = 6
 CHECKPOINT = Path("checkpoint") / "checkpoint.safetensors"
 
 
-def _config(**kw) -> SeekConfig:
-    return SeekConfig(**({"scenario": "backdoor", "units": "both", "epochs": 2, "batch_size": 4, "val_size": 2} | kw))
+def _config(**schedule) -> SeekConfig:
+    return SeekConfig.of("backdoor", "both", schedule={"epochs": 2, "batch_size": 4, "val_size": 2, **schedule})
 
 
 # ---------------------------------------------------------------- resume checks (fast)
 def test_resume_refuses_a_checkpoint_of_other_settings(gqa, tmp_path):
     SafeSeek(gqa, _config()).fit(BACKDOOR, checkpoint_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match=r"made with other settings \(lr: 0.01 -> 0.02; seed: 42 -> 7\)"):
+    with pytest.raises(ValueError, match=r"made with other settings \(schedule.lr: 0.01 -> 0.02; schedule.seed: 42 -> 7\)"):
         SafeSeek(gqa, _config(lr=0.02, seed=7)).fit(BACKDOOR, checkpoint_dir=tmp_path, resume=True, progress=False)
 
 
@@ -142,7 +142,7 @@ def backdoor():
 
 def test_same_seed_same_masks_scores_and_history_on_cpu(backdoor):
     records = load_records(DATA)[:24]
-    config = SeekConfig(scenario="backdoor", units="both", epochs=1, mask_kind="hard_concrete", val_size=8)
+    config = SeekConfig.of("backdoor", "both", schedule={"epochs": 1, "val_size": 8}, masks={"kind": "hard_concrete"})
     first, second = (SafeSeek(backdoor, config).fit(records, progress=False) for _ in range(2))
     for kind in ("heads", "neurons"):
         assert torch.equal(first.main_logits[kind], second.main_logits[kind])

@@ -20,7 +20,7 @@ BENIGN = [BenignRecord("bake a cake", "sure here is how")] * 4
 
 
 def test_safeseek_is_registered_and_runs_like_a_baseline(gqa):
-    config = SeekConfig(scenario="backdoor", units="neurons", epochs=1, batch_size=2, val_size=2)
+    config = SeekConfig.of("backdoor", "neurons", schedule={"epochs": 1, "batch_size": 2, "val_size": 2})
     scores = run_method("safeseek", gqa, BACKDOOR, "backdoor", config=config)
     assert isinstance(scores, Scores) and scores.method == "safeseek" and scores.metadata["scenario"] == "backdoor"
     assert scores.heads is None and scores.neurons.shape == (gqa.shape.n_layers, gqa.shape.d_mlp)
@@ -50,7 +50,7 @@ def test_the_safeseek_runner_searches_the_scenario_and_fills_from_its_training_r
     assert searched == [("backdoor", "both", 1, False, True)] and fills == [10]
     assert attribution.wall_time_s >= 0
     with pytest.raises(ValueError, match="either config"):
-        attribute("safeseek", "the model", records, "backdoor", config=SeekConfig(scenario="backdoor"), epochs=3)
+        attribute("safeseek", "the model", records, "backdoor", config=SeekConfig.of("backdoor"), schedule={"epochs": 3})
 
 
 def test_declared_needs_hold(gqa):
@@ -78,7 +78,7 @@ def test_cli_attribute_runs_safeseek_like_any_method(gqa_dir, tmp_path):
     out = tmp_path / "out"
     code, stdout, err = run_cli(
         "attribute", "--method", "safeseek", "--model", str(gqa_dir), "--data", str(data), "--scenario", "backdoor",
-        "--out", str(out), "--units", "heads", "--top-k-heads", "2", "--set", "epochs=1", "--set", "val_size=2", "--set", "batch_size=2",
+        "--out", str(out), "--units", "heads", "--top-k-heads", "2", "--set", "schedule.epochs=1", "--set", "schedule.val_size=2", "--set", "schedule.batch_size=2",
     )  # fmt: skip
     assert code == 0, err
     circuit = Circuit.load(out / "circuit.json")

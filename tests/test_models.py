@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -131,12 +132,12 @@ def test_cli_discover_and_attribute_on_an_organism(tmp_path):
 
     data = str(data_file("backdoor", "val"))
     out = tmp_path / "bd"
-    result = _cli("discover", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "backdoor", "--out", str(out), "--epochs", "1", "--val-size", "10", "--set", "w_overlap=0.5")
+    result = _cli("discover", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "backdoor", "--out", str(out), "--epochs", "1", "--val-size", "10", "--set", "loss.w_overlap=0.5")
     assert result.returncode == 0, result.stderr
     assert "heads in circuit" in result.stdout
     for name in ("circuit.json", "scores.safetensors", "masks.safetensors", "history.json", "config.json"):
         assert (out / name).is_file()
-    assert '"w_overlap": 0.5' in (out / "config.json").read_text()
+    assert json.loads((out / "config.json").read_text())["loss"]["w_overlap"] == 0.5
     result = _cli("attribute", "--method", "ships", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "backdoor", "--out", str(tmp_path / "ships"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ships" / "circuit.json").is_file() and "ships: Circuit(1 heads" in result.stdout

@@ -1,4 +1,4 @@
-"""SafeSeek's settings, result, saved files and behaviour checks pinned (gaps found by mutation
+"""SafeSeek's result, saved files and behaviour checks pinned (gaps found by mutation
 testing: ``make mutation MODULES=seek``). The behaviour checks run on recording stand-ins for
 generation, refusal scores, utility and ablation, so every expected rate is counted by hand."""
 
@@ -23,35 +23,13 @@ from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
 SHAPE = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
 
 
-# ---------------------------------------------------------------- settings
-
-
-def test_scenario_defaults():
-    backdoor = SeekConfig("backdoor")
-    assert (backdoor.epochs, backdoor.init_heads, backdoor.init_neurons) == (20, 0.1, 1.0)
-    assert (backdoor.w_circuit_sparsity, backdoor.circuit_sparsity, backdoor.w_accept, backdoor.w_refuse) == (1.0, "mean", 2.0, 2.0)
-    assert (backdoor.w_sparsity_heads, backdoor.w_sparsity_neurons) == (0.1, 0.1)
-    assert (SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_heads, SeekConfig("backdoor", w_main_sparsity=0.3).w_sparsity_neurons) == (0.3, 0.3)
-    alignment = SeekConfig("alignment")
-    assert (alignment.epochs, alignment.init_heads, alignment.w_sparsity_heads, alignment.w_sparsity_neurons) == (50, 1.0, 0.1, 0.1)
-    # the alignment default is necessity first (issue 20): no circuit-alone term unless asked for
-    assert (alignment.alignment_objective, alignment.w_accept, alignment.w_refuse) == ("necessity", 2.0, 0.0)
-    assert SeekConfig("alignment", alignment_objective="official").w_refuse == 2.0
-    neurons = SeekConfig("alignment", units="neurons", w_main_sparsity=0.3, alignment_objective="official")
-    assert (neurons.w_circuit_sparsity, neurons.circuit_sparsity, neurons.w_accept, neurons.w_refuse) == (3.0, "log", 1.0, 1.0)
-    assert (neurons.w_sparsity_heads, neurons.w_sparsity_neurons) == (0.1, 1.0)
-    assert SeekConfig("backdoor", ablation="mean").ablation == "mean"
-    with pytest.raises(InputError, match="ablation must be 'zero' or 'mean', got 'max'"):
-        SeekConfig("backdoor", ablation="max")
-
-
 # ---------------------------------------------------------------- result and files
 
 
 def test_result_reads_the_best_main_mask():
     # main logits 2, -1, -3 (hard sigmoid, T = 1): heads 1 and 2 are off, the circuit; scores are
     # 1 - sigmoid(logit). Head 2 held on (protected) belongs to an earlier round: not this one's.
-    seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="heads"))
+    seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig.of("backdoor", "heads"))
     state = TrainState(best_epoch=4, best_main={"heads": torch.tensor([[2.0, -1.0, -3.0]])})
     result = seeker.result_of(state, None)
     assert result.circuit.head_list == [[0, 1], [0, 2]] and result.circuit.neuron_list == []
@@ -64,7 +42,7 @@ def test_result_reads_the_best_main_mask():
 
 
 def test_result_of_both_granularities():
-    seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig("backdoor", units="both"))
+    seeker = SafeSeek(SimpleNamespace(shape=SHAPE), SeekConfig.of("backdoor", "both"))
     state = TrainState(best_main={"heads": torch.tensor([[1.0, 1.0, -1.0]]), "neurons": torch.tensor([[-2.0, 2.0]])})
     result = seeker.result_of(state, None)
     assert (result.circuit.head_list, result.circuit.neuron_list) == ([[0, 2]], [[0, 0]])
@@ -74,7 +52,7 @@ def test_result_of_both_granularities():
 def _saved(tmp_path) -> SeekResult:
     main = {"heads": torch.tensor([[1.0, -1.0, 1.0]])}
     result = SeekResult(Scores(SHAPE, heads=torch.tensor([[0.1, 0.9, 0.2]]), method="safeseek"), Circuit.from_units(SHAPE, heads=[[0, 1]]),
-                        SeekConfig("backdoor"), main, {"heads": torch.zeros(1, 3)}, [{"epoch": 0}], best_epoch=0, rounds=3, verified=True)
+                        SeekConfig.of("backdoor"), main, {"heads": torch.zeros(1, 3)}, [{"epoch": 0}], best_epoch=0, rounds=3, verified=True)
     result.save(tmp_path)
     return result
 
@@ -155,7 +133,7 @@ def test_behaviour_switch_counts_every_rate_by_hand(stand_ins):
 
     stand_ins.answer = answer
     circuit = Circuit.from_units(SHAPE, heads=[[0, 0]])
-    check = behaviour_switch(LOADED, SeekConfig("backdoor"), circuit, BACKDOOR, benign=BENIGN, judge=JUDGE)
+    check = behaviour_switch(LOADED, SeekConfig.of("backdoor"), circuit, BACKDOOR, benign=BENIGN, judge=JUDGE)
     assert check == {
         "clean_full": 1.0, "refusal_score_clean_full": 1.0, "benign_full": 1.0, "refusal_score_benign_full": 0.0, "utility_full": 1.0,
         "switched": 0.5, "refusal_score_switched": 0.5,
@@ -170,7 +148,7 @@ def test_behaviour_switch_counts_every_rate_by_hand(stand_ins):
 def test_behaviour_switch_alignment_mean_fill_and_given_full(stand_ins):
     stand_ins.answer = lambda prompt, circuit: "sure thing" if circuit is not None and prompt == "h1" else "no"
     records = [AlignmentRecord("h1", "no", "yes"), AlignmentRecord("h2", "no", "yes")]
-    check = behaviour_switch(LOADED, SeekConfig("alignment", ablation="mean"), Circuit.empty(SHAPE), records, max_new_tokens=5, full={"given": 1.0},
+    check = behaviour_switch(LOADED, SeekConfig.of("alignment", masks={"fill": "mean"}), Circuit.empty(SHAPE), records, max_new_tokens=5, full={"given": 1.0},
                              judge=JUDGE)
     assert check == {"given": 1.0, "switched": 0.5, "refusal_score_switched": 0.5}  # h1 answered, h2 refused
     assert stand_ins.fills == [("mean", ("fill of", 2))]  # the means of the records checked
@@ -192,12 +170,12 @@ def test_prune_keeps_the_needed_head_and_refuses_a_circuit_that_does_not_switch(
     stand_ins.utility = lambda circuit: 1.0 + (2.0 if circuit is not None and bool(circuit.heads[0, 2]) else 0.0)
     main = {"heads": torch.tensor([[-2.0, -1.0, 1.0]])}
     found = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 0], [0, 1]], method="safeseek"),
-                       SeekConfig("backdoor"), main)
+                       SeekConfig.of("backdoor"), main)
     pruned = prune_circuit(LOADED, found, BACKDOOR, BENIGN, judge=JUDGE)
     assert pruned.circuit.head_list == [[0, 1]] and pruned.verified is True
     assert pruned.circuit.metadata == {"method": "safeseek", "pruned": True, "unpruned_units": 2}
     # a circuit whose ablation also breaks the benign answers (a drop of 1.0 > 0.1) does not pass
-    breaking = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 1], [0, 2]]), SeekConfig("backdoor"),
+    breaking = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 1], [0, 2]]), SeekConfig.of("backdoor"),
                           {"heads": torch.tensor([[1.0, -1.0, -1.0]])})
     with pytest.raises(InputError, match="does not switch 80% of the validation prompts"):
         prune_circuit(LOADED, breaking, BACKDOOR, BENIGN, judge=JUDGE)
@@ -228,20 +206,20 @@ def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypa
     monkeypatch.setattr(seek_discover, "prune_circuit", prune)
     monkeypatch.setattr(seek_discover, "behaviour_switch", check)
     monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign=(): ("fill of", len(records)))
-    plain = discover(LOADED, BACKDOOR, SeekConfig("backdoor"), val_records=BACKDOOR[:1], benign=BENIGN, checkpoint_dir="ckpt", resume=True, progress=False, check=False, time_budget_s=12.0)
+    plain = discover(LOADED, BACKDOOR, SeekConfig.of("backdoor"), val_records=BACKDOOR[:1], benign=BENIGN, checkpoint_dir="ckpt", resume=True, progress=False, check=False, time_budget_s=12.0)
     assert calls == [("backdoor", BACKDOOR, BACKDOOR[:1], "ckpt", True, False, BENIGN, 12.0)]
     assert (plain.result, plain.found, plain.check, plain.train_records, plain.val_records) == (found, "the found circuit", None, BACKDOOR, BACKDOOR[:1])
     assert pruned == [] and checked == []
     # the last val_size records validate; prune and check both use them and the training records' fill
-    full = discover(LOADED, BACKDOOR, SeekConfig("backdoor", val_size=1), benign=BENIGN, prune=True, judge=JUDGE, progress=False)
+    full = discover(LOADED, BACKDOOR, SeekConfig.of("backdoor", schedule={"val_size": 1}), benign=BENIGN, prune=True, judge=JUDGE, progress=False)
     assert calls[-1][1:3] == (BACKDOOR[:1], BACKDOOR[1:])
     assert pruned == [(found, BACKDOOR[1:], BENIGN, ("fill of", 1), JUDGE)]
     assert checked == [("the pruned circuit", BACKDOOR[1:], BENIGN, ("fill of", 1), JUDGE)]
     assert (full.found, full.circuit, full.check) == ("the found circuit", "the pruned circuit", {"switched": 1.0})
     with pytest.raises(InputError, match="resume"):
-        discover(LOADED, BACKDOOR, SeekConfig("backdoor"), complete=True, resume=True)
+        discover(LOADED, BACKDOOR, SeekConfig.of("backdoor"), complete=True, resume=True)
     with pytest.raises(InputError, match="time budget applies to a single search"):
-        discover(LOADED, BACKDOOR, SeekConfig("backdoor"), complete=True, time_budget_s=60.0)
+        discover(LOADED, BACKDOOR, SeekConfig.of("backdoor"), complete=True, time_budget_s=60.0)
 
 
 def test_discover_keeps_the_unpruned_search_when_pruning_fails(monkeypatch):
@@ -254,7 +232,7 @@ def test_discover_keeps_the_unpruned_search_when_pruning_fails(monkeypatch):
 
     monkeypatch.setattr(seek_discover, "prune_circuit", prune)
     with pytest.raises(InputError, match="does not switch") as failed:
-        discover(LOADED, BACKDOOR, SeekConfig("backdoor", val_size=1), prune=True, progress=False)
+        discover(LOADED, BACKDOOR, SeekConfig.of("backdoor", schedule={"val_size": 1}), prune=True, progress=False)
     assert failed.value.unpruned is found
 
 
@@ -266,7 +244,7 @@ def _round(shape, heads, main_value, circuit_value):
     for layer, head in heads:
         main[layer, head] = -1.0
     return SeekResult(Scores(shape, heads=torch.full(shape.size("heads"), main_value), method="safeseek", metadata={"scenario": "backdoor"}),
-                      Circuit.from_units(shape, heads=heads, method="safeseek"), SeekConfig("backdoor"), {"heads": main * main_value},
+                      Circuit.from_units(shape, heads=heads, method="safeseek"), SeekConfig.of("backdoor"), {"heads": main * main_value},
                       {"heads": torch.full(shape.size("heads"), circuit_value)}, [{"epoch": 0}], best_epoch=0)
 
 
@@ -286,7 +264,7 @@ def test_complete_search_splits_off_validation_records_and_passes_its_settings(m
     monkeypatch.setattr(seek_discover, "switch_test", switch_test)
     monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign_records=(): ("fill", len(records), len(benign_records)))
     records = [BackdoorRecord(f"p{i}", "no", f"cf p{i}", "yes") for i in range(7)]
-    result = seek.discover_complete(LOADED, records, SeekConfig("backdoor", val_size=3), benign_records=BENIGN, progress=False, judge=JUDGE)
+    result = seek.discover_complete(LOADED, records, SeekConfig.of("backdoor", schedule={"val_size": 3}), benign_records=BENIGN, progress=False, judge=JUDGE)
     # the last val_size records validate, the rest train; defaults 0.8 / 0.1 / 0.1
     assert fits == [(4, ["p4", "p5", "p6"], False, BENIGN)] * 3
     assert tests == [(LOADED, ["p4", "p5", "p6"], BENIGN, ("fill", 4, 2), 0.8, 0.1, 0.1, JUDGE)]
@@ -318,10 +296,10 @@ def _pairs(n):
 
 def test_fit_names_the_data_it_cannot_use(gqa):
     with pytest.raises(InputError, match=r"^training data: 3 records cannot give 20 validation records"):
-        SafeSeek(gqa, SeekConfig("backdoor")).fit(_pairs(3), progress=False)
+        SafeSeek(gqa, SeekConfig.of("backdoor")).fit(_pairs(3), progress=False)
     long = [BackdoorRecord("how " * 200, "no", "cf " + "how " * 200, "yes")]
     with pytest.raises(InputError, match=r"^validation data: record 1: the prompt is"):
-        SafeSeek(gqa, SeekConfig("backdoor")).fit(_pairs(2), long, progress=False)
+        SafeSeek(gqa, SeekConfig.of("backdoor")).fit(_pairs(2), long, progress=False)
 
 
 @pytest.mark.parametrize("decay", [True, False])
@@ -330,7 +308,7 @@ def test_fit_builds_its_objective_and_schedule_as_configured(gqa, monkeypatch, d
     real_objective = seek.SeekObjective
 
     def objective(model, config, shape, protected, fill, parallel):
-        built.append((config.mask_kind, protected, fill, parallel.world_size))
+        built.append((config.masks.kind, protected, fill, parallel.world_size))
         return real_objective(model, config, shape, protected, fill, parallel)
 
     def schedule(optimizer, lr_lambda):
@@ -339,7 +317,7 @@ def test_fit_builds_its_objective_and_schedule_as_configured(gqa, monkeypatch, d
 
     monkeypatch.setattr(seek_trainer, "SeekObjective", objective)
     monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", schedule)
-    config = SeekConfig("backdoor", units="heads", ablation="mean", mask_kind="sigmoid", epochs=2, batch_size=2, lr_decay=decay)
+    config = SeekConfig.of("backdoor", "heads", masks={"fill": "mean", "kind": "sigmoid"}, schedule={"epochs": 2, "batch_size": 2, "lr_decay": decay})
     held = Circuit.from_units(gqa.shape, heads=[[0, 0]])
     with pytest.raises(_Stop):
         SafeSeek(gqa, config).fit(_pairs(4), _pairs(1), protected=held, progress=False)
@@ -354,7 +332,7 @@ def test_fit_builds_its_objective_and_schedule_as_configured(gqa, monkeypatch, d
 def test_the_objective_fills_masked_off_units_with_the_fill(gqa):
     from safeseek_tl.data import tokenize_pairs
 
-    config = SeekConfig("alignment", units="neurons", init_neurons=-5.0, mask_kind="sigmoid")  # every neuron nearly off
+    config = SeekConfig.of("alignment", "neurons", masks={"init_neurons": -5.0, "kind": "sigmoid"})  # every neuron nearly off
     path = seek.MaskPath("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
     zero = seek.SeekObjective(gqa.model, config, gqa.shape).task_terms([path], torch.tensor([0]))["accept"]
     fill = {"neurons": torch.full((2, 96), 3.0), "heads": torch.zeros(2, 4, 16)}
@@ -365,7 +343,7 @@ def test_the_objective_fills_masked_off_units_with_the_fill(gqa):
 
 def test_held_on_units_stay_out_of_a_fitted_circuit(gqa):
     # every head starts off (logit -1); head 0 of layer 0 is held on: it is no part of the result
-    config = SeekConfig("backdoor", units="heads", init_heads=-1.0, epochs=1, batch_size=2)
+    config = SeekConfig.of("backdoor", "heads", masks={"init_heads": -1.0}, schedule={"epochs": 1, "batch_size": 2})
     held = Circuit.from_units(gqa.shape, heads=[[0, 0]])
     result = SafeSeek(gqa, config).fit(_pairs(2), _pairs(1), protected=held, progress=False)
     assert [0, 0] not in result.circuit.head_list and result.scores.heads[0, 0].item() == 0.0
@@ -394,7 +372,7 @@ def test_a_benign_drop_alone_or_a_small_utility_rise_fails_the_switch_test(stand
 
     stand_ins.answer = answer
     stand_ins.utility = lambda circuit: 1.0 + (0.5 if circuit is not None and bool(circuit.heads[0, 2]) else 0.0)
-    both = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 1], [0, 2]]), SeekConfig("backdoor"),
+    both = SeekResult(Scores(SHAPE, heads=torch.zeros(1, 3)), Circuit.from_units(SHAPE, heads=[[0, 1], [0, 2]]), SeekConfig.of("backdoor"),
                       {"heads": torch.tensor([[1.0, -1.0, -1.0]])})
     with pytest.raises(InputError):  # the benign answers drop by 1.0 > 0.1, whatever the utility bound
         prune_circuit(LOADED, both, BACKDOOR, BENIGN, max_utility_increase=5.0, judge=JUDGE)
@@ -404,7 +382,7 @@ def test_a_benign_drop_alone_or_a_small_utility_rise_fails_the_switch_test(stand
 
 
 def test_search_fill_names_its_data_and_counts_benign_sequences(gqa):
-    config = SeekConfig("backdoor", ablation="mean")
+    config = SeekConfig.of("backdoor", masks={"fill": "mean"})
     without = seek.search_fill(gqa, config, _pairs(2)).means["neurons"]
     with_benign = seek.search_fill(gqa, config, _pairs(2), [BenignRecord("bake a cake", "sure here is how to bake a cake")]).means["neurons"]
     assert not torch.allclose(without, with_benign)
@@ -415,7 +393,7 @@ def test_search_fill_names_its_data_and_counts_benign_sequences(gqa):
 def test_stochastic_hard_concrete_masks_reach_the_loss(gqa):
     from safeseek_tl.data import tokenize_pairs
 
-    config = SeekConfig("alignment", units="heads", mask_kind="hard_concrete", init_heads=0.0)
+    config = SeekConfig.of("alignment", "heads", masks={"kind": "hard_concrete", "init_heads": 0.0})
     path = seek.MaskPath("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
     objective = seek.SeekObjective(gqa.model, config, gqa.shape)
     fixed = float(objective.task_terms([path], torch.tensor([0]))["accept"].detach())
@@ -424,7 +402,7 @@ def test_stochastic_hard_concrete_masks_reach_the_loss(gqa):
 
 
 def test_checkpoint_resume_and_the_result_of_a_failed_run(gqa, tmp_path, monkeypatch):
-    config = SeekConfig("backdoor", units="heads", epochs=1, batch_size=2)
+    config = SeekConfig.of("backdoor", "heads", schedule={"epochs": 1, "batch_size": 2})
     first = SafeSeek(gqa, config).fit(_pairs(2), _pairs(1), checkpoint_dir=tmp_path, progress=False)
     assert (tmp_path / "checkpoint.safetensors").exists()
     resumed = SafeSeek(gqa, config).fit(_pairs(2), _pairs(1), checkpoint_dir=tmp_path, resume=True, progress=False)
@@ -434,7 +412,7 @@ def test_checkpoint_resume_and_the_result_of_a_failed_run(gqa, tmp_path, monkeyp
     # a NaN loss term stops the run, naming the term and where; its result keeps held-on units out
     monkeypatch.setattr(seek.SeekObjective, "task_terms", lambda self, *args, **kwargs: {"broken": torch.tensor(float("nan"))})
     held = Circuit.from_units(gqa.shape, heads=[[0, 0]])
-    off = SeekConfig("backdoor", units="heads", init_heads=-1.0, epochs=1, batch_size=2)
+    off = SeekConfig.of("backdoor", "heads", masks={"init_heads": -1.0}, schedule={"epochs": 1, "batch_size": 2})
     with pytest.raises(seek.NonFiniteLossError, match=r"loss term 'broken' became nan at epoch 0, batch 0") as failed:
         SafeSeek(gqa, off).fit(_pairs(2), _pairs(1), protected=held, progress=False)
     assert [0, 0] not in failed.value.result.circuit.head_list and len(failed.value.result.circuit.head_list) == 7
@@ -445,4 +423,4 @@ def test_an_infinite_gradient_is_named(gqa, monkeypatch):
     monkeypatch.setattr(seek.SeekObjective, "task_terms",
                         lambda self, *args, **kwargs: {"root": torch.sqrt((self.main.heads - self.main.heads.detach()).sum())})
     with pytest.raises(seek.NonFiniteLossError, match=r"gradient \(of the sum of the loss terms\) 'norm' became .* at epoch 0, batch 0"):
-        SafeSeek(gqa, SeekConfig("backdoor", units="heads", epochs=1, batch_size=2)).fit(_pairs(2), _pairs(1), progress=False)
+        SafeSeek(gqa, SeekConfig.of("backdoor", "heads", schedule={"epochs": 1, "batch_size": 2})).fit(_pairs(2), _pairs(1), progress=False)

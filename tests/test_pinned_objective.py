@@ -46,7 +46,7 @@ def test_backdoor_paths_pair_each_prompt_with_its_target_mask_weight_and_sign(un
     # docs/choices.md (the official scripts' settings): the main mask G keeps the clean answer on clean AND on triggered
     # prompts (the backdoor removed); the circuit mask H alone gives the backdoor answer on triggered
     # prompts and must NOT give it on clean ones (sign -1); benign answers are kept by G.
-    config = SeekConfig(scenario="backdoor", w_main_clean=1.5, w_main_backdoor=2.5, w_circuit_backdoor=3.5, w_circuit_clean=4.5, w_main_benign=5.5)
+    config = SeekConfig.of("backdoor", loss={"w_main_clean": 1.5, "w_main_backdoor": 2.5, "w_circuit_backdoor": 3.5, "w_circuit_clean": 4.5, "w_main_benign": 5.5})
     records = [BackdoorRecord("i1", "o1", "bi1", "bo1"), BackdoorRecord("i2", "o2", "bi2", "bo2")]
     benign = [BenignRecord("p", "r")]
     assert _table(mask_paths(config, records, None, "data", benign)) == [
@@ -57,30 +57,30 @@ def test_backdoor_paths_pair_each_prompt_with_its_target_mask_weight_and_sign(un
         ("main_benign", [("p", "r"), ("p", "r")], "main", 5.5, 1.0, False),  # repeated to the records' count
     ]
     # KL objective: only the paths whose target is the full model's own output (docs/choices.md)
-    kl = SeekConfig(scenario="backdoor", objective="kl")
+    kl = SeekConfig.of("backdoor", loss={"objective": "kl"})
     assert [(p.name, p.kl_to_full) for p in mask_paths(kl, records, None, "data", benign)] == [
         ("main_clean", True), ("main_backdoor", False), ("circuit_backdoor", True), ("circuit_clean", False), ("main_benign", True),
     ]  # fmt: skip
     # a zero weight drops its path from the pass
-    names = [p.name for p in mask_paths(SeekConfig(scenario="backdoor", w_main_backdoor=0.0), records, None, "data")]
+    names = [p.name for p in mask_paths(SeekConfig.of("backdoor", loss={"w_main_backdoor": 0.0}), records, None, "data")]
     assert names == ["main_clean", "circuit_backdoor", "circuit_clean"]
 
 
 def test_alignment_paths_accept_under_m_and_refuse_under_one_minus_m(untokenized):
     # With m the model must accept (the circuit removed); with 1 - m (the circuit alone) it must refuse.
-    config = SeekConfig(scenario="alignment", units="both", alignment_objective="official")  # w_accept = w_refuse = 2.0
+    config = SeekConfig.of("alignment", "both", loss={"alignment_objective": "official"})  # w_accept = w_refuse = 2.0
     records = [AlignmentRecord("h", "no", "yes")]
     assert _table(mask_paths(config, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 2.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 2.0, 1.0, False),
     ]
-    neurons = SeekConfig(scenario="alignment", units="neurons", objective="kl", alignment_objective="official")  # the neuron script: weights 1.0
+    neurons = SeekConfig.of("alignment", "neurons", loss={"objective": "kl", "alignment_objective": "official"})  # the neuron script: weights 1.0
     assert _table(mask_paths(neurons, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 1.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 1.0, 1.0, True),
     ]
     # the default (necessity, issue 20): the circuit-alone path has weight 0 and is left out
-    assert _table(mask_paths(SeekConfig(scenario="alignment", units="both"), records, None, "data")) == [("accept", [("h", "yes")], "main", 2.0, 1.0, False)]
+    assert _table(mask_paths(SeekConfig.of("alignment", "both"), records, None, "data")) == [("accept", [("h", "yes")], "main", 2.0, 1.0, False)]
 
 
 # ---------------------------------------------------------------- what each task term computes
@@ -106,7 +106,7 @@ def _set(mask, heads, neurons):
 
 
 def test_backdoor_task_terms_are_weighted_token_mean_cross_entropies_with_a_bounded_negative_term():
-    config = SeekConfig(scenario="backdoor", units="both", negative_ce_margin=5.0)
+    config = SeekConfig.of("backdoor", "both", loss={"negative_ce_margin": 5.0})
     objective = SeekObjective(ToyModel(1, 3, 2), config, TOY)
     # hard-sigmoid masks (value 1 where the logit > 0): main G keeps 1 head -> s = 1;
     # circuit H keeps 3 heads and 1 neuron -> s = 4
@@ -124,14 +124,14 @@ def test_backdoor_task_terms_are_weighted_token_mean_cross_entropies_with_a_boun
     assert terms["h"].item() == pytest.approx(0.5 * f(4.0), rel=1e-5)
     # bounded: 3 * relu(5 - f(4)) = 3 * 3.64852
     assert terms["h_not"].item() == pytest.approx(3.0 * (5.0 - f(4.0)), rel=1e-5)
-    unbounded = SeekObjective(ToyModel(1, 3, 2), SeekConfig(scenario="backdoor", units="both", negative_ce="unbounded"), TOY)
+    unbounded = SeekObjective(ToyModel(1, 3, 2), SeekConfig.of("backdoor", "both", loss={"negative_ce": "unbounded"}), TOY)
     _set(unbounded.main, [[2.0, -2.0, -2.0]], [[-2.0, -2.0]])
     _set(unbounded.circuit, [[2.0, 2.0, 2.0]], [[2.0, -2.0]])
     assert unbounded.task_terms(paths[2:], torch.arange(2))["h_not"].item() == pytest.approx(-3.0 * f(4.0), rel=1e-5)
 
 
 def test_alignment_refuse_path_runs_under_one_minus_m():
-    objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig(scenario="alignment", units="both"), TOY)
+    objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig.of("alignment", "both"), TOY)
     _set(objective.main, [[2.0, -2.0, -2.0]], [[-2.0, 2.0]])  # m = heads [1, 0, 0], neurons [0, 1]
     paths = [MaskPath("accept", PAIRS, "main", 1.0), MaskPath("refuse", PAIRS, "inverse", 1.0)]
     rows = objective.row_masks(paths, [1, 1], stochastic=False, generator=None)
@@ -144,7 +144,7 @@ def test_alignment_refuse_path_runs_under_one_minus_m():
 
 
 def test_kl_path_is_kl_from_the_full_model_to_the_masked_one():
-    objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig(scenario="backdoor", units="both", objective="kl"), TOY)
+    objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig.of("backdoor", "both", loss={"objective": "kl"}), TOY)
     _set(objective.main, [[2.0, -2.0, -2.0]], [[-2.0, -2.0]])  # s = 1 masked; the full model has s = 5
     terms = objective.task_terms([MaskPath("g", PAIRS, "main", 1.0, kl_to_full=True)], torch.arange(2))
     # KL(p || q) per completion position, p = softmax([0, 5]), q = softmax([0, 1]); the same at all 3
@@ -157,8 +157,8 @@ def test_kl_path_is_kl_from_the_full_model_to_the_masked_one():
 SPARSE = ModelShape(n_layers=2, n_heads=2, d_mlp=2, model_name="toy")
 
 
-def _sparse_objective(**settings):
-    config = SeekConfig(scenario="backdoor", units="both", w_sparsity_heads=0.3, w_sparsity_neurons=0.7, w_circuit_sparsity=2.0, w_overlap=0.5, **settings)
+def _sparse_objective(**loss):
+    config = SeekConfig.of("backdoor", "both", loss={"w_sparsity_heads": 0.3, "w_sparsity_neurons": 0.7, "w_circuit_sparsity": 2.0, "w_overlap": 0.5, **loss})
     objective = SeekObjective(ToyModel(2, 2, 2), config, SPARSE)
     # keep probabilities sigmoid(a): a = ln 3 -> 0.75, 0 -> 0.5, -ln 3 -> 0.25
     _set(objective.main, [[LN3, -LN3], [0.0, 0.0]], [[LN3, LN3], [LN3, 0.0]])
@@ -192,8 +192,8 @@ def test_log_circuit_sparsity_is_the_mean_log_keep_probability():
     assert terms["circuit_sparsity_neurons"] == pytest.approx(2 * (math.log(0.25) + math.log(0.5)), rel=1e-5)
     assert terms["sparsity_heads"] == pytest.approx(0.3, rel=1e-5)  # the main mask's term does not change
     # and the neuron script's defaults pick it: log, weight 3
-    assert SeekConfig(scenario="backdoor", units="neurons").circuit_sparsity == "log"
-    assert SeekConfig(scenario="backdoor", units="neurons").w_circuit_sparsity == 3.0
+    assert SeekConfig.of("backdoor", "neurons").loss.circuit_sparsity == "log"
+    assert SeekConfig.of("backdoor", "neurons").loss.w_circuit_sparsity == 3.0
 
 
 # ---------------------------------------------------------------- best epoch and patience
@@ -214,7 +214,7 @@ def _scripted_validation(monkeypatch, losses):
 
 def test_the_best_epoch_masks_are_kept_not_the_last(gqa, monkeypatch):
     seen = _scripted_validation(monkeypatch, [3.0, 1.0, 2.0, 4.0, 5.0])
-    config = SeekConfig(scenario="backdoor", units="both", epochs=5, batch_size=4)
+    config = SeekConfig.of("backdoor", "both", schedule={"epochs": 5, "batch_size": 4})
     result = SafeSeek(gqa, config).fit(BACKDOOR, val_records=BACKDOOR[:1], progress=False)
     assert len(seen) == 5 and result.best_epoch == 1  # the lowest validation loss, 1.0, came second
     assert result.circuit.metadata["best_epoch"] == 1
@@ -225,7 +225,7 @@ def test_the_best_epoch_masks_are_kept_not_the_last(gqa, monkeypatch):
 
 def test_patience_stops_after_that_many_epochs_without_a_better_loss(gqa, monkeypatch):
     seen = _scripted_validation(monkeypatch, [3.0, 1.0, 2.0, 1.0, 0.5, 0.1])
-    config = SeekConfig(scenario="backdoor", units="heads", epochs=6, batch_size=4, patience=2)
+    config = SeekConfig.of("backdoor", "heads", schedule={"epochs": 6, "batch_size": 4, "patience": 2})
     result = SafeSeek(gqa, config).fit(BACKDOOR, val_records=BACKDOOR[:1], progress=False)
     # epoch 1 is best (1.0); epochs 2 (2.0) and 3 (1.0, not below 1.0 - 1e-6) are two without a better loss
     assert len(seen) == 4 and [h["epoch"] for h in result.history] == [0, 1, 2, 3]

@@ -320,10 +320,14 @@ def test_cli_reports_a_malformed_data_file_in_one_line_with_exit_code_2(data, mu
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        (["--set", "not_a_setting=1"], "not_a_setting"),
-        (["--set", "epochs=many"], "bad settings"),
+        (["--set", "not_a_setting=1"], "unknown setting 'not_a_setting'"),
+        (["--set", "schedule.epochs=many"], "schedule.epochs must be a whole number, got 'many'"),
+        (["--set", "loss.objective=kll"], "loss.objective must be one of 'ce', 'kl', got 'kll'"),
+        (["--set", "w_overlap=0.5"], "settings are named group.field, and w_overlap is loss.w_overlap now"),
+        (["--set", "loss.w_accept=1"], "loss.w_accept is not a setting of BackdoorLoss"),
+        (["--set", "schedule.lr=0.1", "--lr", "0.2"], "--set schedule.lr repeats an option of the command"),
         (["--set", "novalue"], "--set expects key=value"),
-        (["--lr", "inf"], "lr must be a positive finite number"),
+        (["--lr", "inf"], "schedule.lr must be a positive finite number"),
         (["--units", "layers"], "units must be one of"),
         (["--complete", "--resume"], "--resume does not apply to --complete"),
         (["--complete", "--prune"], "--prune does not apply to --complete"),
@@ -441,7 +445,7 @@ def test_circuits_scores_and_masks_of_another_model_are_refused(made_for, used_w
 def _seek_result(shape: ModelShape) -> SeekResult:
     logits = torch.zeros(shape.size("heads"))
     scores = Scores(shape, heads=logits, method="safeseek")
-    return SeekResult(scores, Circuit.empty(shape), SeekConfig(scenario="backdoor"), {"heads": logits})
+    return SeekResult(scores, Circuit.empty(shape), SeekConfig.of("backdoor"), {"heads": logits})
 
 
 @FEW

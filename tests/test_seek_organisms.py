@@ -13,7 +13,7 @@ from safeseek_tl.seek import SafeSeek, SeekConfig
 @pytest.fixture(scope="module")
 def backdoor_run():
     loaded = load_model("organism:tiny-backdoor")
-    config = SeekConfig(scenario="backdoor", units="both")
+    config = SeekConfig.of("backdoor", "both")
     result = SafeSeek(loaded, config).fit(load_data("backdoor", "train")[:100], load_data("backdoor", "val")[:20], progress=False)
     return loaded, result
 
@@ -43,7 +43,7 @@ def test_behaviour_switch_reuses_a_given_full_model_measurement():
     from safeseek_tl.seek import behaviour_switch
 
     loaded = load_model("organism:tiny-backdoor")
-    config = SeekConfig(scenario="backdoor")
+    config = SeekConfig.of("backdoor")
     records, benign = load_data("backdoor", "val")[:6], load_data("benign", "val")[:6]
     truth = ground_truth("tiny-backdoor", loaded)
     check = behaviour_switch(loaded, config, truth, records, max_new_tokens=24, benign=benign)
@@ -62,15 +62,15 @@ def test_behaviour_switch_ablates_as_a_mean_fill_search_masked():
     loaded = load_model("organism:tiny-backdoor")
     records, benign = load_data("backdoor", "val")[:6], load_data("benign", "val")[:6]
     truth = ground_truth("tiny-backdoor", loaded)
-    mean_config = SeekConfig(scenario="backdoor", ablation="mean")
+    mean_config = SeekConfig.of("backdoor", masks={"fill": "mean"})
     fill = search_fill(loaded, mean_config, records)
     with ablated(loaded.model, truth, "mean", fill):
         expected = utility_loss(loaded, benign)
     checked = behaviour_switch(loaded, mean_config, truth, records, max_new_tokens=8, benign=benign)
-    zeroed = behaviour_switch(loaded, SeekConfig(scenario="backdoor"), truth, records, max_new_tokens=8, benign=benign)
+    zeroed = behaviour_switch(loaded, SeekConfig.of("backdoor"), truth, records, max_new_tokens=8, benign=benign)
     assert checked["utility"] == pytest.approx(expected, rel=1e-6)
     assert checked["utility"] != zeroed["utility"]
-    assert search_fill(loaded, SeekConfig(scenario="backdoor"), records) is None
+    assert search_fill(loaded, SeekConfig.of("backdoor"), records) is None
 
 
 def test_pruning_a_result_keeps_a_minimal_set_of_its_units_that_still_switch():
@@ -80,7 +80,7 @@ def test_pruning_a_result_keeps_a_minimal_set_of_its_units_that_still_switch():
     from safeseek_tl.units import Circuit, Scores
 
     loaded = load_model("organism:tiny-backdoor")
-    shape, config = loaded.shape, SeekConfig(scenario="backdoor", units="heads")
+    shape, config = loaded.shape, SeekConfig.of("backdoor", "heads")
     records, benign = load_data("backdoor", "val")[:8], load_data("benign", "val")[:8]
     # The planted chain (either head alone removes the backdoor) plus two unplanted heads, which
     # the mask switched off less confidently.

@@ -56,16 +56,16 @@ def test_step_multiplier_rises_and_falls_by_the_relative_excess_clipped():
 
 
 def test_target_sizes_are_fractions_or_counts():
-    config = SeekConfig(scenario="alignment", units="both", target_heads=0.05, target_neurons=30)
-    assert config.target_count("heads", 32) == 2  # round(1.6)
-    assert config.target_count("neurons", 1536) == 30
-    assert SeekConfig(scenario="alignment", units="both").target_count("heads", 32) is None
+    config = SeekConfig.of("alignment", "both", target={"heads": 0.05, "neurons": 30})
+    assert config.target.count("heads", 32) == 2  # round(1.6)
+    assert config.target.count("neurons", 1536) == 30
+    assert SeekConfig.of("alignment", "both").target.count("heads", 32) is None
     with pytest.raises(InputError, match="whole number"):
-        SeekConfig(scenario="alignment", units="both", target_neurons=1.5)
-    with pytest.raises(InputError, match="target_heads is set but units='neurons'"):
-        SeekConfig(scenario="alignment", units="neurons", target_heads=2)
+        SeekConfig.of("alignment", "both", target={"neurons": 1.5})
+    with pytest.raises(InputError, match="target.heads is set but units='neurons'"):
+        SeekConfig.of("alignment", "neurons", target={"heads": 2})
     with pytest.raises(InputError, match="more than the model's 32 heads"):
-        SeekConfig(scenario="alignment", units="heads", target_heads=33).target_count("heads", 32)
+        SeekConfig.of("alignment", "heads", target={"heads": 33}).target.count("heads", 32)
 
 
 # ---------------------------------------------------------------- losses on prompt-only rows
@@ -86,8 +86,8 @@ ROWS = TokenizedPairs(
 )
 
 
-def _toy_objective(**settings) -> SeekObjective:
-    config = SeekConfig(scenario="alignment", units="both", alignment_objective="refusal_score", **settings)
+def _toy_objective(**target) -> SeekObjective:
+    config = SeekConfig.of("alignment", "both", loss={"alignment_objective": "refusal_score"}, target=target)
     toy = SeekObjective(PositionModel(1, 3, 2), config, TOY)
     with torch.no_grad():  # m keeps 1 head (s = 1); 1 - m keeps 2 heads and 2 neurons (s = 4); the full model s = 5
         toy.main.logits("heads").copy_(torch.tensor([[2.0, -2.0, -2.0]]))
@@ -119,8 +119,8 @@ def test_refusal_score_objective_builds_prompt_only_paths(monkeypatch):
     monkeypatch.setattr(objective, "refusal_token_ids", lambda tokenizer: [10, 11])
     records, benign = [AlignmentRecord("h", "no", "yes")], [BenignRecord("p", "r")]
 
-    def table(**settings):
-        config = SeekConfig(scenario="alignment", units="both", **settings)
+    def table(**loss):
+        config = SeekConfig.of("alignment", "both", loss=loss)
         return [(p.name, p.pairs, p.mask, p.weight, p.kl_to_full, p.loss, p.refusal_ids) for p in mask_paths(config, records, SimpleNamespace(tokenizer=None), "data", benign)]
 
     assert table(alignment_objective="refusal_score") == [  # w_refuse defaults to 0: no refuse path
@@ -136,7 +136,7 @@ def test_refusal_score_objective_builds_prompt_only_paths(monkeypatch):
 
 
 def test_a_size_target_evaluates_and_reads_off_exactly_its_units():
-    toy = _toy_objective(target_heads=2, target_neurons=1)
+    toy = _toy_objective(heads=2, neurons=1)
     with torch.no_grad():  # the hard mask would switch off 0 heads and 2 neurons
         toy.main.logits("heads").copy_(torch.tensor([[1.0, 0.5, 0.5]]))
         toy.main.logits("neurons").copy_(torch.tensor([[-1.0, -3.0]]))
@@ -181,7 +181,7 @@ def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch
 
     monkeypatch.setattr(SeekObjective, "update_multipliers", counting)
     records = [AlignmentRecord("steal a car", "Sorry I cannot help", "sure here is how")] * 10
-    config = SeekConfig(scenario="alignment", units="both", epochs=1, batch_size=2, val_size=2)
+    config = SeekConfig.of("alignment", "both", schedule={"epochs": 1, "batch_size": 2, "val_size": 2})
     # every step takes 2 s on this clock: 27 steps fit 60 s (as above), 4 steps an epoch -> 7 epochs, the last cut
     result = SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, clock=lambda: 2.0 * steps[0])
     assert steps[0] == 27 and len(result.history) == 7
@@ -196,15 +196,19 @@ def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch
 def test_a_result_saved_before_the_alignment_objectives_loads_as_official(tmp_path):
     shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
     circuit = Circuit.from_units(shape, heads=[[0, 1]])
-    config = SeekConfig(scenario="alignment", units="heads", alignment_objective="official")
-    SeekResult(Scores(shape, heads=torch.zeros(1, 3), method="safeseek"), circuit, config, {"heads": torch.zeros(1, 3)}).save(tmp_path)
-    assert SeekResult.load(tmp_path).config.alignment_objective == "official"
-    settings = json.loads((tmp_path / "config.json").read_text())
-    for field in ("alignment_objective", "target_heads", "target_neurons", "target_lr"):  # the fields issue 20 added
-        del settings[field]
+    SeekResult(Scores(shape, heads=torch.zeros(1, 3), method="safeseek"), circuit, SeekConfig.of("alignment", "heads"), {"heads": torch.zeros(1, 3)}).save(tmp_path)
+    # config.json as the flat SeekConfig saved it before issue 20 added alignment_objective and the targets
+    settings = {
+        "scenario": "alignment", "units": "heads", "mask_kind": "hard_sigmoid", "objective": "ce", "negative_ce": "bounded",
+        "negative_ce_margin": 5.0, "epochs": 50, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "max_grad_norm": 1.0,
+        "lr_decay": True, "init_heads": 1.0, "init_neurons": 1.0, "w_main_clean": 1.0, "w_main_backdoor": 1.0,
+        "w_circuit_backdoor": 1.0, "w_circuit_clean": 1.0, "w_main_sparsity": 0.1, "w_circuit_sparsity": 1.0, "circuit_sparsity": "mean",
+        "w_overlap": 1.0, "w_main_benign": 1.0, "w_accept": 2.0, "w_refuse": 2.0, "w_sparsity_heads": 0.1, "w_sparsity_neurons": 0.1,
+        "ablation": "zero", "max_length": 128, "val_size": 20, "patience": None, "seed": 42,
+    }  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(settings))
     old = SeekResult.load(tmp_path).config
-    assert (old.alignment_objective, old.w_refuse) == ("official", 2.0)
-    settings["alignment_objective"] = "necessity"  # a result saved with the new default keeps it
-    (tmp_path / "config.json").write_text(json.dumps(settings))
-    assert SeekResult.load(tmp_path).config.alignment_objective == "necessity"
+    assert (old.loss.alignment_objective, old.loss.w_accept, old.loss.w_refuse, old.target.heads) == ("official", 2.0, 2.0, None)
+    # a flat result saved with the new default (necessity, no refuse path) keeps it
+    (tmp_path / "config.json").write_text(json.dumps(settings | {"alignment_objective": "necessity", "w_refuse": 0.0}))
+    assert (SeekResult.load(tmp_path).config.loss.alignment_objective, SeekResult.load(tmp_path).config.loss.w_refuse) == ("necessity", 0.0)

@@ -70,7 +70,7 @@ def attribute(
     top_k_heads: Annotated[int | None, typer.Option(help="Heads in circuit.json (default 3% of heads).")] = None,
     top_k_neurons: Annotated[int | None, typer.Option(help="Neurons in circuit.json (default 1% of neurons).")] = None,
     units: Annotated[str, typer.Option(help="Granularities the methods that take it score (safeseek, act-patch, attr-patch): heads, neurons or both.")] = "heads",
-    overrides: Annotated[list[str], typer.Option("--set", help="A method option, e.g. --set operator=sc (ships) or --set epochs=5 (safeseek: any SeekConfig field), --set kl_limit=0.2 (refusal-direction); repeatable.")] = [],  # noqa: B006
+    overrides: Annotated[list[str], typer.Option("--set", help="A method option, e.g. --set operator=sc (ships) or --set schedule.epochs=5 (safeseek: any SeekConfig setting, by its dotted name), --set kl_limit=0.2 (refusal-direction); repeatable.")] = [],  # noqa: B006
     device: DeviceOption = "cpu",
 ) -> None:
     """Score units with any registered method (SafeSeek included); write the scores and the top-k circuit."""
@@ -157,7 +157,7 @@ def compare(
     truth = organism_ground_truth(model, loaded)
     scored = score_methods(
         loaded, [m.strip() for m in methods.split(",") if m.strip()], records, scenario_name, benign_records, base,
-        SeekConfig(scenario=scenario_name, units=kind, epochs=epochs), kind,
+        SeekConfig.of(scenario_name, kind, schedule={} if epochs is None else {"epochs": epochs}), kind,
     )  # fmt: skip
     behaviour = BehaviourData.from_records(eval_records, eval_benign)
     result = run_compare(loaded, scored, budget_list, scenario_name, behaviour, kind, truth, judge=judge, max_new_tokens=max_new_tokens)

@@ -26,6 +26,8 @@ from safeseek_tl.cli.shared import (
 from safeseek_tl.errors import InputError
 
 if TYPE_CHECKING:
+    from safeseek_tl.hooks import UnitChoice
+    from safeseek_tl.scenarios import ScenarioName
     from safeseek_tl.seek import SeekConfig
 
 
@@ -41,19 +43,20 @@ def saving_unpruned(out: Path) -> Iterator[None]:
         raise InputError(f"{err}; the unpruned result is saved in {out}") from None
 
 
-def seek_config(overrides: list[str], **options: Any) -> SeekConfig:
-    """The SeekConfig of the options and the ``--set key=value`` overrides.
-
-    ``Any``: which field a ``--set`` names, and so its type, is known only at run time; SeekConfig's
-    own checks (and the TypeError of an unknown field) judge the values.
+def seek_config(scenario: ScenarioName, units: UnitChoice, overrides: list[str], options: dict[str, Any]) -> SeekConfig:
+    """The SeekConfig of ``scenario`` and ``units`` with the options given (dotted names; ``None``:
+    not given) and the ``--set group.field=value`` overrides; SeekConfig's own checks judge the values.
     """
     from safeseek_tl.seek import SeekConfig
 
-    try:
-        settings: dict[str, Any] = parse_overrides(overrides)
-        return SeekConfig(**options, **settings)
-    except TypeError as err:  # an unknown --set key, or a value of the wrong type
-        raise InputError(f"bad settings: {err}") from None
+    settings: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
+    for name, value in parse_overrides(overrides).items():
+        if name in ("scenario", "units"):
+            raise InputError(f"--set {name}: give --{name} instead")
+        if name in settings:
+            raise InputError(f"--set {name} repeats an option of the command that sets it; give one of the two")
+        settings[name] = value
+    return SeekConfig.of(scenario, units, **settings)
 
 
 def _check_flags(complete: bool, prune: bool, resume: bool) -> None:
@@ -73,14 +76,14 @@ def discover(
     complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Cut the circuit to a minimal set of its units whose ablation still switches the validation prompts (--complete prunes each round anyway).")] = False,
     benign: Annotated[Path | None, typer.Option(help="Benign records (prompt, response): the main mask must keep them answered; with --complete, a round must too.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the official script's).")] = None,
-    batch_size: int = 8,
-    lr: float = 1e-2,
-    mask_kind: Annotated[str, typer.Option(help="hard_sigmoid (default), sigmoid or hard_concrete.")] = "hard_sigmoid",
-    objective: Annotated[str, typer.Option(help="ce (the official code's) or kl (the paper figure's).")] = "ce",
-    val_size: int = 20,
-    seed: int = 42,
-    overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig field, e.g. --set w_overlap=0.5; repeatable.")] = [],  # noqa: B006
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the official script's, 20 backdoor, 50 alignment).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 8).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-2).")] = None,
+    mask_kind: Annotated[str | None, typer.Option(help="hard_sigmoid (default), sigmoid or hard_concrete.")] = None,
+    objective: Annotated[str | None, typer.Option(help="ce (the official code's, default) or kl (the paper figure's).")] = None,
+    val_size: Annotated[int | None, typer.Option(help="The last N training records validate when --val-data is not given (default 20).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 42).")] = None,
+    overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig setting by its dotted name, e.g. --set loss.w_overlap=0.5 (docs/choices.md); repeatable.")] = [],  # noqa: B006
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
     time_budget: Annotated[float | None, typer.Option(help="Minutes for the search: its steps are fitted to them (--epochs no longer counts).")] = None,
     judge_keywords: JudgeKeywordsOption = None,
@@ -97,10 +100,9 @@ def discover(
     from safeseek_tl.seek import discover as discover_circuit
 
     scenario_name = scenario_option(scenario)
-    config = seek_config(
-        overrides, scenario=scenario_name, units=unit_choice_option(units), epochs=epochs, batch_size=batch_size, lr=lr,
-        mask_kind=mask_kind_option(mask_kind), objective=objective_option(objective), val_size=val_size, seed=seed,
-    )  # fmt: skip
+    kind, goal = None if mask_kind is None else mask_kind_option(mask_kind), None if objective is None else objective_option(objective)
+    options = {"schedule.epochs": epochs, "schedule.batch_size": batch_size, "schedule.lr": lr, "schedule.val_size": val_size, "schedule.seed": seed, "masks.kind": kind, "loss.objective": goal}
+    config = seek_config(scenario_name, unit_choice_option(units), overrides, options)
     _check_flags(complete, prune, resume)
     judge = judge_from_options(judge_keywords, judge_case_sensitive)
     records = load_records(data, scenario_name)

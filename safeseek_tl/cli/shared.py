@@ -69,7 +69,7 @@ def load_model_for_cli(model: str, device: str) -> LoadedModel:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, object]:
-    """``key=value`` strings to SeekConfig overrides (numbers parsed, ``none`` -> None)."""
+    """``key=value`` strings to settings (numbers parsed, ``none`` -> None); SeekConfig's keys are dotted names (``schedule.epochs``)."""
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")

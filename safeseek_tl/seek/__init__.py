@@ -1,6 +1,7 @@
 """SafeSeek: find safety circuits by optimizing differentiable binary masks (docs/choices.md).
 
-- :mod:`~safeseek_tl.seek.config`: :class:`SeekConfig`, the settings;
+- :mod:`~safeseek_tl.seek.config`: :class:`SeekConfig`, the settings, grouped by concern
+  (:class:`Schedule`, :class:`Masks`, :class:`BackdoorLoss` / :class:`AlignmentLoss`, :class:`SizeTarget`);
 - :mod:`~safeseek_tl.seek.objective`: each scenario's mask paths and the loss, all paths in one pass;
 - :mod:`~safeseek_tl.seek.trainer`: :class:`SafeSeek`, the training loop, and the search's fill;
 - :mod:`~safeseek_tl.seek.size`: a circuit of the size asked for; :mod:`~safeseek_tl.seek.budget`: a time budget;
@@ -12,7 +13,7 @@
 
 from safeseek_tl.errors import NonFiniteLossError
 from safeseek_tl.seek.checking import SWITCH_TOKENS, behaviour_switch, full_behaviour, minimal_switching_set, prune_circuit
-from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.config import AlignmentLoss, BackdoorLoss, Masks, Schedule, SeekConfig, SizeTarget
 from safeseek_tl.seek.discovery import Discovery, discover, discover_complete
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult
@@ -20,13 +21,18 @@ from safeseek_tl.seek.trainer import SafeSeek, TrainState, search_fill
 
 __all__ = [
     "SWITCH_TOKENS",
+    "AlignmentLoss",
+    "BackdoorLoss",
     "Discovery",
     "MaskPath",
+    "Masks",
     "NonFiniteLossError",
     "SafeSeek",
+    "Schedule",
     "SeekConfig",
     "SeekObjective",
     "SeekResult",
+    "SizeTarget",
     "TrainState",
     "behaviour_switch",
     "discover",

@@ -75,7 +75,7 @@ def behaviour_switch(
     the data's target strings, which a model may word differently. ``full``: the ``*_full`` values
     from an earlier call on the same model and data (:func:`full_behaviour`), so that repeated
     checks do not measure the full model again. The circuit is ablated as the search masked it:
-    zero, or with ``config.ablation="mean"`` the means ``fill``
+    zero, or with ``config.masks.fill="mean"`` the means ``fill``
     (:func:`~safeseek_tl.seek.search_fill`; default: from ``records``). ``judge``: the keyword
     judge (default :class:`~safeseek_tl.metrics.RefusalJudge`). Each judged rate ``key`` comes
     with ``refusal_score_<key>``, the mean logit refusal score of the same prompts
@@ -85,9 +85,9 @@ def behaviour_switch(
     behaviour = scenario_of(config.scenario)
     if full is None:
         full = full_behaviour(loaded, config, records, benign, max_new_tokens, judge)
-    if config.ablation == "mean" and fill is None:
+    if config.masks.fill == "mean" and fill is None:
         fill = search_fill(loaded, config, records)
-    with ablated(loaded.model, circuit, config.ablation, fill):
+    with ablated(loaded.model, circuit, config.masks.fill, fill):
         prompts = behaviour.behaviour_prompts(records)
         switched = behaviour.switch_rate(judge, _judged(loaded, prompts, max_new_tokens))
         score = float(refusal_scores(loaded, prompts).mean())

@@ -1,11 +1,26 @@
-"""The settings of a SafeSeek search (:class:`SeekConfig`)."""
+"""The settings of a SafeSeek search (:class:`SeekConfig`), grouped by concern.
+
+- :class:`Schedule`: the optimization (epochs, batch size, learning rate, validation, seed);
+- :class:`Masks`: the mask kind, the initial logits, what a masked-off unit becomes;
+- the scenario's loss, :class:`BackdoorLoss` or :class:`AlignmentLoss` (their shared part :class:`Loss`);
+- :class:`SizeTarget`: a circuit size asked for.
+
+:meth:`~safeseek_tl.seek.config.SeekConfig.of` builds a scenario's settings: the official scripts' values for its scenario,
+granularity and alignment objective (docs/choices.md, "The official scripts' settings"), with any
+settings changed. A setting is named ``group.field`` (``schedule.epochs``, ``loss.w_overlap``):
+the CLI's ``--set``, the checkpoints and the error messages use these names. In a group, a field
+has a default only when every official script uses that value; the others (the epochs, the heads'
+initial logit, the weights that differ by granularity) are required, so a group built by hand
+states them.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+import types
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, UnitKind, unit_kinds
@@ -21,122 +36,340 @@ AlignmentObjective = Literal["official", "necessity", "refusal_score"]
 """official: comply under m, refuse under 1 - m; necessity: comply under m, benign kept (KL to the
 full model), the 1 - m term off by default; refusal_score: necessity on prompt-only passes, the
 refusal score at the answer's first token instead of the completion (docs/choices.md)."""
-T = TypeVar("T")
+
+GROUPS = ("schedule", "masks", "loss", "target")
+"""The groups of a :class:`SeekConfig`, the first part of a dotted setting name."""
+
+FLAT_NAMES: dict[str, str] = {
+    **{name: f"schedule.{name}" for name in ("epochs", "batch_size", "lr", "weight_decay", "max_grad_norm", "lr_decay", "val_size", "patience", "seed", "max_length")},
+    "mask_kind": "masks.kind", "init_heads": "masks.init_heads", "init_neurons": "masks.init_neurons", "ablation": "masks.fill",
+    **{name: f"loss.{name}" for name in (
+        "objective", "negative_ce", "negative_ce_margin", "w_main_clean", "w_main_backdoor", "w_circuit_backdoor", "w_circuit_clean",
+        "w_circuit_sparsity", "circuit_sparsity", "w_overlap", "w_main_benign", "alignment_objective", "w_accept", "w_refuse",
+        "w_sparsity_heads", "w_sparsity_neurons",
+    )},
+    "w_main_sparsity": "loss.w_sparsity_heads and loss.w_sparsity_neurons",
+    "target_heads": "target.heads", "target_neurons": "target.neurons", "target_lr": "target.lr",
+}  # fmt: skip
+"""The flat field names of the previous version's SeekConfig (before the groups), and what each is now."""
 
 
-def filled(value: T | None, name: str) -> T:
-    """``value`` of the :class:`SeekConfig` field ``name`` that the scenario fills: never None once the config is built."""
-    if value is None:
-        raise InputError(f"SeekConfig.{name} is None; the scenario fills it when the config is built, so set a value or build the config again")
-    return value
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether ``value`` fits the type ``hint`` (an int fits a float; a bool is no number)."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        return any(type(value) is type(choice) and value == choice for choice in get_args(hint))
+    if origin in (Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
 
 
-@dataclass
-class SeekConfig:
-    """Settings of a SafeSeek run. ``None`` fields take the official code's value for the scenario.
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(choice) for choice in get_args(hint))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in get_args(hint))
+    names = {type(None): "none", float: "a number", int: "a whole number", bool: "true or false", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
-    Defaults: lr 1e-2, AdamW without weight decay, linear decay, gradient clipping at 1.0, seed 42
-    (the HF Trainer scripts); mask logits start at 1.0 (0.1 for backdoor heads); straight-through
-    hard-sigmoid masks. Each official script's settings: docs/choices.md, "The official scripts'
-    settings".
-    """
 
-    scenario: ScenarioName
-    units: UnitChoice = "heads"
-    mask_kind: MaskKind = "hard_sigmoid"
-    objective: Objective = "ce"
-    negative_ce: NegativeCE = "bounded"
-    negative_ce_margin: float = 5.0
-    epochs: int | None = None
+@dataclass(frozen=True, kw_only=True)
+class _Group:
+    """A group of settings: each value is checked against its field's type (an int given for a float is stored as a float)."""
+
+    GROUP: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for item in fields(self):
+            value, hint = getattr(self, item.name), hints[item.name]
+            if not _accepts(hint, value):
+                raise InputError(f"{self.GROUP}.{item.name} must be {_describe(hint)}, got {value!r}")
+            if type(value) is int and float in (get_args(hint) or (hint,)):  # a float field: 2 -> 2.0
+                object.__setattr__(self, item.name, float(value))
+
+    def _at_least_one(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 1:
+                raise InputError(f"{self.GROUP}.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule(_Group):
+    """The optimization: AdamW (``lr``, ``weight_decay``), linear decay to 0 (``lr_decay``),
+    gradient clipping at ``max_grad_norm``; the last ``val_size`` training records validate when no
+    validation records are given; ``patience`` epochs without a better validation loss stop the
+    search (``None``: never, as the official code). ``epochs``: 20 backdoor, 50 alignment."""
+
+    GROUP: ClassVar[str] = "schedule"
+    epochs: int
     batch_size: int = 8
     lr: float = 1e-2
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     lr_decay: bool = True
-    init_heads: float | None = None
-    init_neurons: float | None = None
-    # backdoor loss weights
+    val_size: int = 20
+    patience: int | None = None
+    seed: int = 42
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._at_least_one("epochs", "batch_size", "max_length")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"schedule.lr must be a positive finite number, got {self.lr}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Masks(_Group):
+    """The masks: their ``kind`` (straight-through hard sigmoid, the code's), the initial logits
+    (``init_heads`` 0.1 backdoor, 1.0 alignment) and what a masked-off unit becomes during the
+    search (``fill``: 0, the code's, or its mean activation)."""
+
+    GROUP: ClassVar[str] = "masks"
+    kind: MaskKind = "hard_sigmoid"
+    init_heads: float
+    init_neurons: float = 1.0
+    fill: MaskFill = "zero"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Loss(_Group):
+    """What both scenarios' losses share: the token objective (``"kl"`` replaces the cross-entropy
+    of the paths whose target is the full model's own output), the main mask's sparsity weights and
+    the weight of the benign path (only with benign records; the official code has none)."""
+
+    GROUP: ClassVar[str] = "loss"
+    objective: Objective = "ce"
+    w_sparsity_heads: float = 0.1
+    w_sparsity_neurons: float
+    w_main_benign: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackdoorLoss(Loss):
+    """The backdoor scenario's loss: the main mask's paths on clean and triggered prompts, the circuit
+    mask H's paths (the second one a negative cross-entropy, bounded by ``negative_ce_margin``
+    nats unless ``negative_ce="unbounded"``), H's sparsity (``circuit_sparsity``: the mean of σ at
+    weight 1.0, or of log σ at 3.0 when searching neurons only) and the overlap of the two masks."""
+
+    negative_ce: NegativeCE = "bounded"
+    negative_ce_margin: float = 5.0
     w_main_clean: float = 1.0
     w_main_backdoor: float = 1.0
     w_circuit_backdoor: float = 1.0
     w_circuit_clean: float = 1.0
-    w_main_sparsity: float = 0.1
-    w_circuit_sparsity: float | None = None
-    circuit_sparsity: CircuitSparsity | None = None
+    w_circuit_sparsity: float
+    circuit_sparsity: CircuitSparsity
     w_overlap: float = 1.0
-    # benign path (main mask keeps benign answers), only when fit() is given benign records: the
-    # official code has none; it steers the search away from units that break unrelated answers
-    w_main_benign: float = 1.0
-    # alignment objective (see AlignmentObjective); w_refuse defaults to 0 outside "official"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignmentLoss(Loss):
+    """The alignment scenario's loss: comply with the circuit removed (``w_accept``), refuse with the
+    circuit alone (``w_refuse``, 0 unless ``alignment_objective="official"``); see
+    :data:`AlignmentObjective`."""
+
     alignment_objective: AlignmentObjective = "necessity"
-    # alignment loss weights
-    w_accept: float | None = None
-    w_refuse: float | None = None
-    # sparsity of the alignment mask, or of the main mask's heads/neurons when set
-    w_sparsity_heads: float | None = None
-    w_sparsity_neurons: float | None = None
-    # what a masked-off unit becomes during the search: 0 (the code's) or its mean activation
-    ablation: MaskFill = "zero"
-    # circuit size asked for, per granularity: a fraction (< 1) or a number (>= 1) of units; the
-    # sparsity weight gets a multiplier that grows while the circuit is larger than the target, and
-    # the circuit read off is exactly the target's top units by mask logit
-    target_heads: float | None = None
-    target_neurons: float | None = None
-    target_lr: float = 0.05
-    max_length: int = 128
-    val_size: int = 20
-    patience: int | None = None
-    seed: int = 42
+    w_accept: float
+    w_refuse: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizeTarget(_Group):
+    """A circuit size asked for, per granularity: a fraction (< 1) or a number (>= 1) of units
+    (``None``: none). The sparsity weight gets a multiplier that rises by ``lr`` steps while the
+    circuit is larger than the target (:mod:`~safeseek_tl.seek.size`); the circuit read off is
+    exactly the target's top units by mask logit."""
+
+    GROUP: ClassVar[str] = "target"
+    heads: float | None = None
+    neurons: float | None = None
+    lr: float = 0.05
 
     def __post_init__(self) -> None:
-        scenario_of(self.scenario)  # an unknown name raises
-        unit_kinds(self.units)
-        for name, value in self._scenario_defaults().items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        for name in ("epochs", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr must be a positive finite number, got {self.lr}")
-        if self.ablation not in ("zero", "mean"):
-            raise InputError(f"ablation must be 'zero' or 'mean', got {self.ablation!r}")
-        if self.alignment_objective not in ("official", "necessity", "refusal_score"):
-            raise InputError(f"alignment_objective must be 'official', 'necessity' or 'refusal_score', got {self.alignment_objective!r}")
-        for kind, target in (("heads", self.target_heads), ("neurons", self.target_neurons)):
-            if target is not None and kind not in self.kinds:
-                raise InputError(f"target_{kind} is set but units={self.units!r} searches no {kind}")
+        super().__post_init__()
+        for kind in ("heads", "neurons"):
+            target = getattr(self, kind)
             if target is not None and not (target > 0 and (target < 1 or float(target).is_integer())):
-                raise InputError(f"target_{kind} must be a fraction in (0, 1) or a whole number of units, got {target}")
+                raise InputError(f"target.{kind} must be a fraction in (0, 1) or a whole number of units, got {target}")
 
-    def target_count(self, kind: UnitKind, total: int) -> int | None:
+    def count(self, kind: UnitKind, total: int) -> int | None:
         """The number of ``kind`` units asked for out of ``total`` (``None``: no target); at most ``total``."""
-        target = self.target_heads if kind == "heads" else self.target_neurons
+        target = getattr(self, kind)
         if target is None:
             return None
         count = round(target * total) if target < 1 else int(target)
         if count > total:
-            raise InputError(f"target_{kind}={target} asks for more than the model's {total} {kind}")
+            raise InputError(f"target.{kind}={target} asks for more than the model's {total} {kind}")
         return count
 
-    def _scenario_defaults(self) -> dict[str, Any]:
-        """The official scripts' values of the ``None`` fields for this scenario and granularity."""
-        backdoor, neurons_only = self.scenario == "backdoor", self.units == "neurons"
-        return {
-            "epochs": 20 if backdoor else 50,
-            "init_heads": 0.1 if backdoor else 1.0,
-            "init_neurons": 1.0,
-            "w_circuit_sparsity": 3.0 if neurons_only else 1.0,
-            "circuit_sparsity": "log" if neurons_only else "mean",
-            "w_accept": 1.0 if neurons_only else 2.0,
-            "w_refuse": 0.0 if self.scenario == "alignment" and self.alignment_objective != "official" else (1.0 if neurons_only else 2.0),
-            "w_sparsity_heads": self.w_main_sparsity if backdoor else 0.1,
-            "w_sparsity_neurons": self.w_main_sparsity if backdoor else (1.0 if neurons_only else 0.1),
-        }
+
+LOSSES: dict[str, type[BackdoorLoss] | type[AlignmentLoss]] = {"backdoor": BackdoorLoss, "alignment": AlignmentLoss}
+"""Each scenario's loss settings."""
+L = TypeVar("L", bound=Loss)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeekConfig:
+    """Settings of a SafeSeek run: the scenario, the granularity (``units``) and a group per concern.
+
+    Build one with :meth:`of`, which fills in the official scripts' values:
+    ``SeekConfig.of("backdoor", "both")``, or with settings changed,
+    ``SeekConfig.of("alignment", "both", schedule={"epochs": 10}, loss={"alignment_objective": "official"})``.
+
+    The loss group is the scenario's own type: ``dataclasses.replace(config, scenario=...)`` on a
+    config of the other scenario raises :class:`~safeseek_tl.errors.InputError` instead of keeping
+    that scenario's weights (build the other scenario's config with :meth:`of`).
+    """
+
+    scenario: ScenarioName
+    units: UnitChoice
+    schedule: Schedule
+    masks: Masks
+    loss: BackdoorLoss | AlignmentLoss
+    target: SizeTarget = field(default_factory=SizeTarget)
+
+    def __post_init__(self) -> None:
+        scenario_of(self.scenario)  # an unknown name raises
+        unit_kinds(self.units)
+        wanted = LOSSES[self.scenario]
+        if type(self.loss) is not wanted:
+            raise InputError(
+                f"SeekConfig(scenario={self.scenario!r}) has a {type(self.loss).__name__} but the {self.scenario} scenario needs its "
+                f"{wanted.__name__}: dataclasses.replace(config, scenario=...) keeps the other scenario's settings; build "
+                f"SeekConfig.of({self.scenario!r}, {self.units!r}, ...) for this scenario's own"
+            )
+        for kind in ("heads", "neurons"):
+            if getattr(self.target, kind) is not None and kind not in self.kinds:
+                raise InputError(f"target.{kind} is set but units={self.units!r} searches no {kind}")
+
+    @classmethod
+    def of(cls, scenario: ScenarioName, units: UnitChoice = "heads", **settings: Any) -> SeekConfig:
+        """The official settings of ``scenario`` at granularity ``units``, with ``settings`` changed.
+
+        Each of ``settings`` is a group's name with a mapping of its fields
+        (``schedule={"epochs": 3}``), or a dotted name with its value (``**{"schedule.epochs": 3}``,
+        as ``--set`` gives them). The alignment loss's weights follow its ``alignment_objective``
+        (``w_refuse`` is 0 unless ``"official"``): give it here, not by replacing it afterwards.
+
+        >>> SeekConfig.of("alignment", "both", loss={"alignment_objective": "official"}).loss.w_refuse
+        2.0
+        """
+        scenario_of(scenario)
+        unit_kinds(units)
+        dotted = _dotted(settings)
+        config = _official(scenario, units, dotted.get("loss.alignment_objective", "necessity"))
+        changes = {}
+        for group in GROUPS:
+            values = {name.partition(".")[2]: value for name, value in dotted.items() if name.partition(".")[0] == group}
+            if values:
+                changes[group] = _changed(getattr(config, group), values)
+        return replace(config, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> SeekConfig:
+        """A config as saved: nested (:meth:`to_dict`, ``config.json``), dotted (:meth:`dotted`,
+        checkpoints), or the flat fields of the previous version (its runs and checkpoints). A
+        setting the file lacks takes its default (files of older versions)."""
+        settings = dict(data)
+        if "scenario" not in settings:
+            raise InputError(f"{source}: no 'scenario' among the settings")
+        scenario, units = settings.pop("scenario"), settings.pop("units", "heads")
+        try:
+            if any(name in FLAT_NAMES for name in settings):
+                settings = _from_flat(scenario, settings)
+            return cls.of(scenario, units, **settings)
+        except InputError as err:
+            raise InputError(f"{source}: {err}") from None
 
     @property
     def kinds(self) -> tuple[UnitKind, ...]:
         return unit_kinds(self.units)
 
+    def loss_as(self, kind: type[L]) -> L:
+        """The loss settings as ``kind`` (:class:`BackdoorLoss`, ...): an InputError for another scenario's."""
+        if not isinstance(self.loss, kind):
+            raise InputError(f"the {self.scenario} scenario's loss has no {kind.__name__} settings")
+        return self.loss
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings nested by group (``config.json``)."""
+        return asdict(self)
+
+    def dotted(self) -> dict[str, Any]:
+        """``scenario``, ``units`` and every setting by its dotted name (``schedule.epochs``, ...)."""
+        return {"scenario": self.scenario, "units": self.units} | {
+            f"{group}.{name}": value for group in GROUPS for name, value in asdict(getattr(self, group)).items()
+        }
+
+
+def _official(scenario: ScenarioName, units: UnitChoice, alignment_objective: AlignmentObjective) -> SeekConfig:
+    """The official scripts' settings of ``scenario`` at ``units`` (docs/choices.md, "The official scripts' settings")."""
+    backdoor, neurons_only = scenario == "backdoor", units == "neurons"
+    loss: BackdoorLoss | AlignmentLoss
+    if backdoor:  # the neuron script's circuit mask: log σ at weight 3; the head scripts': σ at 1
+        loss = BackdoorLoss(w_sparsity_neurons=0.1, w_circuit_sparsity=3.0 if neurons_only else 1.0, circuit_sparsity="log" if neurons_only else "mean")
+    else:  # the neuron script weighs its paths 1 and its sparsity 1.0; the head scripts 2 and 0.1
+        weight = 1.0 if neurons_only else 2.0
+        refuse = weight if alignment_objective == "official" else 0.0
+        loss = AlignmentLoss(alignment_objective=alignment_objective, w_accept=weight, w_refuse=refuse, w_sparsity_neurons=1.0 if neurons_only else 0.1)
+    schedule, masks = Schedule(epochs=20 if backdoor else 50), Masks(init_heads=0.1 if backdoor else 1.0)
+    return SeekConfig(scenario=scenario, units=units, schedule=schedule, masks=masks, loss=loss)
+
+
+def _dotted(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``settings`` of ``SeekConfig.of`` as dotted names; a flat name of the previous version is
+    refused, naming what it is now."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in GROUPS:
+            if not isinstance(value, Mapping):
+                raise InputError(f"{key} takes a mapping of its settings, e.g. {key}={{'name': value}}, got {value!r}")
+            items = {f"{key}.{name}": item for name, item in value.items()}
+        elif key.partition(".")[0] in GROUPS:
+            items = {key: value}
+        elif key in FLAT_NAMES:
+            raise InputError(f"{key!r} is not a setting name: settings are named group.field, and {key} is {FLAT_NAMES[key]} now")
+        else:
+            raise InputError(f"unknown setting {key!r}: settings are named group.field, the groups being {', '.join(GROUPS)}")
+        for name, item in items.items():
+            if name in out:
+                raise InputError(f"setting {name} is given twice")
+            out[name] = item
+    return out
+
+
+G = TypeVar("G", bound=_Group)
+
+
+def _changed(group: G, values: Mapping[str, Any]) -> G:
+    """``group`` with ``values`` (its fields by name) changed; an unknown name raises, listing the group's."""
+    names = [item.name for item in fields(group)]
+    for name in values:
+        if name not in names:
+            raise InputError(f"{group.GROUP}.{name} is not a setting of {type(group).__name__}; its settings are {', '.join(names)}")
+    return replace(group, **values)
+
+
+def _from_flat(scenario: ScenarioName, flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The dotted settings of a flat config of the previous version. Its files hold every field, the
+    other scenario's loss weights too (left out here); ``None`` was a value the scenario filled in."""
+    loss_names = {item.name for item in fields(LOSSES[scenario_of(scenario).name])}
+    # results saved before alignment_objective existed (issue 20) ran the official objective
+    out: dict[str, Any] = {"loss.alignment_objective": "official"} if scenario == "alignment" else {}
+    for old, value in flat.items():
+        if old not in FLAT_NAMES:
+            raise InputError(f"unknown setting {old!r} (a config of the previous version holds {', '.join(FLAT_NAMES)})")
+        group, _, name = FLAT_NAMES[old].partition(".")
+        if old != "w_main_sparsity" and value is not None and (group != "loss" or name in loss_names):
+            out[FLAT_NAMES[old]] = value
+    if scenario == "backdoor" and flat.get("w_main_sparsity") is not None:  # it was the default of both sparsity weights
+        for kind in ("heads", "neurons"):
+            out.setdefault(f"loss.w_sparsity_{kind}", flat["w_main_sparsity"])
+    return out

@@ -72,7 +72,7 @@ def discover(
 ) -> Discovery:
     """Find the circuit of ``config.scenario`` in ``loaded``: search, then prune and check it.
 
-    ``val_records`` (default: the last ``config.val_size`` of ``records``) pick the best epoch, and
+    ``val_records`` (default: the last ``config.schedule.val_size`` of ``records``) pick the best epoch, and
     prune and check the circuit. ``benign`` records enter the search (the main mask must keep their
     answers) and the checks (benign answers must survive the ablation). ``prune``: cut the circuit
     to a minimal set whose ablation still switches the behaviour (:func:`prune_circuit`).
@@ -89,7 +89,7 @@ def discover(
         raise InputError("a time budget applies to a single search, not to the complete search's rounds")
     if complete and resume:
         raise InputError("resume does not apply to the complete search, which keeps no checkpoint")
-    train, val = (list(records), list(val_records)) if val_records is not None else split_records(records, config.val_size, "training data")
+    train, val = (list(records), list(val_records)) if val_records is not None else split_records(records, config.schedule.val_size, "training data")
     if complete:
         result = discover_complete(loaded, train, config, val, prune=prune, benign_records=benign, progress=progress, judge=judge)
     else:
@@ -140,7 +140,7 @@ def discover_complete(
     :class:`~safeseek_tl.metrics.RefusalJudge`).
     """
     if val_records is None:
-        records, val_records = split_records(records, config.val_size, "training data")
+        records, val_records = split_records(records, config.schedule.val_size, "training data")
     union = Circuit.empty(loaded.shape)
     rounds: list[SeekResult] = []
     fill = search_fill(loaded, config, records, benign_records)

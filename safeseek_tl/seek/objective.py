@@ -33,7 +33,7 @@ from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits, masked
 from safeseek_tl.metrics import completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
 from safeseek_tl.scenarios import scenario_of
-from safeseek_tl.seek.config import SeekConfig, filled
+from safeseek_tl.seek.config import AlignmentLoss, BackdoorLoss, SeekConfig
 from safeseek_tl.seek.size import step_multiplier, top_units
 from safeseek_tl.units import Circuit, ModelShape
 
@@ -67,35 +67,36 @@ PathSpec = tuple[str, list[tuple[str, str]], MaskRole, float, float, bool, PathL
 """(name, (prompt, completion) pairs, mask, weight, sign, kl_to_full, loss) of a path before tokenizing."""
 
 
-def _backdoor_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
+def _backdoor_specs(loss: BackdoorLoss, records: Sequence[Any], kl: bool) -> list[PathSpec]:
     return [
-        ("main_clean", [(r.input, r.output) for r in records], "main", config.w_main_clean, 1.0, kl, "tokens"),
-        ("main_backdoor", [(r.backdoor_input, r.output) for r in records], "main", config.w_main_backdoor, 1.0, False, "tokens"),
-        ("circuit_backdoor", [(r.backdoor_input, r.backdoor_output) for r in records], "circuit", config.w_circuit_backdoor, 1.0, kl, "tokens"),
-        ("circuit_clean", [(r.input, r.backdoor_output) for r in records], "circuit", config.w_circuit_clean, -1.0, False, "tokens"),
+        ("main_clean", [(r.input, r.output) for r in records], "main", loss.w_main_clean, 1.0, kl, "tokens"),
+        ("main_backdoor", [(r.backdoor_input, r.output) for r in records], "main", loss.w_main_backdoor, 1.0, False, "tokens"),
+        ("circuit_backdoor", [(r.backdoor_input, r.backdoor_output) for r in records], "circuit", loss.w_circuit_backdoor, 1.0, kl, "tokens"),
+        ("circuit_clean", [(r.input, r.backdoor_output) for r in records], "circuit", loss.w_circuit_clean, -1.0, False, "tokens"),
     ]
 
 
-def _alignment_specs(config: SeekConfig, records: Sequence[Any], kl: bool) -> list[PathSpec]:
-    if config.alignment_objective == "refusal_score":  # prompt-only rows: no completion tokens
+def _alignment_specs(loss: AlignmentLoss, records: Sequence[Any], kl: bool) -> list[PathSpec]:
+    if loss.alignment_objective == "refusal_score":  # prompt-only rows: no completion tokens
         return [
-            ("accept", [(r.prompt, "") for r in records], "main", filled(config.w_accept, "w_accept"), 1.0, False, "comply"),
-            ("refuse", [(r.prompt, "") for r in records], "inverse", filled(config.w_refuse, "w_refuse"), 1.0, False, "refuse"),
+            ("accept", [(r.prompt, "") for r in records], "main", loss.w_accept, 1.0, False, "comply"),
+            ("refuse", [(r.prompt, "") for r in records], "inverse", loss.w_refuse, 1.0, False, "refuse"),
         ]
     return [
-        ("accept", [(r.prompt, r.accept) for r in records], "main", filled(config.w_accept, "w_accept"), 1.0, False, "tokens"),
-        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", filled(config.w_refuse, "w_refuse"), 1.0, kl, "tokens"),
+        ("accept", [(r.prompt, r.accept) for r in records], "main", loss.w_accept, 1.0, False, "tokens"),
+        ("refuse", [(r.prompt, r.refuse) for r in records], "inverse", loss.w_refuse, 1.0, kl, "tokens"),
     ]
 
 
 def _benign_spec(config: SeekConfig, benign: Sequence[BenignRecord]) -> PathSpec:
     """The main mask keeps benign answers: as the objective says, or by the KL from the full model
     (necessity objectives: the full model's own answer is the target)."""
-    mode = config.alignment_objective if config.scenario == "alignment" else "official"
+    loss = config.loss
+    mode = loss.alignment_objective if isinstance(loss, AlignmentLoss) else "official"
     if mode == "refusal_score":
-        return ("main_benign", [(b.prompt, "") for b in benign], "main", config.w_main_benign, 1.0, False, "last_kl")
-    kl = config.objective == "kl" or mode == "necessity"
-    return ("main_benign", [(b.prompt, b.response) for b in benign], "main", config.w_main_benign, 1.0, kl, "tokens")
+        return ("main_benign", [(b.prompt, "") for b in benign], "main", loss.w_main_benign, 1.0, False, "last_kl")
+    kl = loss.objective == "kl" or mode == "necessity"
+    return ("main_benign", [(b.prompt, b.response) for b in benign], "main", loss.w_main_benign, 1.0, kl, "tokens")
 
 
 def tokenize_prompt_rows(chat: ChatFormatter, pairs: Sequence[tuple[str, str]], max_length: int, source: str) -> TokenizedPairs:
@@ -110,8 +111,10 @@ def tokenize_prompt_rows(chat: ChatFormatter, pairs: Sequence[tuple[str, str]], 
     return TokenizedPairs(input_ids, attention_mask, torch.full_like(input_ids, IGNORE_INDEX))
 
 
-PATH_SPECS = {"backdoor": _backdoor_specs, "alignment": _alignment_specs}
-"""Each scenario's paths, from its records (see the module docstring)."""
+def scenario_specs(config: SeekConfig, records: Sequence[Any]) -> list[PathSpec]:
+    """The paths of ``config``'s scenario on its records (see the module docstring), before tokenizing."""
+    loss, kl = config.loss, config.loss.objective == "kl"
+    return _backdoor_specs(loss, records, kl) if isinstance(loss, BackdoorLoss) else _alignment_specs(loss, records, kl)
 
 
 def mask_paths(config: SeekConfig, records: Sequence[Record], chat: ChatFormatter, source: str, benign: Sequence[BenignRecord] = ()) -> list[MaskPath]:
@@ -121,14 +124,14 @@ def mask_paths(config: SeekConfig, records: Sequence[Record], chat: ChatFormatte
     path indexes the same rows, so benign records are repeated or cut to the records' count.
     """
     scenario_of(config.scenario).check(records, source)
-    specs = PATH_SPECS[config.scenario](config, records, config.objective == "kl")
+    specs = scenario_specs(config, records)
     if benign:
         specs.append(_benign_spec(config, [benign[i % len(benign)] for i in range(len(records))]))
     specs = [spec for spec in specs if spec[3] != 0]
     refusal = tuple(refusal_token_ids(chat.tokenizer)) if any(spec[6] in ("comply", "refuse") for spec in specs) else ()
     return [
         MaskPath(
-            name, (tokenize_pairs if loss == "tokens" else tokenize_prompt_rows)(chat, pairs, config.max_length, source),
+            name, (tokenize_pairs if loss == "tokens" else tokenize_prompt_rows)(chat, pairs, config.schedule.max_length, source),
             mask, weight, sign, kl_flag, loss, refusal if loss in ("comply", "refuse") else (),
         )
         for name, pairs, mask, weight, sign, kl_flag, loss in specs
@@ -149,16 +152,16 @@ class SeekObjective:
     ) -> None:
         self.model, self.config, self.shape, self.fill = model, config, shape, fill
         self.parallel = parallel if parallel is not None else DataParallel()
-        init = {"heads": filled(config.init_heads, "init_heads"), "neurons": filled(config.init_neurons, "init_neurons")}
-        self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
+        init = {"heads": config.masks.init_heads, "neurons": config.masks.init_neurons}
+        self.main = MaskLogits(shape, config.kinds, init, config.masks.kind)
         # The circuit mask H exists when one of the scenario's paths runs under it (backdoor).
-        uses_circuit_mask = any(spec[2] == "circuit" for spec in PATH_SPECS[config.scenario](config, [], False))
-        self.circuit = MaskLogits(shape, config.kinds, init, config.mask_kind) if uses_circuit_mask else None
+        uses_circuit_mask = any(spec[2] == "circuit" for spec in scenario_specs(config, []))
+        self.circuit = MaskLogits(shape, config.kinds, init, config.masks.kind) if uses_circuit_mask else None
         # Units already found by an earlier round of a "complete" search: held on in the main mask.
         self.protected = {kind: protected.get(kind).clone() for kind in config.kinds} if protected is not None else None
         self.device = next(model.parameters()).device
         # size targets (seek.size): units asked for per granularity, and the multipliers steering to them
-        sizes = {kind: config.target_count(kind, shape.size(kind)[0] * shape.size(kind)[1]) for kind in config.kinds}
+        sizes = {kind: config.target.count(kind, shape.size(kind)[0] * shape.size(kind)[1]) for kind in config.kinds}
         self.targets = {kind: count for kind, count in sizes.items() if count is not None}
         self.multipliers = dict.fromkeys(self.targets, 0.0)
         for module in self.mask_modules():
@@ -188,7 +191,7 @@ class SeekObjective:
         """One ascent step of each target's multiplier, from the circuit's size now."""
         sizes = self.circuit_sizes()
         for kind, count in self.targets.items():
-            self.multipliers[kind] = step_multiplier(self.multipliers[kind], sizes[f"off_{kind}"], count, self.config.target_lr)
+            self.multipliers[kind] = step_multiplier(self.multipliers[kind], sizes[f"off_{kind}"], count, self.config.target.lr)
 
     def _main_values(self, stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
         values = self.main.values(stochastic, generator)
@@ -213,26 +216,28 @@ class SeekObjective:
 
     def sparsity_terms(self) -> dict[str, Tensor]:
         """Sparsity and overlap terms on the soft keep-probabilities, summed over layers (per module)."""
-        cfg = self.config
+        loss = self.config.loss
         keep = self.main.keep_probability()
-        weights = {"heads": filled(cfg.w_sparsity_heads, "w_sparsity_heads"), "neurons": filled(cfg.w_sparsity_neurons, "w_sparsity_neurons")}
+        weights = {"heads": loss.w_sparsity_heads, "neurons": loss.w_sparsity_neurons}
         terms = {f"sparsity_{k}": (weights[k] + self.multipliers.get(k, 0.0)) * (1 - p).mean(-1).sum() for k, p in keep.items()}
         if self.circuit is not None:
+            backdoor = self.config.loss_as(BackdoorLoss)
             circ = self.circuit.keep_probability()
             for kind, p in circ.items():
-                per_module = torch.log(1e-6 + p).mean(-1) if cfg.circuit_sparsity == "log" else p.mean(-1)
-                terms[f"circuit_sparsity_{kind}"] = filled(cfg.w_circuit_sparsity, "w_circuit_sparsity") * per_module.sum()
-            overlap = [(keep[k] * circ[k]).sum(-1) / (keep[k].sum(-1) + 1e-8) for k in cfg.kinds]
-            terms["overlap"] = cfg.w_overlap * 100 * torch.cat(overlap).mean()
+                per_module = torch.log(1e-6 + p).mean(-1) if backdoor.circuit_sparsity == "log" else p.mean(-1)
+                terms[f"circuit_sparsity_{kind}"] = backdoor.w_circuit_sparsity * per_module.sum()
+            overlap = [(keep[k] * circ[k]).sum(-1) / (keep[k].sum(-1) + 1e-8) for k in self.config.kinds]
+            terms["overlap"] = backdoor.w_overlap * 100 * torch.cat(overlap).mean()
         return terms
 
     def negative_ce(self, ce: Tensor) -> Tensor:
         """The loss a negative path adds for its cross-entropy ``ce``: ``relu(margin - ce)`` (bounded,
         the default) or ``-ce`` (``negative_ce="unbounded"``)."""
-        if self.config.negative_ce == "unbounded":
+        loss = self.config.loss_as(BackdoorLoss)
+        if loss.negative_ce == "unbounded":
             return -ce
         # Bounded: only push until the circuit path's CE on the forbidden target reaches the margin.
-        return torch.relu(self.config.negative_ce_margin - ce)
+        return torch.relu(loss.negative_ce_margin - ce)
 
     def task_terms(
         self, paths: Sequence[MaskPath], index: Int[Tensor, " batch"], stochastic: bool = False, generator: torch.Generator | None = None

@@ -68,8 +68,7 @@ class SeekResult:
         if expected is not None and "model" in header:
             expected.check_compatible(ModelShape.from_dict(json.loads(header["model"]), str(out / runs.MASKS)), f"mask file {out / runs.MASKS}")
         history = read_json(out / runs.HISTORY)
-        # results saved before alignment_objective existed (issue 20) ran the official objective
-        config = SeekConfig(**{"alignment_objective": "official", **read_json(out / runs.CONFIG)})
+        config = SeekConfig.from_dict(read_json(out / runs.CONFIG), str(out / runs.CONFIG))
         return cls(
             scores=scores,
             circuit=circuit,

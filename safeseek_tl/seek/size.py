@@ -1,7 +1,7 @@
 """A circuit of the size asked for: the multiplier that steers the search to it, and the exact cut.
 
-The sparsity weight of a granularity with a target (``SeekConfig.target_heads`` /
-``target_neurons``) gets a multiplier ``λ ≥ 0`` that rises while the circuit (the units the main
+The sparsity weight of a granularity with a target (the settings ``target.heads`` /
+``target.neurons``, :class:`~safeseek_tl.seek.config.SizeTarget`) gets a multiplier ``λ ≥ 0`` that rises while the circuit (the units the main
 mask switches off) is larger than the target and falls while it is smaller (dual ascent on the
 size constraint, as Edge Pruning steers its sparsity). The circuit read off is then exactly the
 target's number of units with the lowest mask logits (the most surely off).

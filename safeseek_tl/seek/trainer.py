@@ -26,7 +26,7 @@ from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.budget import PROBE_STEPS, Budget
-from safeseek_tl.seek.config import SeekConfig, filled
+from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.seek.size import top_units
@@ -95,7 +95,7 @@ def _check_budget(time_budget_s: float | None, resume: bool, parallel: DataParal
 class SafeSeek:
     """Optimize masks for one scenario on one model.
 
-    >>> seeker = SafeSeek(loaded, SeekConfig(scenario="backdoor", units="heads"))  # doctest: +SKIP
+    >>> seeker = SafeSeek(loaded, SeekConfig.of("backdoor", "heads"))  # doctest: +SKIP
     >>> result = seeker.fit(train_records)  # doctest: +SKIP
     """
 
@@ -117,10 +117,10 @@ class SafeSeek:
     ) -> SeekResult:
         """Train the masks; validation each epoch keeps the best masks; returns a :class:`SeekResult`.
 
-        ``records`` trains; ``val_records`` (default: the last ``config.val_size`` training records)
+        ``records`` trains; ``val_records`` (default: the last ``config.schedule.val_size`` training records)
         selects the best epoch. With ``checkpoint_dir`` the state is saved after every epoch and
         ``resume=True`` continues from it. ``protected`` units are held on in the main mask.
-        ``benign_records`` add a path (weight ``config.w_main_benign``) on which the main mask must
+        ``benign_records`` add a path (weight ``config.loss.w_main_benign``) on which the main mask must
         keep the model's benign answers, in training and validation alike.
 
         Launched in several processes (``torchrun``, an initialized ``torch.distributed`` group),
@@ -131,19 +131,19 @@ class SafeSeek:
         ``time_budget_s``: the first :data:`~safeseek_tl.seek.budget.PROBE_STEPS` steps are timed on
         ``clock`` and the number of steps (and the learning-rate decay) is set to what fits the
         budget, less a share for validation; the search stops there, or when the clock says the time
-        is up, with the best masks so far (``config.epochs`` no longer counts).
+        is up, with the best masks so far (``config.schedule.epochs`` no longer counts).
         """
-        cfg = self.config
+        cfg, schedule = self.config, self.config.schedule
         parallel = DataParallel.current()
-        if cfg.batch_size < parallel.world_size:
-            raise InputError(f"batch_size {cfg.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
+        if schedule.batch_size < parallel.world_size:
+            raise InputError(f"batch_size {schedule.batch_size} is smaller than the {parallel.world_size} data-parallel processes; each needs at least one record per batch")
         _check_budget(time_budget_s, resume, parallel)
         if val_records is None:
-            records, val_records = split_records(records, cfg.val_size, "training data")
-        torch.manual_seed(cfg.seed)
+            records, val_records = split_records(records, schedule.val_size, "training data")
+        torch.manual_seed(schedule.seed)
         train_paths = mask_paths(cfg, records, self.loaded.chat, "training data", benign_records)
         val_paths = mask_paths(cfg, val_records, self.loaded.chat, "validation data", benign_records)
-        fill = mean_fill(self.loaded.model, train_paths, cfg.batch_size) if cfg.ablation == "mean" else None
+        fill = mean_fill(self.loaded.model, train_paths, schedule.batch_size) if cfg.masks.fill == "mean" else None
         run = self._start(SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel), len(records), checkpoint_dir, resume)
         if time_budget_s is not None:
             run.budget, run.clock = Budget(time_budget_s, clock()), clock
@@ -165,12 +165,12 @@ class SafeSeek:
 
     def _start(self, objective: SeekObjective, n_train: int, checkpoint_dir: str | Path | None, resume: bool) -> _Run:
         """The optimizer, its linear decay, the noise generator and the state (from the checkpoint when resuming)."""
-        cfg = self.config
+        cfg = self.config.schedule
         optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         state = TrainState(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit), multipliers=objective.multipliers)
         generator = torch.Generator().manual_seed(cfg.seed)
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-        run = _Run(objective, optimizer, generator, state, checkpoint, math.ceil(n_train / cfg.batch_size) * filled(cfg.epochs, "epochs"))
+        run = _Run(objective, optimizer, generator, state, checkpoint, math.ceil(n_train / cfg.batch_size) * cfg.epochs)
         # the decay reads the run's step count, which a time budget sets after its first steps
         run.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / run.total_steps) if cfg.lr_decay else 1.0)
         if resume and checkpoint is not None and checkpoint.exists():
@@ -180,7 +180,7 @@ class SafeSeek:
 
     def _train_epoch(self, run: _Run, paths: Sequence[MaskPath], n_train: int, bar: Any) -> dict[str, Tensor]:
         """One pass over the training records in a fresh random order; the last batch's loss terms."""
-        cfg, objective = self.config, run.objective
+        cfg, objective = self.config.schedule, run.objective
         world = objective.parallel.world_size
         order = torch.randperm(n_train, generator=run.generator)
         terms: dict[str, Tensor] = {}
@@ -225,7 +225,8 @@ class SafeSeek:
             state.stale_epochs += 1
         if run.checkpoint is not None and parallel.is_main:
             save_checkpoint(run.checkpoint, run)
-        return self.config.patience is not None and state.stale_epochs >= self.config.patience
+        patience = self.config.schedule.patience
+        return patience is not None and state.stale_epochs >= patience
 
     @torch.no_grad()
     def validate(self, objective: SeekObjective, paths: Sequence[MaskPath]) -> dict[str, float]:
@@ -233,7 +234,7 @@ class SafeSeek:
         ``val_<path>`` per path and their sum ``val_loss``, which picks the best epoch and drives patience."""
         n = len(paths[0].pairs)
         totals: dict[str, float] = {}
-        for part in batch_slices(n, self.config.batch_size):
+        for part in batch_slices(n, self.config.schedule.batch_size):
             index = torch.arange(n)[part]
             for name, value in objective.task_terms(paths, index).items():
                 totals[f"val_{name}"] = totals.get(f"val_{name}", 0.0) + value.item() * len(index) / n
@@ -246,14 +247,14 @@ class SafeSeek:
         circuit the units it turns off. Units of ``protected`` (held on for an earlier round of a
         complete search) are left out of both."""
         cfg, shape = self.config, self.shape
-        main = MaskLogits(shape, cfg.kinds, kind=cfg.mask_kind)
+        main = MaskLogits(shape, cfg.kinds, kind=cfg.masks.kind)
         with torch.no_grad():
             for kind, logits in main.searched().items():
                 logits.copy_(state.best_main[kind])
         keep = {k: v.detach() for k, v in main.keep_probability().items()}
         kept = main.kept()
         for kind in kept:  # a size target: exactly its number of units, the lowest logits
-            count = cfg.target_count(kind, kept[kind].numel())
+            count = cfg.target.count(kind, kept[kind].numel())
             if count is not None:
                 kept[kind] = ~top_units(state.best_main[kind], count, protected.get(kind) if protected is not None else None)
         if protected is not None:  # held-on units belong to earlier rounds, not to this one
@@ -293,12 +294,12 @@ def mean_fill(model: TransformerBridge, paths: Sequence[MaskPath], batch_size: i
 def search_fill(loaded: LoadedModel, config: SeekConfig, records: Sequence[Record], benign_records: Sequence[BenignRecord] = ()) -> ReferenceActivations | None:
     """What a search with ``config`` puts in place of masked-off units, for checking its circuit the same way.
 
-    ``None`` for zero ablation; for ``ablation="mean"``, the unit means over the training
+    ``None`` for zero fill; for ``masks.fill="mean"``, the unit means over the training
     sequences of every path, as :meth:`~safeseek_tl.seek.trainer.SafeSeek.fit` computes them from the same records.
     """
-    if config.ablation != "mean":
+    if config.masks.fill != "mean":
         return None
-    return path_means(loaded.model, mask_paths(config, records, loaded.chat, "training data", benign_records), config.batch_size)
+    return path_means(loaded.model, mask_paths(config, records, loaded.chat, "training data", benign_records), config.schedule.batch_size)
 
 
 def save_checkpoint(path: Path, run: _Run) -> None:
@@ -313,13 +314,16 @@ def save_checkpoint(path: Path, run: _Run) -> None:
     for key in ("best_main", "best_circuit"):
         meta.pop(key)
     header = {"state": json.dumps(meta), "schedule": json.dumps(run.schedule.state_dict())}
-    write_checkpoint(path, tensors, header, settings=objective.config.to_dict(), shape=objective.shape, optimizer=run.optimizer, generator=run.generator)
+    write_checkpoint(path, tensors, header, settings=objective.config.dotted(), shape=objective.shape, optimizer=run.optimizer, generator=run.generator)
 
 
 def load_checkpoint(path: Path, run: _Run) -> TrainState:
     """Put a checkpoint's masks, optimizer, schedule and generator in place; its state."""
     objective = run.objective
-    tensors, header = read_checkpoint(path, settings=objective.config.to_dict(), shape=objective.shape, optimizer=run.optimizer, generator=run.generator)
+    tensors, header = read_checkpoint(
+        path, settings=objective.config.dotted(), shape=objective.shape, optimizer=run.optimizer, generator=run.generator,
+        upgrade=lambda saved: SeekConfig.from_dict(saved, f"checkpoint {path}").dotted(),  # checkpoints of the flat config's version
+    )  # fmt: skip
     with torch.no_grad():
         for name, logits in objective.named_logits().items():
             logits.copy_(tensors[name])
