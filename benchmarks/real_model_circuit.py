@@ -72,7 +72,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}, {library_versions()}\nConfiguration: {vars(args)}")  # fmt: skip
     loaded = load_model(args.model)
     result = SeekResult.load(args.run, loaded.shape)
-    found, fill = result.circuit, result.config.ablation
+    found, fill = result.circuit, result.config.masks.fill
     n_heads, n_neurons = found.n_heads, found.n_neurons
     shape = loaded.shape
     log(f"circuit of {args.run}: {n_heads} heads ({n_heads / (shape.n_layers * shape.n_heads):.2%}), {n_neurons} neurons ({n_neurons / (shape.n_layers * shape.d_mlp):.2%}), {fill} ablation")
