@@ -15,7 +15,7 @@ minutes a step on one prompt here, measured), exact patching one patched pass pe
 The defaults are a reduced configuration meant to fit about 30-40 minutes on 2 quiet CPU cores:
 prompt counts (every ``--n-*`` option; always the first prompts of a split, in file order, never
 chosen by the model's answers), the direction's candidate grid (positions -1..-5, every other
-layer) and its selection (``--val`` prompts, no induced-refusal filter). The output's first lines
+layer) and its selection (``--val`` prompts; the induced-refusal filter with ``--induce-min``). The output's first lines
 say what ran; benchmarks/RESULTS.md records a run. Greedy answers of ``--max-new-tokens`` tokens
 are judged by the keyword judge.
 """
@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 import torch
 
 from safeseek_tl import InputError, load_model
-from safeseek_tl.baselines.direction import direction_unit_scores, mean_differences, select_direction
+from safeseek_tl.baselines.direction import direction_unit_scores, mean_differences
+from safeseek_tl.baselines.direction_selection import choose_direction, evaluate_candidates
 from safeseek_tl.compare import Intervention, compare
 from safeseek_tl.compat import library_versions
 from safeseek_tl.data import AlignmentRecord, BenignRecord
@@ -71,6 +72,8 @@ def arguments() -> argparse.Namespace:
     add("--induce-min", type=float, default=None, help="the induced-refusal filter: adding a kept candidate to harmless prompts must raise their mean refusal score above this (default: no filter)")
     add("--ships-prompts", type=int, default=2)
     add("--methods", default="refusal-direction,attr-patch,ships", help="comma-separated, of refusal-direction, attr-patch, ships, sahara, act-patch")
+    add("--save-direction", help="write the chosen refusal direction here (safetensors; benchmarks/real_model_circuit.py --direction reads it)")
+    add("--no-direction-units", action="store_true", help="measure the direction itself but not its unit ranking")
     add("--skip-full-model", action="store_true", help="leave out the full model's table (a run of more methods only)")
     add("--sahara-steps", type=int, default=10, help="Sahara's group size (when --methods has sahara)")
     add("--act-patch-pairs", type=int, default=2, help="harmful/harmless pairs of exact activation patching, heads only (when --methods has act-patch)")
@@ -95,23 +98,28 @@ def full_model_table(loaded, args, judge: RefusalJudge) -> None:
 
 
 def find_direction(loaded, args, started: float):
-    """Candidates on the training prompts, reduced grid, chosen on the validation prompts (KL limit 0.1, else 0.2; ``--induce-min``)."""
+    """Candidates on the training prompts (reduced grid), measured once on the validation prompts, then
+    the filters from strict to lenient: KL limit 0.1, then 0.2, each with ``--induce-min``'s filter and,
+    when it is set, without it. The first that keeps a candidate chooses."""
     candidates = mean_differences(loaded, prompts("harmful", "train", args.n_train), prompts("harmless", "train", args.n_train), args.n_positions, args.batch_size)
     skipped = [layer for layer in range(candidates.shape[1]) if layer % args.layer_step]
-    candidates[:, skipped] = 0.0  # select_direction rejects zero candidates without evaluating them
+    candidates[:, skipped] = 0.0  # zero candidates are rejected without being measured
     val = prompts("harmful", "validation", args.val), prompts("harmless", "validation", args.val)
-    for kl_limit in (0.1, 0.2):
+    evaluation = evaluate_candidates(loaded, candidates, *val, induce=args.induce_min is not None, batch_size=args.batch_size, progress=False)
+    measured = [row for row in evaluation.rows if row["kl"] is not None]
+    log(started, f"{len(measured)} candidates measured on {args.val} + {args.val} validation prompts")
+    print("\n| position | layer | ablated score (val) | KL (val) | induced score (val) |\n|---|---|---|---|---|")
+    for row in sorted(measured, key=lambda row: row["ablated_score"])[:8]:
+        induced = "-" if row["induced_score"] is None else f"{row['induced_score']:.2f}"
+        print(f"| {row['position']} | {row['layer']} | {row['ablated_score']:.2f} | {row['kl']:.3f} | {induced} |")
+    filters = [(kl_limit, induce) for kl_limit in (0.1, 0.2) for induce in dict.fromkeys((args.induce_min, None))]
+    for kl_limit, induce_min in filters:
         try:
-            found = select_direction(loaded, candidates, *val, kl_limit=kl_limit, induce_min=args.induce_min, batch_size=args.batch_size, progress=False)
+            found = choose_direction(candidates, evaluation, kl_limit=kl_limit, induce_min=induce_min)
         except InputError as err:
-            log(started, f"KL limit {kl_limit}: {err}")
+            log(started, f"KL limit {kl_limit}, induced-refusal filter {induce_min}: {err}")
             continue
-        evaluated = [row for row in found.table if row["kl"] is not None]
-        log(started, f"direction: layer {found.layer}, position {found.position} of {len(evaluated)} evaluated candidates (KL limit {kl_limit})")
-        best = sorted((row for row in evaluated if row["rejected"] is None), key=lambda row: row["ablated_score"])[:5]
-        print("\n| position | layer | ablated score (val) | KL (val) |\n|---|---|---|---|")
-        for row in best:
-            print(f"| {row['position']} | {row['layer']} | {row['ablated_score']:.2f} | {row['kl']:.3f} |")
+        log(started, f"direction: layer {found.layer}, position {found.position} (KL limit {kl_limit}, induced-refusal filter {induce_min})")
         return found
     raise SystemExit("no refusal direction passed the filters")
 
@@ -201,8 +209,12 @@ def direction_methods(loaded, args, started: float, measured, harmful_train: lis
     start = time.perf_counter()
     found = find_direction(loaded, args, started)
     direction_time = time.perf_counter() - start
+    if args.save_direction:
+        found.save(args.save_direction)
     print(HEADER, flush=True)
     measured({}, [1], "heads", interventions={"refusal direction (ablated)": Intervention(lambda: found.ablated(loaded.model), "1 direction", direction_time)})
+    if args.no_direction_units:
+        return
     start = time.perf_counter()
     ranking = Attribution(direction_unit_scores(loaded, found.direction, harmful_train, harmless_train, batch_size=args.batch_size))
     ranking.wall_time_s = direction_time + time.perf_counter() - start

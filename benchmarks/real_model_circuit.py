@@ -13,8 +13,8 @@ ranking; Ships ranks heads only: its row is its top H heads); the refusal direct
 (directional ablation at every layer). Each row: harmful test prompts refused (keyword judge on
 greedy answers) and their mean refusal score, harmless test prompts answered, next-token KL on
 harmless test prompts. Every baseline reads the same first ``--n-train`` harmful and harmless
-training prompts; the direction is the difference of means at ``--direction-layer`` /
-``--direction-position`` (the one benchmarks/real_model.py selects), so it is not searched again.
+training prompts; the direction is the one benchmarks/real_model.py chose and saved (``--direction``),
+so it is not searched again.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 from safeseek_tl import load_model
 from safeseek_tl.ablation import ablated
-from safeseek_tl.baselines.direction import direction_ablated, direction_unit_scores, mean_differences
+from safeseek_tl.baselines.direction import RefusalDirection, direction_ablated, direction_unit_scores
 from safeseek_tl.compare import Intervention, compare
 from safeseek_tl.compat import library_versions
 from safeseek_tl.data import AlignmentRecord, BenignRecord
@@ -57,8 +57,7 @@ def arguments() -> argparse.Namespace:
     add("--n-kl", type=int, default=30, help="harmless test prompts for the KL")
     add("--n-train", type=int, default=32, help="harmful and harmless training prompts each baseline reads")
     add("--ships-prompts", type=int, default=2)
-    add("--direction-layer", type=int, default=None, help="the refusal direction's layer (benchmarks/real_model.py prints it); without it, no direction rows")
-    add("--direction-position", type=int, default=-1)
+    add("--direction", help="a refusal direction file (benchmarks/real_model.py --save-direction); without it, no direction rows")
     add("--max-new-tokens", type=int, default=32)
     add("--batch-size", type=int, default=16)
     return parser.parse_args()
@@ -92,10 +91,9 @@ def main() -> None:
         name: Intervention(lambda circuit=circuit: ablated(loaded.model, circuit, fill, reference), f"{circuit.n_heads} heads + {circuit.n_neurons} neurons", seconds)
         for name, (circuit, seconds) in circuits.items()
     }
-    if args.direction_layer is not None:
-        start = time.perf_counter()
-        direction = direction_at(loaded, args, harmless_train)
-        interventions["refusal direction (ablated)"] = Intervention(lambda: direction_ablated(loaded.model, direction), "1 direction", time.perf_counter() - start)
+    if args.direction:
+        direction = RefusalDirection.load(args.direction).direction
+        interventions["refusal direction (ablated)"] = Intervention(lambda: direction_ablated(loaded.model, direction), "1 direction")
     table = compare(loaded, {}, [1], "alignment", eval_data, judge=judge, max_new_tokens=args.max_new_tokens, interventions=interventions,
                     kl_prompts=prompts("harmless", "test", args.n_kl), baseline=baseline).table  # fmt: skip
     print(f"\nFull model: harmful refused {baseline['refusal_harmful']:.0%} (refusal score {baseline['refusal_score_harmful']:.2f}), harmless answered {baseline['benign_answered']:.0%}\n")
@@ -113,17 +111,10 @@ def baseline_rankings(loaded, args, harmless_train: list[str]):
     yield "attr-patch", patched.scores, patched.wall_time_s
     ships = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
     yield "ships (heads only)", ships.scores, ships.wall_time_s
-    if args.direction_layer is not None:
+    if args.direction:
         start = time.perf_counter()
-        ranking: Scores = direction_unit_scores(loaded, direction_at(loaded, args, harmless_train), harmful_train, harmless_train, batch_size=args.batch_size)
-        yield "refusal-direction units", ranking, time.perf_counter() - start
-
-
-def direction_at(loaded, args, harmless_train: list[str]) -> torch.Tensor:
-    """The difference of means at the chosen layer and position (no search: benchmarks/real_model.py chose it)."""
-    n_positions = -args.direction_position
-    candidates = mean_differences(loaded, prompts("harmful", "train", args.n_train), harmless_train, n_positions, args.batch_size)
-    return candidates[args.direction_position, args.direction_layer]
+        ranking: Scores = direction_unit_scores(loaded, RefusalDirection.load(args.direction).direction, harmful_train, harmless_train, batch_size=args.batch_size)
+        yield "refusal-direction units (ranking only; finding the direction not timed here)", ranking, time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from datetime import date
 import torch
 
 from safeseek_tl import Circuit, InputError, ablated, load_model
-from safeseek_tl.baselines.direction import direction_unit_scores, find_refusal_direction
+from safeseek_tl.baselines.direction import direction_unit_scores
+from safeseek_tl.baselines.direction_selection import find_refusal_direction
 from safeseek_tl.evaluate import BehaviourData, intervention_kl, measure, own_refusal_token_ids, refusal_scores
 from safeseek_tl.organisms import load_data
 

@@ -22,7 +22,7 @@ import torch
 
 from safeseek_tl.ablation import AblationMode, ReferenceActivations
 from safeseek_tl.baselines import activation_contrast, activation_patching, attribution_patching, eap_ig, linear_probes, sahara, ships_scores
-from safeseek_tl.baselines.direction import refusal_direction_scores
+from safeseek_tl.baselines.direction_selection import refusal_direction_scores
 from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, UnitChoice, UnitKind

@@ -19,9 +19,8 @@ from safeseek_tl.baselines.direction import (
     first_pruned_layer,
     mean_differences,
     mean_last_residuals,
-    rejection,
-    select_direction,
 )
+from safeseek_tl.baselines.direction_selection import CandidateEvaluation, choose_direction, rejection, select_direction
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.data import tokenize_prompts
 from safeseek_tl.evaluate import intervention_kl, own_refusal_token_ids
@@ -401,3 +400,26 @@ def test_cli_attribute_with_the_refusal_direction(tmp_path):
     assert code == 2 and "candidate directions were rejected" in err
     code, out, err = run_cli("attribute", "--method", "ships", *args[3:], "--out", str(tmp_path / "ships"), "--set", "kl_limit=1")
     assert code == 2 and "bad settings for ships" in err and "kl_limit" in err
+
+
+def test_choose_direction_applies_the_filters_to_one_evaluation_by_hand():
+    """Five layers at one position, measured once (numbers set by hand). Layer 0 is a zero vector,
+    layer 4 is in the last 20% of layers (first_pruned_layer(5, 0.2) = 4). Layer 1: lowest score
+    but KL 0.15; layer 2: KL 0.05 but induced score -0.3; layer 3: KL 0.08, induced 0.4. So KL 0.1
+    with the induced filter keeps layer 3 only; without it layer 2 wins (-1.0 < -0.5); KL 0.2
+    without it lets layer 1 (-2.0) win; KL 0.01 rejects all, and the evaluation is still there."""
+    candidates = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [1.0, 1.0]]])
+    row = lambda layer, score, kl, induced: {"position": -1, "layer": layer, "ablated_score": score, "score_drop": None, "kl": kl, "induced_score": induced}  # noqa: E731
+    rows = [row(0, None, None, None), row(1, -2.0, 0.15, 0.5), row(2, -1.0, 0.05, -0.3), row(3, -0.5, 0.08, 0.4), row(4, None, None, None)]
+    evaluation = CandidateEvaluation(rows, {"refusal_score_harmful": 1.0}, {"induce": True, "prune_fraction": 0.2, "refusal_ids": [7]})
+    assert choose_direction(candidates, evaluation, kl_limit=0.1, induce_min=0.0).layer == 3
+    assert choose_direction(candidates, evaluation, kl_limit=0.1, induce_min=None).layer == 2
+    found = choose_direction(candidates, evaluation, kl_limit=0.2, induce_min=None)
+    assert (found.layer, found.position, found.direction.tolist()) == (1, -1, [1.0, 0.0])
+    assert [r["rejected"] for r in found.table] == ["zero or not finite", None, None, None, "layer in the last 20% of layers"]
+    with pytest.raises(InputError, match="all 5 candidate directions were rejected"):
+        choose_direction(candidates, evaluation, kl_limit=0.01, induce_min=None)
+    assert evaluation.rows == rows and "rejected" not in evaluation.rows[1]
+    without_induced = CandidateEvaluation(rows, {}, {"induce": False, "prune_fraction": 0.2})
+    with pytest.raises(InputError, match="induce=True"):
+        choose_direction(candidates, without_induced, kl_limit=0.2, induce_min=0.0)

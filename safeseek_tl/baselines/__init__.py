@@ -5,7 +5,7 @@
 - :func:`activation_patching`, :func:`attribution_patching`, :func:`eap_ig`;
 - :func:`linear_probes` (a layer-level map);
 - the refusal direction (Arditi et al.): :func:`find_refusal_direction`, :func:`direction_ablated`,
-  and the unit ranking of :func:`~safeseek_tl.baselines.direction.refusal_direction_scores`.
+  and the unit ranking of :func:`~safeseek_tl.baselines.direction_selection.refusal_direction_scores`.
 
 Run any of them by name, like SafeSeek, through the method registry (:mod:`safeseek_tl.methods`).
 """
@@ -13,7 +13,8 @@ Run any of them by name, like SafeSeek, through the method registry (:mod:`safes
 from __future__ import annotations
 
 from safeseek_tl.baselines.contrasting import activation_contrast, causal_effect, dynamic_patching, random_like, static_patching
-from safeseek_tl.baselines.direction import RefusalDirection, direction_ablated, direction_added, find_refusal_direction, refusal_direction_scores
+from safeseek_tl.baselines.direction import RefusalDirection, direction_ablated, direction_added
+from safeseek_tl.baselines.direction_selection import find_refusal_direction, refusal_direction_scores
 from safeseek_tl.baselines.patching import activation_patching, attribution_patching, eap_ig, refusal_metric, row_unit_hooks
 from safeseek_tl.baselines.probing import ProbeResult, linear_probes
 from safeseek_tl.baselines.ships import generalized_ships, head_ablation_hooks, sahara, ships_scores, ships_scores_naive

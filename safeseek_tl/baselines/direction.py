@@ -1,38 +1,33 @@
 """The refusal direction (Arditi et al. 2024) as a baseline: one residual-stream direction, and the units that write it.
 
 :func:`mean_differences` gives the candidates (harmful minus harmless mean of
-``blocks.{l}.hook_resid_pre`` per post-instruction position and layer); :func:`select_direction`
-picks one on validation prompts (lowest refusal score under ablation among the candidates that
-:func:`rejection` keeps); :func:`direction_ablated` projects it out of ``hook_resid_pre``,
-``hook_attn_out`` and ``hook_mlp_out`` of every layer at every position, as the official code does,
-and :func:`direction_added` adds it to ``hook_resid_pre`` of one layer; :func:`direction_unit_scores`
-ranks heads and neurons by their write onto it, so that it competes at matched unit budgets;
-:func:`refusal_direction_scores` is the ``refusal-direction`` baseline. docs/direction.md has the
-details and the differences from the official code.
+``blocks.{l}.hook_resid_pre`` per post-instruction position and layer);
+:mod:`~safeseek_tl.baselines.direction_selection` picks one on validation prompts;
+:func:`direction_ablated` projects it out of ``hook_resid_pre``, ``hook_attn_out`` and
+``hook_mlp_out`` of every layer at every position, as the official code does, and
+:func:`direction_added` adds it to ``hook_resid_pre`` of one layer; :func:`direction_unit_scores`
+ranks heads and neurons by their write onto it, so that it competes at matched unit budgets.
+docs/direction.md has the details and the differences from the official code.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from safeseek_tl._io import read_safetensors, write_safetensors
 from safeseek_tl.data import batch_slices, tokenize_prompts
 from safeseek_tl.errors import InputError
-from safeseek_tl.evaluate import last_logits, own_refusal_token_ids, refusal_scores
 from safeseek_tl.hooks import HookList, attn_out_hook, head_hook, mlp_out_hook, neuron_hook
-from safeseek_tl.metrics import last_position_kl, refusal_score, refusal_token_ids
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.prefix import resid_pre_hook
 from safeseek_tl.units import Scores
@@ -149,29 +144,6 @@ def first_pruned_layer(n_layers: int, prune_fraction: float) -> int:
     return math.floor(n_layers * (1.0 - prune_fraction) + 1e-9)  # 1e-9: 10 * (1 - 0.9) is 0.9999999999999998
 
 
-def rejection(
-    layer: int, n_layers: int, norm: float, kl: float | None, induced: float | None, *, kl_limit: float = 0.1, induce_min: float | None = 0.0, prune_fraction: float = 0.2
-) -> str | None:
-    """Why a candidate is rejected (Arditi et al.'s filters), or ``None`` when it is kept.
-
-    Rejected: a layer in the last ``prune_fraction`` of layers; a zero vector (at the first layer
-    the post-instruction tokens are the same for every prompt) or a non-finite one; a KL on
-    harmless prompts above ``kl_limit``; an induced refusal score below ``induce_min`` (``None``:
-    not checked); a NaN.
-    """
-    if layer >= first_pruned_layer(n_layers, prune_fraction):
-        return f"layer in the last {prune_fraction:.0%} of layers"
-    if not (math.isfinite(norm) and norm > 0):
-        return "zero or not finite"
-    if kl is None or math.isnan(kl) or (induce_min is not None and (induced is None or math.isnan(induced))):
-        return "not a number"
-    if kl > kl_limit:
-        return f"KL above {kl_limit}"
-    if induce_min is not None and induced is not None and induced < induce_min:
-        return f"induced refusal score below {induce_min}"
-    return None
-
-
 @dataclass
 class RefusalDirection:
     """A chosen refusal direction, the candidates it was chosen from and how each one fared.
@@ -231,83 +203,6 @@ class RefusalDirection:
         return cls(direction, layer, position, candidates, fields["candidates"], fields["baseline"], fields["settings"])
 
 
-def _evaluate(loaded: LoadedModel, vector: Tensor, layer: int, harmful: Sequence[str], harmless: Sequence[str], full: Tensor, ids: list[int], induce: bool, batch_size: int) -> dict[str, float | None]:
-    """Ablated refusal score (harmful), KL (harmless) and induced refusal score (harmless) of one candidate."""
-    with direction_ablated(loaded.model, vector):
-        ablated = float(refusal_scores(loaded, harmful, batch_size, ids).mean())
-        kl = float(last_position_kl(full, last_logits(loaded, harmless, batch_size)).mean())
-    induced = None
-    if induce:
-        with direction_added(loaded.model, vector, layer):
-            induced = float(refusal_scores(loaded, harmless, batch_size, ids).mean())
-    return {"ablated_score": ablated, "kl": kl, "induced_score": induced}
-
-
-def select_direction(
-    loaded: LoadedModel,
-    candidates: Float[Tensor, "n_positions n_layers d_model"],
-    harmful_val: Sequence[str],
-    harmless_val: Sequence[str],
-    *,
-    kl_limit: float = 0.1,
-    induce_min: float | None = 0.0,
-    prune_fraction: float = 0.2,
-    refusal_ids: Sequence[int] | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> RefusalDirection:
-    """Choose among ``candidates`` (:func:`mean_differences`) on validation prompts (see :func:`rejection`).
-
-    The kept candidate with the lowest mean refusal score of ``harmful_val`` under directional
-    ablation wins (the first such, position-major, on ties); candidates of the last layers and zero
-    ones are rejected without being evaluated. ``refusal_ids`` default to the tokenizer's refusal
-    openings (:func:`~safeseek_tl.evaluate.own_refusal_token_ids` finds the model's own). Raises
-    :class:`~safeseek_tl.errors.InputError` when every candidate is rejected.
-    """
-    if not harmful_val or not harmless_val:
-        raise InputError("choosing a refusal direction needs harmful and harmless validation prompts")
-    n_positions, n_layers = candidates.shape[:2]
-    ids = refusal_token_ids(loaded.tokenizer) if refusal_ids is None else [int(i) for i in refusal_ids]
-    full = last_logits(loaded, harmless_val, batch_size)
-    baseline = {"refusal_score_harmful": float(refusal_scores(loaded, harmful_val, batch_size, ids).mean()), "refusal_score_harmless": float(refusal_score(full, ids).mean())}
-    table = []
-    for index in tqdm(range(n_positions * n_layers), desc="refusal direction", disable=not progress, leave=False):
-        pos, layer = divmod(index, n_layers)
-        row: dict[str, Any] = {"position": pos - n_positions, "layer": layer, "ablated_score": None, "score_drop": None, "kl": None, "induced_score": None}
-        norm = float(candidates[pos, layer].double().norm())
-        if layer < first_pruned_layer(n_layers, prune_fraction) and math.isfinite(norm) and norm > 0:
-            row.update(_evaluate(loaded, candidates[pos, layer], layer, harmful_val, harmless_val, full, ids, induce_min is not None, batch_size))
-            row["score_drop"] = baseline["refusal_score_harmful"] - row["ablated_score"]
-        row["rejected"] = rejection(layer, n_layers, norm, row["kl"], row["induced_score"], kl_limit=kl_limit, induce_min=induce_min, prune_fraction=prune_fraction)
-        table.append(row)
-    kept = [row for row in table if row["rejected"] is None]
-    if not kept:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in Counter(row["rejected"] for row in table).items())
-        raise InputError(f"all {len(table)} candidate directions were rejected ({reasons}); raise kl_limit, lower induce_min or prune_fraction")
-    best = min(kept, key=lambda row: row["ablated_score"])
-    settings = {"kl_limit": kl_limit, "induce_min": induce_min, "prune_fraction": prune_fraction, "refusal_ids": ids, "n_harmful_val": len(harmful_val), "n_harmless_val": len(harmless_val)}
-    position, layer = best["position"], best["layer"]
-    return RefusalDirection(candidates[position, layer].float().clone(), layer, position, candidates.float(), table, baseline, settings)
-
-
-def find_refusal_direction(
-    loaded: LoadedModel,
-    harmful_train: Sequence[str],
-    harmless_train: Sequence[str],
-    harmful_val: Sequence[str],
-    harmless_val: Sequence[str],
-    *,
-    n_positions: int | None = None,
-    batch_size: int = 16,
-    **selection: Any,
-) -> RefusalDirection:
-    """Arditi et al.'s recipe: :func:`mean_differences` on the training prompts, :func:`select_direction` on the validation ones."""
-    candidates = mean_differences(loaded, harmful_train, harmless_train, n_positions, batch_size)
-    found = select_direction(loaded, candidates, harmful_val, harmless_val, batch_size=batch_size, **selection)
-    found.settings.update(n_harmful_train=len(harmful_train), n_harmless_train=len(harmless_train))
-    return found
-
-
 @torch.no_grad()
 def _mean_writes(loaded: LoadedModel, prompts: Sequence[str], unit: Tensor, n_positions: int, batch_size: int) -> tuple[Tensor, Tensor]:
     """Mean over prompts and the last ``n_positions`` positions of each head's and neuron's write onto ``unit``."""
@@ -359,40 +254,3 @@ def direction_unit_scores(
     )
 
 
-def _split(prompts: Sequence[str], val_fraction: float, what: str) -> tuple[list[str], list[str]]:
-    """(train, validation): the last ``val_fraction`` of the prompts, at least one, is held out."""
-    if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if len(prompts) < 2:
-        raise InputError(f"the refusal direction needs at least 2 {what} prompts (training and validation), got {len(prompts)}")
-    n_val = min(len(prompts) - 1, max(1, round(val_fraction * len(prompts))))
-    return list(prompts[:-n_val]), list(prompts[-n_val:])
-
-
-def refusal_direction_scores(
-    loaded: LoadedModel,
-    harmful: Sequence[str],
-    harmless: Sequence[str],
-    *,
-    val_fraction: float = 0.25,
-    refusal_ids: Sequence[int] | Literal["own"] | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-    **selection: Any,
-) -> Scores:
-    """The ``refusal-direction`` baseline: find the direction, then rank the units by their write onto it.
-
-    The last ``val_fraction`` of each prompt list chooses the direction (:func:`select_direction`,
-    whose options ``selection`` passes on), the rest computes the candidates and the unit scores.
-    ``refusal_ids="own"``: the refusal tokens are the first tokens of the model's own refusals of
-    the harmful training prompts. ``metadata`` holds the chosen layer and position and the table.
-    """
-    harmful_train, harmful_val = _split(harmful, val_fraction, "harmful")
-    harmless_train, harmless_val = _split(harmless, val_fraction, "harmless")
-    ids = own_refusal_token_ids(loaded, harmful_train, batch_size=batch_size) if refusal_ids == "own" else refusal_ids
-    found = find_refusal_direction(
-        loaded, harmful_train, harmless_train, harmful_val, harmless_val, batch_size=batch_size, refusal_ids=ids, progress=progress, **selection
-    )
-    scores = direction_unit_scores(loaded, found.direction, harmful_train, harmless_train, batch_size=batch_size)
-    scores.metadata.update(found.summary())
-    return scores
