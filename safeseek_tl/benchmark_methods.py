@@ -189,24 +189,27 @@ def run_method(spec: MethodSpec, setting: Setting, records: Sequence[Record], be
 
 def _searches(spec: MethodSpec, setting: Setting, records: Sequence[Record], benign: Sequence[BenignRecord] | None,
               granularities: Sequence[UnitChoice], grid: Sequence[float], seed: int | None) -> MethodRun:
-    """SafeSeek's circuit at each size from a search with that size as its target (all units need none)."""
+    """SafeSeek's circuit at each size from a search with that size as its target; sizes that round to
+    the same unit counts share one search, and all units need none."""
     from safeseek_tl.seek import discover
 
     shape = setting.loaded.shape
     run = MethodRun(spec, {}, 0.0, Passes())
     for granularity in granularities:
+        found: dict[tuple[int, ...], Circuit] = {}
         for k in grid:
             targets = {kind: circuit_size(unit_count(shape, kind), k) for kind in unit_kinds(granularity)}
-            if all(count == unit_count(shape, kind) for kind, count in targets.items()):
-                run.searched[(granularity, k)] = all_units(shape, granularity)
-                continue
-            config = seek_config(setting.scenario, granularity, spec.options, seed=seed, targets=targets)
-            start = time.perf_counter()
-            with counting_passes(setting.loaded) as passes:
-                found = discover(setting.loaded, records, config, benign=benign or (), check=False, progress=False)
-            run.wall_time_s += time.perf_counter() - start
-            run.passes += passes
-            run.searched[(granularity, k)] = found.circuit
+            key = tuple(targets.values())
+            if key not in found and all(count == unit_count(shape, kind) for kind, count in targets.items()):
+                found[key] = all_units(shape, granularity)
+            elif key not in found:
+                config = seek_config(setting.scenario, granularity, spec.options, seed=seed, targets=targets)
+                start = time.perf_counter()
+                with counting_passes(setting.loaded) as passes:
+                    found[key] = discover(setting.loaded, records, config, benign=benign or (), check=False, progress=False).circuit
+                run.wall_time_s += time.perf_counter() - start
+                run.passes += passes
+            run.searched[(granularity, k)] = found[key]
         run.scores[granularity] = membership_scores([run.searched[(granularity, k)] for k in grid], granularity)
     return run
 

@@ -52,15 +52,15 @@ def test_eap_ig_passes_by_hand(backdoor):
 def test_safeseek_points_from_a_search_at_each_size(backdoor):
     loaded, records = backdoor
     options = {"epochs": 2, "batch_size": 4, "val_size": 2}
-    run = run_method(MethodSpec("safeseek", options, "search"), Setting(loaded, BACKDOOR), records, None, ("heads",), (10, 50, 100))
-    # 32 heads: 10% -> 3, 50% -> 16, 100% -> all 32 (no search); each unit's score is its share of the three circuits
-    sizes = [run.circuit("heads", k).n_heads for k in (10, 50, 100)]
-    assert sizes == [3, 16, 32] and set(run.searched) == {("heads", 10), ("heads", 50), ("heads", 100)}
-    shares = run.scores["heads"].heads
-    assert shares.sum() == pytest.approx((3 + 16 + 32) / 3) and shares.max() <= 1 and shares.min() >= 1 / 3
+    run = run_method(MethodSpec("safeseek", options, "search"), Setting(loaded, BACKDOOR), records, None, ("heads",), (1, 2, 50, 100))
+    # 32 heads: 1% and 2% -> 1 (one search for both), 50% -> 16, 100% -> all 32 (no search)
+    sizes = [run.circuit("heads", k).n_heads for k in (1, 2, 50, 100)]
+    assert sizes == [1, 1, 16, 32] and set(run.searched) == {("heads", k) for k in (1, 2, 50, 100)}
+    assert run.circuit("heads", 1) is run.circuit("heads", 2)
+    # each unit's score is its share of the four circuits
+    assert run.scores["heads"].heads.sum() == pytest.approx((1 + 1 + 16 + 32) / 4) and run.scores["heads"].neurons is None
     # two searches, each 2 epochs of ceil(6 / 4) = 2 training steps and ceil(2 / 4) = 1 validation batch
     assert run.passes.calls == 2 * 2 * (2 + 1)
-    assert run.scores["heads"].neurons is None
 
 
 def test_membership_scores_by_hand():
