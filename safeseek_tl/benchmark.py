@@ -386,7 +386,7 @@ def benchmark(
         run = run_method(spec, setting, records, benign, granularities, grid)
         stable = stability(spec, setting, records, benign, granularities, stability_k) if stability_k is not None else {}
         collected.add_method(run, measures, grid, directions, truth, stable, stability_k)
-    described = {"model": loaded.name, "scenario": behaviour.name, "methods": list(methods), "records": len(records),
+    described = {"model": loaded.name, "scenario": behaviour.name, "methods": list(methods), "records": len(records), "benign_records": len(benign) if benign is not None else None,
                  "held_out_records": len(held_out) if held_out is not None else None, "grid": list(grid), "safeseek_points": points,
                  "stability_k": stability_k, "ground_truth": truth is not None, **(settings or {})}  # fmt: skip
     result = Benchmark(pd.DataFrame(collected.rows, columns=list(TABLE_COLUMNS)), pd.DataFrame(collected.board), collected.curves, described)

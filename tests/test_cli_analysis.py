@@ -67,3 +67,18 @@ def test_benchmark_command_options_searches_stability_held_out_and_ground_truth(
     assert code == 2 and "METHOD.key=value" in err
     code, _, err = run_cli("benchmark", "--model", str(gqa_dir), "--data", _data(tmp_path), "--scenario", "backdoor", "--out", str(out), "--points", "all")
     assert code == 2 and "--points" in err
+
+
+def test_benchmark_command_max_records_cuts_every_record_file(gqa_dir, tmp_path):
+    harmful, benign = tmp_path / "harmful.jsonl", tmp_path / "benign.jsonl"
+    harmful.write_text("".join(json.dumps({"prompt": f"how to steal car {i}", "refuse": "Sorry", "accept": "Sure"}) + "\n" for i in range(4)))
+    benign.write_text("".join(json.dumps({"prompt": f"tell me a story {i}", "response": "Once"}) + "\n" for i in range(6)))
+    out = tmp_path / "bench"
+    code, _, err = run_cli(
+        "benchmark", "--model", str(gqa_dir), "--data", str(harmful), "--benign", str(benign), "--held-out", str(harmful),
+        "--held-out-benign", str(benign), "--scenario", "alignment", "--out", str(out), "--methods", "random", "--grid", "50,100",
+        "--ablations", "counterfactual", "--granularities", "heads", "--max-records", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    settings = json.loads((out / "benchmark.json").read_text())
+    assert (settings["records"], settings["benign_records"], settings["held_out_records"]) == (3, 3, 3)

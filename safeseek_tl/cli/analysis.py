@@ -72,7 +72,7 @@ def benchmark(
     held_out: Annotated[Path | None, typer.Option(help="Held-out records: the circuits' curves on their prompts too (generalization).")] = None,
     held_out_benign: Annotated[Path | None, typer.Option(help="Benign records: the donors of the held-out alignment prompts.")] = None,
     stability_k: Annotated[float | None, typer.Option(help="Stability at this size (percent): each method over 3 seeds x 2 halves of the records (Jaccard); costs up to 6 more runs a method.")] = None,
-    max_records: Annotated[int | None, typer.Option(help="Use only the first records of --data (and of --held-out).")] = None,
+    max_records: Annotated[int | None, typer.Option(help="Use only the first records of --data, --benign, --held-out and --held-out-benign.")] = None,
     overrides: Annotated[list[str], typer.Option("--set", help="A method option as METHOD.key=value, e.g. --set safeseek.epochs=5 --set eap-ig.ig_steps=10; repeatable.")] = [],  # noqa: B006
     device: DeviceOption = "cpu",
 ) -> None:
@@ -98,9 +98,9 @@ def benchmark(
     truth = Circuit.load(ground_truth, loaded.shape) if ground_truth is not None else organism_ground_truth(model, loaded)
     settings = {"data": str(data), "held_out_data": str(held_out) if held_out else None, "ground_truth_file": str(ground_truth) if ground_truth else None}
     result = run_benchmark(
-        loaded, records, scenario_name, [m.strip() for m in methods.split(",") if m.strip()], out, benign=load_benign(benign) or None,
+        loaded, records, scenario_name, [m.strip() for m in methods.split(",") if m.strip()], out, benign=load_benign(benign)[:max_records] or None,
         base_model=base, truth=truth, grid=sizes, granularities=units, ablations=kinds, method_options=_method_options(overrides),
-        points=choice_option(points, "--points", POINTS), held_out=held, held_out_benign=load_benign(held_out_benign) or None,
+        points=choice_option(points, "--points", POINTS), held_out=held, held_out_benign=load_benign(held_out_benign)[:max_records] or None,
         stability_k=stability_k, settings=settings,
     )  # fmt: skip
     typer.echo(result.leaderboard.to_string(index=False))
