@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pytest
 
 from safeseek_tl.benchmark_page import leaderboard_page
 from safeseek_tl.plots import faithfulness_plot
+from tests.helpers import CHROMIUM, chromium
 from tests.test_plots import remote_resources
 
 HOSTILE = "<script>alert(1)</script>"
@@ -42,3 +44,15 @@ def test_page_is_offline_with_one_table_per_ablation_and_the_columns_that_hold_v
     header = "<tr><th>method</th><th>units</th><th>direction</th><th>circuits from</th><th>CPR</th><th>CMD</th><th>AUROC</th><th>stability (Jaccard)</th><th>wall time (s)</th><th>forward passes</th><th>prompt rows</th></tr>"
     assert page.count(header) == 2  # the held-out columns hold nothing here, so they are left out
     assert '<td>safeseek</td><td>heads</td><td>kept</td><td>search</td><td class="num">0.5123</td>' in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); CI installs it")
+def test_page_renders_in_headless_chromium_with_a_hostile_method_name(tmp_path):
+    figure = faithfulness_plot(pd.DataFrame({"method": [HOSTILE, HOSTILE], "k": [10, 100], "value": [0.5, 1.0]}))
+    path = tmp_path / "leaderboard.html"
+    path.write_text(leaderboard_page(_board(HOSTILE), [figure], {"model": HOSTILE}), encoding="utf-8")
+    dom = chromium(tmp_path / "profile", "--dump-dom", path.resolve().as_uri())
+    assert "Uncaught" not in dom.stderr and "alert" not in dom.stderr
+    assert dom.stdout.count('class="plot-container plotly"') == 1 and 'class="main-svg"' in dom.stdout
+    # the name is shown as text in the table, never run: the DOM holds it escaped, as the page does
+    assert f"<td>{ESCAPED}</td>" in dom.stdout
