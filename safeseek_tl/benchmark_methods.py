@@ -3,7 +3,7 @@
 Every registry method gives a score ranking; ``C_k`` is its top ``k``% (:func:`top_percent`).
 SafeSeek can instead give, at each size, the circuit of a search asked for exactly that many units
 (``points="search"``: ``SeekConfig``'s size targets, a Lagrange multiplier on the sparsity weight);
-its ranking then (for AUROC) is how many of the searched sizes hold each unit.
+its ranking then (for AUROC) is the share of the searched sizes whose circuit holds each unit.
 
 Passes are counted by a forward hook on the embedding hook point of every model the method uses
 (the model, and the base model for activation contrasting): each forward call through a model runs
@@ -172,7 +172,7 @@ def run_method(spec: MethodSpec, setting: Setting, records: Sequence[Record], be
     """Run ``spec`` on ``records`` (timed, passes counted) for the granularities it scores.
 
     ``seed``: passed to a seeded method (ignored by the deterministic ones). With
-    ``points="search"``, one SafeSeek search per granularity and size of ``grid`` below all units.
+    ``points="search"``, one SafeSeek search per granularity and distinct size of ``grid`` below all units.
     """
     options = dict(spec.options)
     if seed is not None and spec.seeded and spec.name != "safeseek":
