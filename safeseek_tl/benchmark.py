@@ -29,22 +29,24 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import pandas as pd
+import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from safeseek_tl import runs
-from safeseek_tl._io import atomic_path
+from safeseek_tl._io import atomic_path, write_json
 from safeseek_tl.ablation import ReferenceActivations
 from safeseek_tl.baselines.patching import pair_batches, refusal_metric
+from safeseek_tl.benchmark_methods import MethodRun, MethodSpec, Points, Setting, all_units, run_method, top_percent
+from safeseek_tl.benchmark_stability import stability
 from safeseek_tl.data import BackdoorRecord, BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, Fill, HookList, UnitChoice, intervention_hook, unit_hook, unit_kinds
-from safeseek_tl.methods import attribute
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.plots import faithfulness_plot
 from safeseek_tl.scenarios import Scenario, scenario_of
-from safeseek_tl.units import Circuit, ModelShape, Scores
+from safeseek_tl.units import Circuit, Scores
 
 MIB_GRID: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 """The circuit sizes of MIB's curves, in percent of the units."""
@@ -56,32 +58,6 @@ TaskMetric = Callable[[Float[Tensor, "n d_vocab"]], Float[Tensor, " n"]]
 """The task metric of every prompt's last-position logits, in prompt order (all prompts at once)."""
 Measure = Callable[[Circuit], float]
 """``m`` with the given units ablated (an empty circuit: the full model)."""
-
-
-def circuit_size(n_units: int, k: float) -> int:
-    """Units in ``C_k``: ``k``% of ``n_units``, rounded down, at least one."""
-    if not 0 < k <= 100:
-        raise InputError(f"grid values are percentages in (0, 100], got {k}")
-    return max(1, math.floor(k * n_units / 100 + 1e-9))  # the epsilon absorbs 0.1 * 80 = 7.999...
-
-
-def top_percent(scores: Scores, granularity: UnitChoice, k: float) -> Circuit:
-    """``C_k``: the top ``k``% of each of ``granularity``'s unit kinds (ties by unit index)."""
-    counts = {}
-    for kind in unit_kinds(granularity):
-        values = scores.get(kind)
-        if values is None:
-            raise InputError(f"{scores.method or 'these'} scores have no {kind}; benchmark them on another granularity")
-        counts[kind] = circuit_size(values.numel(), k)
-    return Circuit.top_k(scores, **counts)
-
-
-def all_units(shape: ModelShape, granularity: UnitChoice) -> Circuit:
-    """Every unit of ``granularity`` (the set "empty" ablates)."""
-    circuit = Circuit.empty(shape)
-    for kind in unit_kinds(granularity):
-        circuit.get(kind)[:] = True
-    return circuit
 
 
 @dataclass
@@ -97,6 +73,7 @@ class Curve:
     m_empty: float
     ablation: str = ""
     n_units: int = 0
+    prompts: str = "train"
 
     def _area(self, heights: Sequence[float]) -> float:
         xs = [math.log(size / self.n_units) for size in self.sizes]
@@ -116,25 +93,28 @@ class Curve:
         return self._area([abs(1 - v) for v in self.values])
 
 
-def faithfulness_curve(measure: Measure, scores: Scores, grid: Sequence[float], granularity: UnitChoice, direction: Direction) -> Curve:
-    """The curve of ``scores`` given ``measure`` (``m`` with a set of units ablated); see the module docs."""
+def circuits_curve(measure: Measure, circuits: Sequence[Circuit], grid: Sequence[float], granularity: UnitChoice, direction: Direction) -> Curve:
+    """The curve of the circuits ``C_k`` given for each ``k`` of ``grid`` (see the module docs)."""
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if not grid or list(grid) != sorted(grid):
-        raise InputError(f"the grid must be percentages in increasing order, got {list(grid)}")
-    universe = all_units(scores.shape, granularity)
-    m_full, m_empty = measure(Circuit.empty(scores.shape)), measure(universe)
+    if not grid or list(grid) != sorted(grid) or len(circuits) != len(grid):
+        raise InputError(f"the grid must be percentages in increasing order, one circuit each, got {list(grid)} and {len(circuits)} circuits")
+    universe = all_units(circuits[0].shape, granularity)
+    m_full, m_empty = measure(Circuit.empty(universe.shape)), measure(universe)
     if m_full == m_empty:
         raise InputError(f"m(full) equals m(empty) ({m_full}) for {granularity}: ablating every unit does not move the metric, so f is undefined")
-    sizes, values = [], []
-    for k in grid:
-        circuit = top_percent(scores, granularity, k)
-        sizes.append(len(circuit))
+    values = []
+    for circuit in circuits:
         if direction == "kept":
             values.append((measure(universe - circuit) - m_empty) / (m_full - m_empty))
         else:
             values.append((m_full - measure(circuit)) / (m_full - m_empty))
-    return Curve(granularity, direction, tuple(grid), sizes, values, m_full, m_empty, n_units=len(universe))
+    return Curve(granularity, direction, tuple(grid), [len(c) for c in circuits], values, m_full, m_empty, n_units=len(universe))
+
+
+def faithfulness_curve(measure: Measure, scores: Scores, grid: Sequence[float], granularity: UnitChoice, direction: Direction) -> Curve:
+    """The curve of ``scores``' top-``k``% circuits given ``measure`` (``m`` with a set of units ablated)."""
+    return circuits_curve(measure, [top_percent(scores, granularity, k) for k in grid], grid, granularity, direction)
 
 
 def auroc(scores: Scores, truth: Circuit, granularity: UnitChoice) -> float:
@@ -260,33 +240,99 @@ def task_metric(loaded: LoadedModel, behaviour: Scenario, records: Sequence[Reco
     return logit_difference
 
 
+TABLE_COLUMNS = ("method", "granularity", "ablation", "direction", "prompts", "k", "quantity", "value")
+"""The columns of ``benchmark.csv`` (see :class:`Benchmark`)."""
+
+
 @dataclass
 class Benchmark:
-    """A benchmark's tidy table, its leaderboard and its curves.
+    """A benchmark's tidy table, its leaderboard, its curves and its settings.
 
-    ``table``: one row per quantity: ``quantity`` is ``"faithfulness"`` (at ``k``), ``"cpr"`` and
-    ``"cmd"`` (per method, granularity, ablation, direction), ``"auroc"`` (per method and
-    granularity) or ``"wall_time_s"`` (per method); other columns are empty where they do not apply.
-    ``leaderboard``: one row per method, granularity, ablation and direction (with the curve's
-    ``m_full`` and ``m_empty``, the two ends its values are scaled between).
+    ``table`` (:data:`TABLE_COLUMNS`): one row per quantity: ``quantity`` is ``"faithfulness"`` (at
+    ``k``), ``"cpr"`` and ``"cmd"`` (per method, granularity, ablation, direction and prompt set,
+    ``prompts`` being ``"train"`` or ``"held-out"``), ``"auroc"`` and the stability's
+    ``"jaccard"``, ``"jaccard_seeds"``, ``"jaccard_splits"`` (per method and granularity, the last
+    three at ``k``), ``"wall_time_s"``, ``"passes"`` and ``"pass_rows"`` (per method); other
+    columns are empty where they do not apply. ``leaderboard``: one row per method, granularity,
+    ablation and direction: ``points`` (``"ranking"`` or ``"search"``), ``cpr``, ``cmd``,
+    ``cpr_held_out``, ``cmd_held_out``, ``auroc``, the stability, ``wall_time_s``, ``passes``,
+    ``pass_rows``, and the curve's ``m_full`` and ``m_empty`` (the two ends its values are scaled
+    between). ``settings``: what was run (model, scenario, grid, ...), shown on the HTML page.
     """
 
     table: pd.DataFrame
     leaderboard: pd.DataFrame
     curves: list[tuple[str, Curve]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def figures(self) -> list[tuple[str, go.Figure]]:
+        """One faithfulness plot per granularity, ablation, direction and prompt set, with its file stem."""
+        curves = self.table[self.table["quantity"] == "faithfulness"]
+        figures = []
+        for (granularity, ablation, direction, prompts), part in curves.groupby(["granularity", "ablation", "direction", "prompts"], sort=False):
+            held_out = prompts == "held-out"
+            title = f"{direction}: {granularity}, {ablation} ablation" + (", held-out prompts" if held_out else "")
+            figures.append((f"curves_{granularity}_{ablation}_{direction}" + ("_held_out" if held_out else ""), faithfulness_plot(part, title=title)))
+        return figures
 
     def save(self, out_dir: str | Path) -> None:
-        """``benchmark.csv``, ``leaderboard.csv`` and one plotly figure (JSON) per granularity, ablation and direction."""
+        """``benchmark.csv``, ``leaderboard.csv``, ``benchmark.json`` (the settings), one plotly figure
+        (JSON) per curve set (:meth:`figures`) and ``leaderboard.html`` (offline, escaped)."""
+        from safeseek_tl.benchmark_page import leaderboard_page
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, frame in ((runs.BENCHMARK_CSV, self.table), (runs.LEADERBOARD_CSV, self.leaderboard)):
             with atomic_path(out / name) as tmp:
                 frame.to_csv(tmp, index=False)
-        curves = self.table[self.table["quantity"] == "faithfulness"]
-        for (granularity, ablation, direction), part in curves.groupby(["granularity", "ablation", "direction"]):
-            figure = faithfulness_plot(part, title=f"{direction}: {granularity}, {ablation} ablation")
-            with atomic_path(out / f"curves_{granularity}_{ablation}_{direction}.json") as tmp:
+        write_json(out / runs.BENCHMARK_JSON, self.settings)
+        figures = self.figures()
+        for stem, figure in figures:
+            with atomic_path(out / f"{stem}.json") as tmp:
                 tmp.write_text(figure.to_json())
+        with atomic_path(out / runs.LEADERBOARD_HTML) as tmp:
+            tmp.write_text(leaderboard_page(self.leaderboard, [f for _, f in figures], self.settings), encoding="utf-8")
+
+
+@dataclass
+class _Collector:
+    """The rows of a benchmark's table and leaderboard, and its curves, as they are measured."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    board: list[dict[str, Any]] = field(default_factory=list)
+    curves: list[tuple[str, Curve]] = field(default_factory=list)
+
+    def add_method(self, run: MethodRun, measures: Mapping[tuple[str, Ablation], ModelMeasure], grid: Sequence[float],
+                   directions: Sequence[Direction], truth: Circuit | None, stable: Mapping[UnitChoice, Mapping[str, float]], stability_k: float | None) -> None:
+        name = run.spec.name
+        cost = {"wall_time_s": run.wall_time_s, "passes": run.passes.calls, "pass_rows": run.passes.rows}
+        self.rows += [{"method": name, "quantity": q, "value": v} for q, v in cost.items()]
+        for granularity, scores in run.scores.items():
+            area = auroc(scores, truth, granularity) if truth is not None else math.nan
+            self.rows.append({"method": name, "granularity": granularity, "quantity": "auroc", "value": area})
+            jaccards = dict(stable.get(granularity, {}))
+            self.rows += [{"method": name, "granularity": granularity, "k": stability_k, "quantity": q, "value": v} for q, v in jaccards.items()]
+            circuits = [run.circuit(granularity, k) for k in grid]
+            for direction in directions:
+                found = {key: self.add_curve(name, circuits, grid, granularity, direction, key, measure) for key, measure in measures.items()}
+                for ablation in dict.fromkeys(a for _, a in measures):
+                    train, held_out = found[("train", ablation)], found.get(("held-out", ablation))
+                    self.board.append({
+                        "method": name, "granularity": granularity, "ablation": ablation, "direction": direction, "points": run.spec.points,
+                        "cpr": train.cpr, "cmd": train.cmd, "cpr_held_out": held_out.cpr if held_out else math.nan,
+                        "cmd_held_out": held_out.cmd if held_out else math.nan, "auroc": area, **jaccards, **cost,
+                        "m_full": train.m_full, "m_empty": train.m_empty,
+                    })  # fmt: skip
+
+    def add_curve(self, name: str, circuits: Sequence[Circuit], grid: Sequence[float], granularity: UnitChoice, direction: Direction,
+                  key: tuple[str, Ablation], measure: ModelMeasure) -> Curve:
+        curve = circuits_curve(measure, circuits, grid, granularity, direction)
+        curve.prompts, curve.ablation = key
+        self.curves.append((name, curve))
+        where = {"method": name, "granularity": granularity, "ablation": curve.ablation, "direction": direction, "prompts": curve.prompts}
+        self.rows += [{**where, "k": k, "quantity": "faithfulness", "value": v} for k, v in zip(grid, curve.values)]
+        self.rows += [{**where, "quantity": q, "value": getattr(curve, q)} for q in ("cpr", "cmd")]
+        return curve
 
 
 def benchmark(
@@ -304,43 +350,46 @@ def benchmark(
     ablations: Sequence[Ablation] = ABLATIONS,
     directions: Sequence[Direction] = DIRECTIONS,
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    points: Points = "ranking",
+    held_out: Sequence[Record] | None = None,
+    held_out_benign: Sequence[BenignRecord] | None = None,
+    stability_k: float | None = None,
     batch_size: int = 16,
+    settings: Mapping[str, Any] | None = None,
 ) -> Benchmark:
     """Every method in ``methods`` (registry names, :func:`~safeseek_tl.methods.attribute`, with
-    ``units="both"``) scored once on ``records``, then its faithfulness curves on the behaviour
-    prompts (the contrast prompts are the donors) for every granularity it scores.
+    ``units="both"``) run once on ``records`` (timed, model passes counted), then its faithfulness
+    curves on the behaviour prompts (the contrast prompts are the donors) for every granularity it scores.
 
     ``truth``: a ground-truth circuit, for AUROC. ``method_options``: per method, its options
-    (e.g. ``{"eap-ig": {"ig_steps": 10}}``). SafeSeek enters through its score ranking. The alignment
-    scenario needs ``benign`` prompts (the donors). Written to ``out_dir`` when given (:meth:`~safeseek_tl.benchmark.Benchmark.save`).
+    (e.g. ``{"eap-ig": {"ig_steps": 10}}``; SafeSeek's: ``SeekConfig`` fields). ``points``:
+    SafeSeek's circuits from its score ranking (``"ranking"``, one search) or from a search at each
+    size (``"search"``; :mod:`~safeseek_tl.benchmark_methods`). ``held_out``: records whose
+    prompts the circuits are also measured on (generalization; alignment: with
+    ``held_out_benign`` as donors). ``stability_k``: each method's circuits at this size over 3
+    seeds and 2 random halves of ``records`` (:func:`~safeseek_tl.benchmark_stability.stability`;
+    6 more runs of a seeded method, 2 of a deterministic one). The alignment scenario needs
+    ``benign`` prompts (the donors). ``settings``: shown on the HTML page (e.g. the data's path).
+    Written to ``out_dir`` when given (:meth:`~safeseek_tl.benchmark.Benchmark.save`).
     """
     behaviour = scenario_of(scenario)
-    prompts, donors = behaviour.paired_prompts(records, benign, "benchmark")
-    metric = task_metric(loaded, behaviour, records[: len(prompts)])
-    measures = {ablation: ModelMeasure(loaded, prompts, metric, ablation, donors, batch_size) for ablation in ablations}
-    rows: list[dict[str, Any]] = []
-    board: list[dict[str, Any]] = []
-    curves: list[tuple[str, Curve]] = []
+    sets = {"train": (records, benign)} | ({"held-out": (held_out, held_out_benign)} if held_out is not None else {})
+    measures: dict[tuple[str, Ablation], ModelMeasure] = {}
+    for prompt_set, (these, donors_of) in sets.items():
+        prompts, donors = behaviour.paired_prompts(these, donors_of, f"benchmark ({prompt_set} prompts)")
+        metric = task_metric(loaded, behaviour, these[: len(prompts)])
+        measures |= {(prompt_set, ablation): ModelMeasure(loaded, prompts, metric, ablation, donors, batch_size) for ablation in ablations}
+    setting = Setting(loaded, behaviour, base_model)
+    collected = _Collector()
     for name in methods:
-        options = dict((method_options or {}).get(name, {}))
-        found = attribute(name, loaded, records, behaviour, base_model=base_model, benign=benign, units="both", **options)
-        rows.append({"method": name, "quantity": "wall_time_s", "value": found.wall_time_s})
-        for granularity in granularities:
-            if any(found.scores.get(kind) is None for kind in unit_kinds(granularity)):
-                continue  # e.g. a head-only method has no neuron curve
-            area = auroc(found.scores, truth, granularity) if truth is not None else math.nan
-            rows.append({"method": name, "granularity": granularity, "quantity": "auroc", "value": area})
-            for ablation in ablations:
-                for direction in directions:
-                    curve = faithfulness_curve(measures[ablation], found.scores, grid, granularity, direction)
-                    curve.ablation = ablation
-                    curves.append((name, curve))
-                    where = {"method": name, "granularity": granularity, "ablation": ablation, "direction": direction}
-                    rows += [{**where, "k": k, "quantity": "faithfulness", "value": v} for k, v in zip(grid, curve.values)]
-                    rows += [{**where, "quantity": q, "value": getattr(curve, q)} for q in ("cpr", "cmd")]
-                    board.append({**where, "cpr": curve.cpr, "cmd": curve.cmd, "auroc": area, "wall_time_s": found.wall_time_s, "m_full": curve.m_full, "m_empty": curve.m_empty})
-    columns = ["method", "granularity", "ablation", "direction", "k", "quantity", "value"]
-    result = Benchmark(pd.DataFrame(rows, columns=columns), pd.DataFrame(board), curves)
+        spec = MethodSpec(name, (method_options or {}).get(name, {}), points if name == "safeseek" else "ranking")
+        run = run_method(spec, setting, records, benign, granularities, grid)
+        stable = stability(spec, setting, records, benign, granularities, stability_k) if stability_k is not None else {}
+        collected.add_method(run, measures, grid, directions, truth, stable, stability_k)
+    described = {"model": loaded.name, "scenario": behaviour.name, "methods": list(methods), "records": len(records), "benign_records": len(benign) if benign is not None else None,
+                 "held_out_records": len(held_out) if held_out is not None else None, "grid": list(grid), "safeseek_points": points,
+                 "stability_k": stability_k, "ground_truth": truth is not None, **(settings or {})}  # fmt: skip
+    result = Benchmark(pd.DataFrame(collected.rows, columns=list(TABLE_COLUMNS)), pd.DataFrame(collected.board), collected.curves, described)
     if out_dir is not None:
         result.save(out_dir)
     return result

@@ -85,7 +85,8 @@ class Method:
     ``granularities``: the unit kinds it scores. ``needs_base_model``: it compares the model with
     the same model without the behaviour (M1). ``needs_benign``: in the alignment scenario it
     contrasts harmful with benign prompts. ``takes_units``: it is told which granularities to
-    score (the others score all of theirs).
+    score (the others score all of theirs). ``seeded``: its scores depend on a seed (the
+    ``seed`` option; SafeSeek's ``SeekConfig.seed``); the others are deterministic.
     """
 
     name: str
@@ -94,6 +95,7 @@ class Method:
     needs_base_model: bool = False
     needs_benign: bool = False
     takes_units: bool = False
+    seeded: bool = False
     summary: str = ""
 
 
@@ -165,16 +167,16 @@ def _refusal_direction(inputs: MethodInputs, **options: Any) -> Attribution:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("safeseek", _safeseek, UNIT_KINDS, needs_benign=False, takes_units=True, summary="optimized binary masks (SafeSeek)"),
+        Method("safeseek", _safeseek, UNIT_KINDS, needs_benign=False, takes_units=True, seeded=True, summary="optimized binary masks (SafeSeek)"),
         Method("ships", _ships, ("heads",), summary="Ships: KL of refusal-token probabilities with a head attenuated"),
         Method("sahara", _sahara, ("heads",), summary="Sahara: greedy search for a head group by Ships score"),
         Method("contrast", _contrast, ("neurons",), needs_base_model=True, summary="activation contrasting against the unaligned model"),
         Method("act-patch", _patching(activation_patching, "act-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="activation patching"),
         Method("attr-patch", _patching(attribution_patching, "attr-patch"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="attribution patching"),
         Method("eap-ig", _patching(eap_ig, "eap-ig"), UNIT_KINDS, needs_benign=True, takes_units=True, summary="EAP-IG (inputs), node level"),
-        Method("probe", _probe, UNIT_KINDS, needs_benign=True, summary="linear probes per layer (a layer-level map)"),
+        Method("probe", _probe, UNIT_KINDS, needs_benign=True, seeded=True, summary="linear probes per layer (a layer-level map)"),
         Method("refusal-direction", _refusal_direction, UNIT_KINDS, needs_benign=True, summary="each unit's write onto the refusal direction (Arditi et al.)"),
-        Method("random", _random, UNIT_KINDS, summary="a seeded random ranking (the floor)"),
+        Method("random", _random, UNIT_KINDS, seeded=True, summary="a seeded random ranking (the floor)"),
     )
 }
 """Every method by name; run them through :func:`run_method` or :func:`attribute`."""

@@ -61,8 +61,8 @@ def _cell(value: Any) -> tuple[str, bool]:
     return html.escape(str(value)), False
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """An HTML table; every header and cell is escaped."""
+def html_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """An HTML table; every header and cell is escaped (floats to 4 significant digits, NaN and None empty)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = []
     for row in rows:
@@ -75,11 +75,11 @@ def _examples_table(examples: Any, source: str) -> str:
     if not isinstance(examples, list) or not all(isinstance(e, Mapping) for e in examples):
         raise InputError(f"{source}: examples must be a list of objects with 'prompt', 'full' and 'ablated'")
     rows = ([str(e.get(key, "")) for key in ("prompt", "full", "ablated")] for e in examples)
-    return _table(["prompt", "full model", "circuit ablated"], rows)
+    return html_table(["prompt", "full model", "circuit ablated"], rows)
 
 
-class _Figures:
-    """Embeds figures in order; only the first carries plotly.js."""
+class Figures:
+    """Embeds figures in one page, in order; only the first carries plotly.js (inlined: the page stays offline)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -115,7 +115,7 @@ def _summary(scores: Scores | None, circuit: Circuit | None, history: Mapping[st
         rows += [("best epoch", history.get("best_epoch")), ("search rounds", history.get("rounds"))]
         if history.get("verified") is not None:  # SeekResult.verified: did ablating the circuit switch the behaviour?
             rows.append(("behaviour switch verified", "yes" if history["verified"] else "NO: no search round switched it"))
-    return _table(["quantity", "value"], rows)
+    return html_table(["quantity", "value"], rows)
 
 
 def _behaviour_table(behaviour: Any, source: str) -> str:
@@ -123,7 +123,7 @@ def _behaviour_table(behaviour: Any, source: str) -> str:
         raise InputError(f"{source}: behaviour must be an object {{condition: {{metric: value}}}}")
     metrics = list(dict.fromkeys(m for values in behaviour.values() for m in values))
     rows = ([condition, *(values.get(m) for m in metrics)] for condition, values in behaviour.items())
-    return _table(["condition", *metrics], rows)
+    return html_table(["condition", *metrics], rows)
 
 
 def write_report(
@@ -146,7 +146,7 @@ def write_report(
         examples, examples_source = contents.examples, contents.origins.get(runs.EXAMPLES, "examples")
     scores, circuit, history = contents.scores, contents.circuit, contents.history
 
-    figure = _Figures()
+    figure = Figures()
     sections: list[tuple[str, str]] = []
     if scores is not None or circuit is not None:
         sections.append(("Summary", _summary(scores, circuit, history)))
@@ -168,15 +168,15 @@ def write_report(
     if contents.config is not None:
         config = contents.config
         rows = config.items() if isinstance(config, Mapping) else [("config", config)]
-        sections.append(("Settings", _table(["setting", "value"], rows)))
+        sections.append(("Settings", html_table(["setting", "value"], rows)))
 
     heading = title if title is not None else f"safeseek report: {Path(contents.source).resolve().name}"
     with atomic_path(out_file) as tmp:
-        tmp.write_text(_page(heading, contents.source, sections), encoding="utf-8")
+        tmp.write_text(html_page(heading, f"Run: {contents.source}", sections), encoding="utf-8")
     return Path(out_file)
 
 
-def _unit_figures(scores: Scores | None, circuit: Circuit | None, figure: _Figures) -> str:
+def _unit_figures(scores: Scores | None, circuit: Circuit | None, figure: Figures) -> str:
     """The score maps and the circuit's map and graph ("" when there are none)."""
     parts: list[str] = []
     if scores is not None and scores.heads is not None:
@@ -192,9 +192,9 @@ def _unit_figures(scores: Scores | None, circuit: Circuit | None, figure: _Figur
     return "".join(parts)
 
 
-def _comparison(table: pd.DataFrame, figure: _Figures) -> str:
+def _comparison(table: pd.DataFrame, figure: Figures) -> str:
     """The comparison table, its behaviour and utility curves, and precision and recall when it has them."""
-    parts = [_table(list(table.columns), table.itertuples(index=False))]
+    parts = [html_table(list(table.columns), table.itertuples(index=False))]
     if not table.empty:
         parts += [figure(plots.comparison_curves(table, y=column)) for column in ("behaviour_change", "utility_change")
                   if column in table.columns and table[column].notna().any()]
@@ -203,13 +203,14 @@ def _comparison(table: pd.DataFrame, figure: _Figures) -> str:
     return "".join(parts)
 
 
-def _page(heading: str, source: str, sections: Sequence[tuple[str, str]]) -> str:
-    """The whole HTML page: the heading, the run folder, then each section."""
+def html_page(heading: str, note: str, sections: Sequence[tuple[str, str]]) -> str:
+    """A whole offline page: the heading, a note under it (what it shows), then each (name, HTML) section; the heading,
+    the note and the section names are escaped here, the sections' HTML is the caller's."""
     body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(heading)}</title><style>{STYLE}</style></head>\n"
         f"<body><h1>{html.escape(heading)}</h1>"
-        f'<p class="note">Run: {html.escape(source)}</p>{body}</body></html>\n'
+        f'<p class="note">{html.escape(note)}</p>{body}</body></html>\n'
     )

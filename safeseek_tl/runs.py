@@ -42,6 +42,8 @@ TAMPER_JSON = "tamper.json"
 REPORT = "report.html"
 BENCHMARK_CSV = "benchmark.csv"
 LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_HTML = "leaderboard.html"
+BENCHMARK_JSON = "benchmark.json"
 GRAPH_JSON = "graph.json"
 GRAPH_HTML = "graph.html"
 

@@ -7,6 +7,7 @@ Scores 0.4, 0.9, 0.1, 0.9: the tie between heads 1 and 3 goes to head 1 (the low
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -14,7 +15,8 @@ import pytest
 import torch
 
 from safeseek_tl.ablation import ablated
-from safeseek_tl.benchmark import ModelMeasure, auroc, benchmark, circuit_size, faithfulness, faithfulness_curve, task_metric, top_percent
+from safeseek_tl.benchmark import ModelMeasure, auroc, benchmark, faithfulness, faithfulness_curve, task_metric
+from safeseek_tl.benchmark_methods import circuit_size, top_percent
 from safeseek_tl.models import load_model
 from safeseek_tl.organisms import ground_truth, load_data
 from safeseek_tl.scenarios import BACKDOOR
@@ -104,10 +106,16 @@ def test_benchmark_on_tiny_backdoor_with_its_ground_truth(backdoor, tmp_path, re
         loaded, records, "backdoor", ["eap-ig", "attr-patch", "random"], tmp_path, truth=ground_truth("tiny-backdoor", loaded), grid=(1, 10, 100)
     )
     table = pd.read_csv(tmp_path / "benchmark.csv")
-    assert list(table.columns) == ["method", "granularity", "ablation", "direction", "k", "quantity", "value"]
-    # per method: 3 granularities x 3 ablations x 2 directions x (3 points + cpr + cmd), 3 AUROCs, 1 wall time
-    assert (table.groupby("method").size() == 3 * 3 * 2 * 5 + 3 + 1).all()
+    assert list(table.columns) == ["method", "granularity", "ablation", "direction", "prompts", "k", "quantity", "value"]
+    # per method: 3 granularities x 3 ablations x 2 directions x (3 points + cpr + cmd), 3 AUROCs, wall time, passes, rows
+    assert (table.groupby("method").size() == 3 * 3 * 2 * 5 + 3 + 3).all()
+    assert set(table["prompts"].dropna()) == {"train"}
     assert len(list(tmp_path.glob("curves_*.json"))) == 3 * 3 * 2
+    assert (tmp_path / "leaderboard.html").is_file() and json.loads((tmp_path / "benchmark.json").read_text())["grid"] == [1, 10, 100]
+    # forward calls, by hand: 8 pairs in one batch; EAP-IG a clean, a corrupted and an interpolated pass (5 steps x 8 rows),
+    # attribution patching a clean and a corrupted pass, the random ranking none
+    cost = table[table["quantity"].isin(["passes", "pass_rows"])].pivot(index="method", columns="quantity", values="value")
+    assert cost.to_dict("index") == {"eap-ig": {"passes": 3, "pass_rows": 8 + 8 + 5 * 8}, "attr-patch": {"passes": 2, "pass_rows": 16}, "random": {"passes": 0, "pass_rows": 0}}
     board = result.leaderboard.set_index(["method", "granularity", "ablation", "direction"])
     for row in result.leaderboard.itertuples():
         record_property(f"{row.method}/{row.granularity}/{row.ablation}/{row.direction}", f"cpr={row.cpr:.3f} cmd={row.cmd:.3f} auroc={row.auroc:.3f}")
@@ -119,3 +127,29 @@ def test_benchmark_on_tiny_backdoor_with_its_ground_truth(backdoor, tmp_path, re
     assert full["value"].to_numpy() == pytest.approx(1.0)
     removed = board.xs(("both", "counterfactual", "removed"), level=("granularity", "ablation", "direction"))
     assert removed.loc["eap-ig", "cpr"] > removed.loc["random", "cpr"] + 0.3
+
+
+def test_benchmark_with_safeseek_searches_held_out_prompts_and_stability(backdoor, tmp_path):
+    loaded, records = backdoor
+    options = {"safeseek": {"epochs": 1, "val_size": 2}, "eap-ig": {"progress": False}}
+    result = benchmark(
+        loaded, records, "backdoor", ["eap-ig", "random", "safeseek"], tmp_path, grid=(10, 100), granularities=("heads",), ablations=("counterfactual",),
+        method_options=options, points="search", held_out=load_data("backdoor", "val")[:8], stability_k=10,
+    )  # fmt: skip
+    board = result.leaderboard.set_index(["method", "direction"])
+    assert board["points"].to_dict() == {(m, d): "search" if m == "safeseek" else "ranking" for m in ("eap-ig", "random", "safeseek") for d in ("kept", "removed")}
+    assert board[["cpr_held_out", "cmd_held_out", "jaccard", "jaccard_seeds", "jaccard_splits"]].notna().all().all()
+    # a deterministic method's seeds change nothing; a random ranking ignores the data, so its halves change nothing
+    assert board.loc[("eap-ig", "kept"), "jaccard_seeds"] == 1.0 and board.loc[("random", "kept"), "jaccard_splits"] == 1.0
+    assert board.loc[("random", "kept"), "jaccard_seeds"] < 1.0
+    table = result.table
+    held = table[(table["prompts"] == "held-out") & (table["quantity"] == "faithfulness")]
+    assert len(held) == 3 * 2 * 2 and held.loc[held["k"] == 100, "value"].to_numpy() == pytest.approx(1.0)
+    # measured on other prompts: the full model's metric differs from the training prompts', and so do the areas
+    m_full = {curve.prompts: curve.m_full for _, curve in result.curves}
+    assert set(m_full) == {"train", "held-out"} and m_full["train"] != pytest.approx(m_full["held-out"], abs=1e-3)
+    assert board.loc[("eap-ig", "kept"), "cpr_held_out"] != pytest.approx(board.loc[("eap-ig", "kept"), "cpr"], abs=1e-4)
+    assert sorted(table.loc[table["quantity"] == "jaccard", "k"]) == [10, 10, 10]
+    assert {p.name for p in tmp_path.glob("curves_*_held_out.json")} == {"curves_heads_counterfactual_kept_held_out.json", "curves_heads_counterfactual_removed_held_out.json"}
+    page = (tmp_path / "leaderboard.html").read_text(encoding="utf-8")
+    assert "<th>CPR held-out</th>" in page and "<th>stability (Jaccard)</th>" in page and "held-out prompts" in page

@@ -45,3 +45,40 @@ def test_benchmark_command_writes_the_leaderboard(gqa_dir, tmp_path):
     assert sorted(table.loc[table["quantity"] == "faithfulness", "k"].dropna().unique()) == [50.0, 100.0]
     code, _, err = run_cli("benchmark", "--model", str(gqa_dir), "--data", _data(tmp_path), "--scenario", "backdoor", "--out", str(out), "--grid", "ten")
     assert code == 2 and "--grid" in err
+
+
+def test_benchmark_command_options_searches_stability_held_out_and_ground_truth(gqa, gqa_dir, tmp_path):
+    out, truth = tmp_path / "bench", tmp_path / "truth.json"
+    Circuit.from_units(gqa.shape, heads=[[0, 1]]).save(truth)
+    code, stdout, err = run_cli(
+        "benchmark", "--model", str(gqa_dir), "--data", _data(tmp_path), "--scenario", "backdoor", "--out", str(out),
+        "--methods", "random,safeseek", "--grid", "50,100", "--ablations", "counterfactual", "--granularities", "heads",
+        "--points", "search", "--stability-k", "50", "--held-out", _data(tmp_path), "--ground-truth", str(truth),
+        "--set", "safeseek.epochs=1", "--set", "safeseek.val_size=1", "--set", "random.seed=3",
+    )  # fmt: skip
+    assert code == 0, err
+    board = pd.read_csv(out / "leaderboard.csv").set_index(["method", "direction"])
+    assert board.loc[("safeseek", "kept"), "points"] == "search" and board.loc[("random", "kept"), "points"] == "ranking"
+    assert board[["auroc", "jaccard", "cpr_held_out"]].notna().all().all()
+    settings = json.loads((out / "benchmark.json").read_text())
+    assert settings["ground_truth_file"] == str(truth) and settings["safeseek_points"] == "search" and settings["stability_k"] == 50
+    assert "leaderboard.html" in stdout and (out / "leaderboard.html").is_file()
+    code, _, err = run_cli("benchmark", "--model", str(gqa_dir), "--data", _data(tmp_path), "--scenario", "backdoor", "--out", str(out), "--set", "epochs=1")
+    assert code == 2 and "METHOD.key=value" in err
+    code, _, err = run_cli("benchmark", "--model", str(gqa_dir), "--data", _data(tmp_path), "--scenario", "backdoor", "--out", str(out), "--points", "all")
+    assert code == 2 and "--points" in err
+
+
+def test_benchmark_command_max_records_cuts_every_record_file(gqa_dir, tmp_path):
+    harmful, benign = tmp_path / "harmful.jsonl", tmp_path / "benign.jsonl"
+    harmful.write_text("".join(json.dumps({"prompt": f"how to steal car {i}", "refuse": "Sorry", "accept": "Sure"}) + "\n" for i in range(4)))
+    benign.write_text("".join(json.dumps({"prompt": f"tell me a story {i}", "response": "Once"}) + "\n" for i in range(6)))
+    out = tmp_path / "bench"
+    code, _, err = run_cli(
+        "benchmark", "--model", str(gqa_dir), "--data", str(harmful), "--benign", str(benign), "--held-out", str(harmful),
+        "--held-out-benign", str(benign), "--scenario", "alignment", "--out", str(out), "--methods", "random", "--grid", "50,100",
+        "--ablations", "counterfactual", "--granularities", "heads", "--max-records", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    settings = json.loads((out / "benchmark.json").read_text())
+    assert (settings["records"], settings["benign_records"], settings["held_out_records"]) == (3, 3, 3)
