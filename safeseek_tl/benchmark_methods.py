@@ -13,7 +13,6 @@ generation of ``n`` tokens is ``n`` calls. Backward passes are not counted (see 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -106,19 +105,22 @@ def counting_passes(*models: LoadedModel | None) -> Iterator[Passes]:
 def seek_config(scenario: Scenario, units: UnitChoice, options: Mapping[str, Any], *, seed: int | None = None,
                 targets: Mapping[UnitKind, int] | None = None) -> SeekConfig:
     """The benchmark's one construction of a :class:`~safeseek_tl.seek.SeekConfig`: the user's SafeSeek
-    options (its fields, or ``config=``) with the granularity, and the seed and size targets when given."""
+    options (settings by dotted name, e.g. ``{"schedule.epochs": 5}``, or ``config=``) at granularity
+    ``units``, with the seed and size targets when given (a kind without a target has none)."""
     from safeseek_tl.seek import SeekConfig
 
-    fields: dict[str, Any] = {"units": units}
+    fields: dict[str, Any] = {}
     if seed is not None:
-        fields["seed"] = seed
-    if targets is not None:  # a kind without a target has none, whatever the options said
-        fields |= {f"target_{kind}": targets.get(kind) for kind in UNIT_KINDS}
+        fields["schedule.seed"] = seed
+    if targets is not None:
+        fields |= {f"target.{kind}": targets.get(kind) for kind in UNIT_KINDS}
     if "config" in options:
         if len(options) > 1:
-            raise InputError(f"safeseek options: give either config=SeekConfig(...) or its fields ({', '.join(k for k in options if k != 'config')}), not both")
-        return dataclasses.replace(options["config"], **fields)
-    return SeekConfig(scenario=scenario.name, **{**options, **fields})
+            raise InputError(f"safeseek options: give either config=SeekConfig.of(...) or its settings ({', '.join(k for k in options if k != 'config')}), not both")
+        given: SeekConfig = options["config"]
+        settings = {name: value for name, value in given.dotted().items() if "." in name}  # its settings keep their values at the new granularity
+        return SeekConfig.of(given.scenario, units, **{**settings, **fields})
+    return SeekConfig.of(scenario.name, units, **{**options, **fields})
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def test_benchmark_on_tiny_backdoor_with_its_ground_truth(backdoor, tmp_path, re
 
 def test_benchmark_with_safeseek_searches_held_out_prompts_and_stability(backdoor, tmp_path):
     loaded, records = backdoor
-    options = {"safeseek": {"epochs": 1, "val_size": 2}, "eap-ig": {"progress": False}}
+    options = {"safeseek": {"schedule.epochs": 1, "schedule.val_size": 2}, "eap-ig": {"progress": False}}
     result = benchmark(
         loaded, records, "backdoor", ["eap-ig", "random", "safeseek"], tmp_path, grid=(10, 100), granularities=("heads",), ablations=("counterfactual",),
         method_options=options, points="search", held_out=load_data("backdoor", "val")[:8], stability_k=10,

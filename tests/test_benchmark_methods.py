@@ -51,7 +51,7 @@ def test_eap_ig_passes_by_hand(backdoor):
 
 def test_safeseek_points_from_a_search_at_each_size(backdoor):
     loaded, records = backdoor
-    options = {"epochs": 2, "batch_size": 4, "val_size": 2}
+    options = {"schedule.epochs": 2, "schedule.batch_size": 4, "schedule.val_size": 2}
     run = run_method(MethodSpec("safeseek", options, "search"), Setting(loaded, BACKDOOR), records, None, ("heads",), (1, 2, 50, 100))
     # 32 heads: 1% and 2% -> 1 (one search for both), 50% -> 16, 100% -> all 32 (no search)
     sizes = [run.circuit("heads", k).n_heads for k in (1, 2, 50, 100)]
@@ -77,9 +77,9 @@ def test_search_points_are_safeseek_s_and_the_seek_config_takes_seed_and_targets
         MethodSpec("eap-ig", points="search")
     with pytest.raises(ValueError, match="points must be one of"):
         MethodSpec("safeseek", points="sweep")  # type: ignore[arg-type]
-    config = seek_config(BACKDOOR, "both", {"epochs": 3}, seed=7, targets={"heads": 3, "neurons": 40})
-    assert (config.units, config.epochs, config.seed, config.target_count("heads", 32), config.target_count("neurons", 1536)) == ("both", 3, 7, 3, 40)
+    config = seek_config(BACKDOOR, "both", {"schedule.epochs": 3}, seed=7, targets={"heads": 3, "neurons": 40})
+    assert (config.units, config.schedule.epochs, config.schedule.seed, config.target.count("heads", 32), config.target.count("neurons", 1536)) == ("both", 3, 7, 3, 40)
     again = seek_config(BACKDOOR, "heads", {"config": config}, targets={"heads": 5})
-    assert (again.units, again.seed, again.epochs, again.target_count("heads", 32)) == ("heads", 7, 3, 5)
+    assert (again.units, again.schedule.seed, again.schedule.epochs, again.target.count("heads", 32), again.target.neurons) == ("heads", 7, 3, 5, None)
     with pytest.raises(ValueError, match="either config=SeekConfig"):
-        seek_config(BACKDOOR, "heads", {"config": config, "epochs": 2})
+        seek_config(BACKDOOR, "heads", {"config": config, "schedule.epochs": 2})

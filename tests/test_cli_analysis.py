@@ -54,7 +54,7 @@ def test_benchmark_command_options_searches_stability_held_out_and_ground_truth(
         "benchmark", "--model", str(gqa_dir), "--data", _data(tmp_path), "--scenario", "backdoor", "--out", str(out),
         "--methods", "random,safeseek", "--grid", "50,100", "--ablations", "counterfactual", "--granularities", "heads",
         "--points", "search", "--stability-k", "50", "--held-out", _data(tmp_path), "--ground-truth", str(truth),
-        "--set", "safeseek.epochs=1", "--set", "safeseek.val_size=1", "--set", "random.seed=3",
+        "--set", "safeseek.schedule.epochs=1", "--set", "safeseek.schedule.val_size=1", "--set", "random.seed=3",
     )  # fmt: skip
     assert code == 0, err
     board = pd.read_csv(out / "leaderboard.csv").set_index(["method", "direction"])

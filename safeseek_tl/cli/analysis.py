@@ -51,7 +51,7 @@ def _method_options(pairs: list[str]) -> dict[str, dict[str, object]]:
     for pair in pairs:
         method, dot, setting = pair.partition(".")
         if not dot or "=" not in setting:
-            raise InputError(f"--set expects METHOD.key=value (e.g. safeseek.epochs=5), got {pair!r}")
+            raise InputError(f"--set expects METHOD.key=value (e.g. safeseek.schedule.epochs=5), got {pair!r}")
         options.setdefault(method, {}).update(parse_overrides([setting]))
     return options
 
@@ -73,7 +73,7 @@ def benchmark(
     held_out_benign: Annotated[Path | None, typer.Option(help="Benign records: the donors of the held-out alignment prompts.")] = None,
     stability_k: Annotated[float | None, typer.Option(help="Stability at this size (percent): each method over 3 seeds x 2 halves of the records (Jaccard); costs up to 6 more runs a method.")] = None,
     max_records: Annotated[int | None, typer.Option(help="Use only the first records of --data, --benign, --held-out and --held-out-benign.")] = None,
-    overrides: Annotated[list[str], typer.Option("--set", help="A method option as METHOD.key=value, e.g. --set safeseek.epochs=5 --set eap-ig.ig_steps=10; repeatable.")] = [],  # noqa: B006
+    overrides: Annotated[list[str], typer.Option("--set", help="A method option as METHOD.key=value, e.g. --set safeseek.schedule.epochs=5 --set eap-ig.ig_steps=10; repeatable.")] = [],  # noqa: B006
     device: DeviceOption = "cpu",
 ) -> None:
     """Faithfulness curves (circuit kept, circuit removed), CPR, CMD, cost and, with a known circuit, AUROC of every method."""
