@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from safeseek_tl.ablation import AblationMode
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, UnitKind, unit_kinds
 from safeseek_tl.masks import MaskKind
@@ -16,7 +17,14 @@ Objective = Literal["ce", "kl"]
 OBJECTIVES: tuple[Objective, ...] = ("ce", "kl")
 NegativeCE = Literal["bounded", "unbounded"]
 CircuitSparsity = Literal["mean", "log"]
-MaskFill = Literal["zero", "mean"]
+MaskFill = Literal["zero", "mean", "learned"]
+"""What a masked-off unit becomes during the search: 0 (the official code's), its mean activation over
+the training sequences, or a per-unit constant trained with the mask ("optimal ablation", Li & Janson
+2024), started at that mean (docs/choices.md)."""
+MASK_FILLS: tuple[MaskFill, ...] = ("zero", "mean", "learned")
+InitFrom = Literal["constant", "attr-patch"]
+"""Where the mask logits start: ``init_heads``/``init_neurons`` for every unit, or each unit's rank
+under attribution patching (:mod:`~safeseek_tl.seek.warm`)."""
 AlignmentObjective = Literal["official", "necessity", "refusal_score"]
 """official: comply under m, refuse under 1 - m; necessity: comply under m, benign kept (KL to the
 full model), the 1 - m term off by default; refusal_score: necessity on prompt-only passes, the
@@ -75,8 +83,10 @@ class SeekConfig:
     # sparsity of the alignment mask, or of the main mask's heads/neurons when set
     w_sparsity_heads: float | None = None
     w_sparsity_neurons: float | None = None
-    # what a masked-off unit becomes during the search: 0 (the code's) or its mean activation
+    # what a masked-off unit becomes during the search (MaskFill)
     ablation: MaskFill = "zero"
+    # where the mask logits start (InitFrom): "attr-patch" starts them from attribution-patching ranks
+    init_from: InitFrom = "constant"
     # circuit size asked for, per granularity: a fraction (< 1) or a number (>= 1) of units; the
     # sparsity weight gets a multiplier that grows while the circuit is larger than the target, and
     # the circuit read off is exactly the target's top units by mask logit
@@ -99,8 +109,10 @@ class SeekConfig:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr must be a positive finite number, got {self.lr}")
-        if self.ablation not in ("zero", "mean"):
-            raise InputError(f"ablation must be 'zero' or 'mean', got {self.ablation!r}")
+        if self.ablation not in MASK_FILLS:
+            raise InputError(f"ablation must be one of {MASK_FILLS}, got {self.ablation!r}")
+        if self.init_from not in ("constant", "attr-patch"):
+            raise InputError(f"init_from must be 'constant' or 'attr-patch', got {self.init_from!r}")
         if self.alignment_objective not in ("official", "necessity", "refusal_score"):
             raise InputError(f"alignment_objective must be 'official', 'necessity' or 'refusal_score', got {self.alignment_objective!r}")
         for kind, target in (("heads", self.target_heads), ("neurons", self.target_neurons)):
@@ -133,6 +145,12 @@ class SeekConfig:
             "w_sparsity_heads": self.w_main_sparsity if backdoor else 0.1,
             "w_sparsity_neurons": self.w_main_sparsity if backdoor else (1.0 if neurons_only else 0.1),
         }
+
+    @property
+    def ablation_mode(self) -> AblationMode:
+        """How a circuit found with this config is ablated afterwards: zeros, or the search's fill as
+        "mean" ablation's constants (its means, or its learned values: :meth:`SeekResult.reference`)."""
+        return "zero" if self.ablation == "zero" else "mean"
 
     @property
     def kinds(self) -> tuple[UnitKind, ...]:

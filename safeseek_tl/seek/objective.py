@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.compat import pad_token_id
 from safeseek_tl.data import IGNORE_INDEX, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.distributed import DataParallel
+from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits, masked
 from safeseek_tl.metrics import completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
@@ -147,8 +148,14 @@ class SeekObjective:
         fill: dict[str, Tensor] | None = None,
         parallel: DataParallel | None = None,
     ) -> None:
-        self.model, self.config, self.shape, self.fill = model, config, shape, fill
+        self.model, self.config, self.shape = model, config, shape
         self.parallel = parallel if parallel is not None else DataParallel()
+        self.device = next(model.parameters()).device
+        self.fill = fill
+        if config.ablation == "learned":  # trained with the masks, from the given means (Li & Janson's optimal ablation)
+            if fill is None:
+                raise InputError("ablation='learned' starts each unit's fill at its mean activation: pass fill (seek.trainer.mean_fill)")
+            self.fill = {kind: nn.Parameter(fill[kind].detach().float().clone().to(self.device)) for kind in config.kinds}
         init = {"heads": filled(config.init_heads, "init_heads"), "neurons": filled(config.init_neurons, "init_neurons")}
         self.main = MaskLogits(shape, config.kinds, init, config.mask_kind)
         # The circuit mask H exists when one of the scenario's paths runs under it (backdoor).
@@ -156,7 +163,6 @@ class SeekObjective:
         self.circuit = MaskLogits(shape, config.kinds, init, config.mask_kind) if uses_circuit_mask else None
         # Units already found by an earlier round of a "complete" search: held on in the main mask.
         self.protected = {kind: protected.get(kind).clone() for kind in config.kinds} if protected is not None else None
-        self.device = next(model.parameters()).device
         # size targets (seek.size): units asked for per granularity, and the multipliers steering to them
         sizes = {kind: config.target_count(kind, shape.size(kind)[0] * shape.size(kind)[1]) for kind in config.kinds}
         self.targets = {kind: count for kind, count in sizes.items() if count is not None}
@@ -168,7 +174,12 @@ class SeekObjective:
         return [m for m in (self.main, self.circuit) if m is not None]
 
     def parameters(self) -> list[Tensor]:
-        return [p for m in self.mask_modules() for p in m.parameters()]
+        """What the optimizer trains: the mask logits, and a learned fill."""
+        return [p for m in self.mask_modules() for p in m.parameters()] + list(self.learned_fill().values())
+
+    def learned_fill(self) -> dict[str, Tensor]:
+        """The trained fill of ``ablation="learned"``, per granularity (empty for a fixed fill)."""
+        return dict(self.fill) if self.config.ablation == "learned" and self.fill is not None else {}
 
     def named_logits(self) -> dict[str, Tensor]:
         """Every mask's logits, named ``main.heads``, ``circuit.neurons``, ..."""
