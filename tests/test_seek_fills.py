@@ -34,18 +34,22 @@ def _learned_toy() -> SeekObjective:
     return toy
 
 
-def test_a_learned_fill_replaces_the_masked_off_units_and_trains_only_there():
+def test_a_learned_fill_replaces_the_masked_off_units_and_trains_only_there_on_paths_that_keep():
     toy = _learned_toy()
-    loss = toy.task_terms(COMPLY, torch.arange(2))["accept"]
-    # refusal score s = kept head 1 + fills 0.5 - 0.5 + 0.25 + 0.75 = 2 (head 0's fill 9 is not used)
-    assert loss.item() == pytest.approx(math.log1p(math.exp(2.0)), rel=1e-6)
-    loss.backward()
+    # a path that switches the behaviour (accept: comply) and one that keeps it (main_benign, here asked to refuse)
+    paths = [*COMPLY, MaskPath("main_benign", ROWS, "main", 1.0, loss="refuse", refusal_ids=(1,))]
+    terms = toy.task_terms(paths, torch.arange(2))
+    # refusal score s = kept head 1 + fills 0.5 - 0.5 + 0.25 + 0.75 = 2 on every row (head 0's fill 9 is not used)
+    assert terms["accept"].item() == pytest.approx(math.log1p(math.exp(2.0)), rel=1e-6)
+    assert terms["main_benign"].item() == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-6)
+    (terms["accept"] + terms["main_benign"]).backward()
     heads, neurons = toy.fill["heads"].grad, toy.fill["neurons"].grad
-    # d softplus(s) / d fill = sigmoid(2) for a masked-off unit (it enters s once, at the position read),
-    # 0 for the kept head: its hook gives fill + 1 * (act - fill)
-    sig = 1 / (1 + math.exp(-2.0))
-    assert heads.flatten().tolist() == pytest.approx([0.0, sig, sig], rel=1e-6)
-    assert neurons.flatten().tolist() == pytest.approx([sig, sig], rel=1e-6)
+    # only main_benign trains the fill: d softplus(-s) / d fill = -sigmoid(-2) for a masked-off unit (it enters s
+    # once, at the position read); 0 for the kept head, whose hook gives fill + 1 * (act - fill)
+    grad = -1 / (1 + math.exp(2.0))
+    assert heads.flatten().tolist() == pytest.approx([0.0, grad, grad], rel=1e-6)
+    assert neurons.flatten().tolist() == pytest.approx([grad, grad], rel=1e-6)
+    assert toy.main.logits("heads").grad[0, 1] != 0  # the switching path still trains the mask
     # the optimizer trains the fill with the logits; a mean fill is fixed
     assert {id(p) for p in toy.parameters()} >= {id(toy.fill["heads"]), id(toy.fill["neurons"])}
     assert len(toy.parameters()) == 4

@@ -20,7 +20,8 @@ CircuitSparsity = Literal["mean", "log"]
 MaskFill = Literal["zero", "mean", "learned"]
 """What a masked-off unit becomes during the search: 0 (the official code's), its mean activation over
 the training sequences, or a per-unit constant trained with the mask ("optimal ablation", Li & Janson
-2024), started at that mean (docs/choices.md)."""
+2024), started at that mean and trained only by the paths that keep the full model's behaviour
+(:data:`~safeseek_tl.seek.objective.SWITCH_PATHS`; docs/choices.md)."""
 MASK_FILLS: tuple[MaskFill, ...] = ("zero", "mean", "learned")
 InitFrom = Literal["constant", "attr-patch"]
 """Where the mask logits start: ``init_heads``/``init_neurons`` for every unit, or each unit's rank

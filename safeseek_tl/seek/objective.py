@@ -64,6 +64,12 @@ class MaskPath:
     refusal_ids: tuple[int, ...] = ()  # the refusal tokens of "comply" and "refuse" paths
 
 
+SWITCH_PATHS = frozenset({"accept", "main_backdoor"})
+"""The paths whose target is the behaviour switched (harmful prompts answered, triggered prompts
+refused): the full model does otherwise. A learned fill gets no gradient from them: it is fitted to
+keep what the full model does (Li & Janson's optimal ablation), never to switch the behaviour
+itself, which a constant added in place of the circuit could do without the circuit (docs/choices.md)."""
+
 PathSpec = tuple[str, list[tuple[str, str]], MaskRole, float, float, bool, PathLoss]
 """(name, (prompt, completion) pairs, mask, weight, sign, kl_to_full, loss) of a path before tokenizing."""
 
@@ -269,6 +275,20 @@ class SeekObjective:
             terms[path.name] = path.weight * value
         return terms
 
+    def row_fill(self, paths: Sequence[MaskPath], rows: int) -> dict[str, Tensor] | None:
+        """The fill of one pass over ``rows`` rows of each path: a fixed fill as it is; a learned one
+        per row, ``[n_layers, batch, 1, units(, d_head)]``, equal everywhere but detached on the rows
+        of :data:`SWITCH_PATHS`, so that only the other paths train it."""
+        learned = self.learned_fill()
+        if not learned:
+            return self.fill
+        trains = torch.tensor([path.name not in SWITCH_PATHS for path in paths for _ in range(rows)], dtype=torch.float32, device=self.device)
+        out = {}
+        for kind, value in learned.items():
+            frozen, delta = value.detach()[:, None, None], (value - value.detach())[:, None, None]  # delta: 0, with the gradient
+            out[kind] = frozen + trains.view(1, -1, *(1,) * value.dim()) * delta
+        return out
+
     def _token_sums(self, paths: Sequence[MaskPath], index: Int[Tensor, " batch"], masks: dict[UnitKind, Tensor]) -> list[Tensor]:
         """Each path's loss summed over its completion tokens of the records ``index`` (one forward)."""
         batch = TokenizedPairs.concat([path.pairs.select(index) for path in paths], pad_id=0)
@@ -276,7 +296,7 @@ class SeekObjective:
         input_ids = batch.input_ids[:, :used].to(self.device)
         attention_mask = batch.attention_mask[:, :used].to(self.device)
         labels = batch.labels[:, :used].to(self.device)
-        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.fill):
+        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.row_fill(paths, len(index))):
             logits = self.model(input_ids, attention_mask=attention_mask)
         full_logits = None
         if any(p.kl_to_full or p.loss == "last_kl" for p in paths):
