@@ -60,7 +60,7 @@ class Attribution:
     """A method's scores and what its search put in place of the units it removed.
 
     ``fill`` is ``None`` for zeros (the baselines, and SafeSeek's default); a SafeSeek search with
-    ``ablation="mean"`` or ``"learned"`` gives its fill (:meth:`~safeseek_tl.seek.SeekResult.reference`:
+    ``ablation="mean"`` or ``"learned"`` gives its fill (:meth:`~safeseek_tl.seek.result.SeekResult.reference`:
     its unit means, or its learned constants), so that its circuit is measured as it was found
     rather than by zeroing it. ``wall_time_s``: how long the
     scoring took (set by :func:`attribute`).

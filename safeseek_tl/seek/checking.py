@@ -76,7 +76,7 @@ def behaviour_switch(
     from an earlier call on the same model and data (:func:`full_behaviour`), so that repeated
     checks do not measure the full model again. The circuit is ablated as the search masked it:
     zero, or with ``config.ablation="mean"`` or ``"learned"`` the constants ``fill`` (the search's
-    :meth:`~safeseek_tl.seek.SeekResult.reference`; for means, default: from ``records``). ``judge``: the keyword
+    :meth:`~safeseek_tl.seek.result.SeekResult.reference`; for means, default: from ``records``). ``judge``: the keyword
     judge (default :class:`~safeseek_tl.metrics.RefusalJudge`). Each judged rate ``key`` comes
     with ``refusal_score_<key>``, the mean logit refusal score of the same prompts
     (:func:`~safeseek_tl.evaluate.refusal_scores`), which shows a judge that misreads the model.

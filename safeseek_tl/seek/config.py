@@ -150,7 +150,7 @@ class SeekConfig:
     @property
     def ablation_mode(self) -> AblationMode:
         """How a circuit found with this config is ablated afterwards: zeros, or the search's fill as
-        "mean" ablation's constants (its means, or its learned values: :meth:`SeekResult.reference`)."""
+        "mean" ablation's constants (its means, or its learned values: :meth:`~safeseek_tl.seek.result.SeekResult.reference`)."""
         return "zero" if self.ablation == "zero" else "mean"
 
     @property

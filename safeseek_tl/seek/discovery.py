@@ -82,7 +82,7 @@ def discover(
     (:func:`discover_complete`; each round is pruned when ``prune``). ``check``: measure the
     behaviour with the circuit ablated (:func:`behaviour_switch`, greedy generations judged by
     ``judge``). A mean- or learned-fill search is pruned and checked with its own fill
-    (:meth:`SeekResult.reference`). ``checkpoint_dir``/``resume``: a single search's checkpoint. When the found circuit does not
+    (:meth:`~safeseek_tl.seek.result.SeekResult.reference`). ``checkpoint_dir``/``resume``: a single search's checkpoint. When the found circuit does not
     switch the behaviour, pruning raises :class:`~safeseek_tl.errors.InputError` with the search's
     result as ``err.unpruned``. ``time_budget_s``: the search's steps fit these seconds
     (:meth:`~safeseek_tl.seek.trainer.SafeSeek.fit`; pruning and the check come after them).

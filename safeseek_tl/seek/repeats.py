@@ -79,6 +79,7 @@ class Stability:
         return core_circuit(self.circuits)
 
     def to_dict(self) -> dict[str, Any]:
+        """``jaccard`` per granularity, the ``core``'s units, and each run with its circuit's units."""
         core = self.core
         return {
             "jaccard": self.jaccard,

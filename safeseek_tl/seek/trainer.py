@@ -321,7 +321,7 @@ def search_fill(loaded: LoadedModel, config: SeekConfig, records: Sequence[Recor
 
     ``None`` for zero ablation; for ``ablation="mean"``, the unit means over the training
     sequences of every path, as :meth:`~safeseek_tl.seek.trainer.SafeSeek.fit` computes them from the same records.
-    A search's result carries its fill (:meth:`~safeseek_tl.seek.SeekResult.reference`), the only
+    A search's result carries its fill (:meth:`~safeseek_tl.seek.result.SeekResult.reference`), the only
     source of a learned one: this raises for ``ablation="learned"``.
     """
     if config.ablation == "learned":
