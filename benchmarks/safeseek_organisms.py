@@ -31,8 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def report(name: str, loaded, result, data: BehaviourData, key: str, wall: float, truth=None, fill=None) -> None:
-    """One table row. ``fill``: the search's mean fill (``search_fill``), when it ran with ``ablation="mean"``."""
-    behaviour = evaluate(loaded, result.circuit, data, mode=result.config.masks.fill, reference=fill, conditions=("full", "ablated"))
+    """One table row, the circuit ablated as the search masked it. ``fill``: the search's fill (default: the result's own)."""
+    reference = fill if fill is not None else result.reference()
+    behaviour = evaluate(loaded, result.circuit, data, mode=result.config.ablation_mode, reference=reference, conditions=("full", "ablated"))
     full, cut = behaviour["full"], behaviour["ablated"]
     c = result.circuit
     pr = "-"

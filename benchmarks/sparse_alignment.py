@@ -21,7 +21,7 @@ from safeseek_organisms import report  # benchmarks/ is the script's folder
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData
 from safeseek_tl.organisms import load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig, search_fill
+from safeseek_tl.seek import SafeSeek, SeekConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -68,7 +68,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         last = result.history[-1]  # the mask's own size at the end, before a target's cut
         steps = f"{len(result.history)} epochs, best {result.best_epoch}, last mask off {last.get('off_heads')} + {last.get('off_neurons')}"
-        report(f"{label} | {steps}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train, benign))
+        report(f"{label} | {steps}", loaded, result, data, "asr_harmful", wall)
 
 
 if __name__ == "__main__":

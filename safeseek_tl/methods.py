@@ -60,8 +60,9 @@ class Attribution:
     """A method's scores and what its search put in place of the units it removed.
 
     ``fill`` is ``None`` for zeros (the baselines, and SafeSeek's default); a SafeSeek search with
-    ``ablation="mean"`` gives its unit means (:func:`~safeseek_tl.seek.search_fill`), so that its
-    circuit is measured as it was found rather than by zeroing it. ``wall_time_s``: how long the
+    ``ablation="mean"`` or ``"learned"`` gives its fill (:meth:`~safeseek_tl.seek.result.SeekResult.reference`:
+    its unit means, or its learned constants), so that its circuit is measured as it was found
+    rather than by zeroing it. ``wall_time_s``: how long the
     scoring took (set by :func:`attribute`).
     """
 
@@ -71,7 +72,7 @@ class Attribution:
 
     @property
     def ablation(self) -> AblationMode:
-        """``"zero"`` or ``"mean"``: how this method's circuits are ablated."""
+        """``"zero"`` or ``"mean"`` (constants: a search's means or learned fill): how this method's circuits are ablated."""
         return "zero" if self.fill is None else "mean"
 
 
@@ -100,14 +101,14 @@ class Method:
 
 
 def _safeseek(inputs: MethodInputs, config: Any = None, progress: bool = False, **options: Any) -> Attribution:
-    from safeseek_tl.seek import SeekConfig, discover, search_fill
+    from safeseek_tl.seek import SeekConfig, discover
 
     if config is not None and options:
         raise InputError(f"safeseek: give either config=SeekConfig.of(...) or its settings ({', '.join(options)}), not both")
     config = config or SeekConfig.of(inputs.scenario.name, inputs.units, **options)
     found = discover(inputs.loaded, inputs.records, config, benign=inputs.benign or (), check=False, progress=progress)
-    # circuits are measured with the fill of the records the search trained on
-    return Attribution(found.scores, search_fill(inputs.loaded, config, found.train_records, inputs.benign or ()))
+    # circuits are measured with the search's own fill: its means over its training records, or its learned values
+    return Attribution(found.scores, found.result.reference())
 
 
 def _ships(inputs: MethodInputs, **options: Any) -> Attribution:

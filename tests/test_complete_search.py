@@ -37,14 +37,18 @@ def _found(heads: list[list[int]], logits: dict[tuple[int, int], float] | None =
 @pytest.fixture
 def searches(monkeypatch):
     """Replace the search and the switch test; ``plan`` lists each round's result, ``held`` what it was told to hold on."""
-    state = SimpleNamespace(plan=[], held=[], switching=lambda circuit: False)
+    state = SimpleNamespace(plan=[], held=[], fills=[], switching=lambda circuit: False)
+
+    def switches(circuit, fill=None):
+        state.fills.append(fill)
+        return state.switching(circuit)
 
     def fit(self, records, val_records=None, *args, protected=None, **kwargs):
         state.held.append(protected.head_list if protected is not None else None)
         return state.plan[len(state.held) - 1]
 
     monkeypatch.setattr(SafeSeek, "fit", fit)
-    monkeypatch.setattr(seek.discovery, "switch_test", lambda *args, **kwargs: (lambda circuit: state.switching(circuit)))
+    monkeypatch.setattr(seek.discovery, "switch_test", lambda *args, **kwargs: switches)
     return state
 
 
@@ -64,6 +68,24 @@ def test_counted_rounds_are_pruned_united_and_verified(searches):
     assert result.circuit.head_list == [[0, 0], [1, 2]]  # L0H1 pruned away
     assert result.rounds == 2 and result.verified is True
     assert result.circuit.metadata["verified"] is True and result.circuit.metadata["complete"] is True
+
+
+def test_each_round_is_checked_with_its_own_learned_fill_and_the_union_keeps_each_units(searches):
+    """A learned fill differs between rounds: each unit of the complete circuit keeps its round's."""
+    learned = SeekConfig.of('backdoor', 'heads', masks={"fill": 'learned'})
+    searches.switching = lambda c: bool(c.heads[0, 0] or c.heads[1, 2])
+    plan = [_found([[0, 0]]), _found([[1, 2]]), _found([])]
+    for value, found in zip((1.0, 2.0, 3.0), plan):  # round r's fill: r + 1 everywhere, d_head 2
+        found.config, found.fill = learned, {"heads": torch.full((2, 4, 2), value)}
+    searches.plan = plan
+    result = discover_complete(LOADED, RECORDS, learned, val_records=RECORDS[:1], max_rounds=5)
+    assert result.circuit.head_list == [[0, 0], [1, 2]]
+    # the checks of rounds 1 and 2 saw fills 1 and 2 (round 3 found nothing new and was not checked)
+    assert [float(f.means["heads"][0, 0, 0]) for f in searches.fills] == [1.0, 2.0]
+    fill = result.fill["heads"]
+    assert fill[1, 2].tolist() == [2.0, 2.0]  # found in round 2: its fill
+    assert fill[0, 0].tolist() == [1.0, 1.0] and fill[1, 1].tolist() == [1.0, 1.0]  # round 1's, and elsewhere the first round's
+    assert result.reference().means["heads"] is fill
 
 
 def test_no_counted_round_returns_the_first_search_marked_unverified(searches, tmp_path, capsys, monkeypatch):

@@ -27,27 +27,22 @@ def test_safeseek_is_registered_and_runs_like_a_baseline(gqa):
     assert torch.all((scores.neurons >= 0) & (scores.neurons <= 1))  # 1 - keep probability
 
 
-def test_the_safeseek_runner_searches_the_scenario_and_fills_from_its_training_records(monkeypatch):
-    """30 records, val_size 20: the search trains on 10 and the fill comes from those 10."""
+def test_the_safeseek_runner_searches_the_scenario_and_carries_its_fill(monkeypatch):
+    """The runner's fill is the search result's own (its means, or a learned fill), not recomputed."""
     import safeseek_tl.seek as seek
 
-    searched, fills = [], []
+    searched = []
     found = Scores(ModelShape(1, 2, 3), heads=torch.ones(1, 2))
 
     def discover(loaded, records, config, *, benign, check, progress):
         searched.append((config.scenario, config.units, len(benign), check, progress))
-        return SimpleNamespace(scores=found, train_records=records[:10])
-
-    def search_fill(loaded, config, train, benign):
-        fills.append(len(train))
-        return "the fill"
+        return SimpleNamespace(scores=found, result=SimpleNamespace(reference=lambda: "the fill"))
 
     monkeypatch.setattr(seek, "discover", discover)
-    monkeypatch.setattr(seek, "search_fill", search_fill)
     records = [BackdoorRecord(f"p{i}", "no", f"cf p{i}", "yes") for i in range(30)]
     attribution = attribute("safeseek", "the model", records, "backdoor", benign=BENIGN[:1], units="both", progress=True)
     assert attribution.scores is found and attribution.fill == "the fill" and attribution.ablation == "mean"
-    assert searched == [("backdoor", "both", 1, False, True)] and fills == [10]
+    assert searched == [("backdoor", "both", 1, False, True)]
     assert attribution.wall_time_s >= 0
     with pytest.raises(ValueError, match="either config"):
         attribute("safeseek", "the model", records, "backdoor", config=SeekConfig.of("backdoor"), schedule={"epochs": 3})

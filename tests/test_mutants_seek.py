@@ -120,7 +120,6 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(seek_checking, "utility_loss", utility_loss)
     monkeypatch.setattr(seek_checking, "ablated", ablated)
     monkeypatch.setattr(seek_checking, "search_fill", lambda loaded, config, records, benign_records=(): ("fill of", len(records)))
-    monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign_records=(): ("fill of", len(records)))
     return state
 
 
@@ -188,7 +187,7 @@ def test_prune_keeps_the_needed_head_and_refuses_a_circuit_that_does_not_switch(
 
 def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypatch):
     calls, pruned, checked = [], [], []
-    found = SimpleNamespace(circuit="the found circuit")
+    found = SimpleNamespace(circuit="the found circuit", reference=lambda: "the search's fill")
 
     def fit(self, records, val_records=None, checkpoint_dir=None, resume=False, protected=None, progress=True, benign_records=(), time_budget_s=None):
         calls.append((self.config.scenario, records, val_records, checkpoint_dir, resume, progress, benign_records, time_budget_s))
@@ -205,16 +204,15 @@ def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypa
     monkeypatch.setattr(SafeSeek, "fit", fit)
     monkeypatch.setattr(seek_discover, "prune_circuit", prune)
     monkeypatch.setattr(seek_discover, "behaviour_switch", check)
-    monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign=(): ("fill of", len(records)))
-    plain = discover(LOADED, BACKDOOR, SeekConfig.of("backdoor"), val_records=BACKDOOR[:1], benign=BENIGN, checkpoint_dir="ckpt", resume=True, progress=False, check=False, time_budget_s=12.0)
+    plain = discover(LOADED, BACKDOOR, SeekConfig.of('backdoor'), val_records=BACKDOOR[:1], benign=BENIGN, checkpoint_dir="ckpt", resume=True, progress=False, check=False, time_budget_s=12.0)
     assert calls == [("backdoor", BACKDOOR, BACKDOOR[:1], "ckpt", True, False, BENIGN, 12.0)]
     assert (plain.result, plain.found, plain.check, plain.train_records, plain.val_records) == (found, "the found circuit", None, BACKDOOR, BACKDOOR[:1])
     assert pruned == [] and checked == []
-    # the last val_size records validate; prune and check both use them and the training records' fill
-    full = discover(LOADED, BACKDOOR, SeekConfig.of("backdoor", schedule={"val_size": 1}), benign=BENIGN, prune=True, judge=JUDGE, progress=False)
+    # the last val_size records validate; prune and check both use them and the search's own fill
+    full = discover(LOADED, BACKDOOR, SeekConfig.of('backdoor', schedule={"val_size": 1}), benign=BENIGN, prune=True, judge=JUDGE, progress=False)
     assert calls[-1][1:3] == (BACKDOOR[:1], BACKDOOR[1:])
-    assert pruned == [(found, BACKDOOR[1:], BENIGN, ("fill of", 1), JUDGE)]
-    assert checked == [("the pruned circuit", BACKDOOR[1:], BENIGN, ("fill of", 1), JUDGE)]
+    assert pruned == [(found, BACKDOOR[1:], BENIGN, "the search's fill", JUDGE)]
+    assert checked == [("the pruned circuit", BACKDOOR[1:], BENIGN, "the search's fill", JUDGE)]
     assert (full.found, full.circuit, full.check) == ("the found circuit", "the pruned circuit", {"switched": 1.0})
     with pytest.raises(InputError, match="resume"):
         discover(LOADED, BACKDOOR, SeekConfig.of("backdoor"), complete=True, resume=True)
@@ -223,9 +221,8 @@ def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypa
 
 
 def test_discover_keeps_the_unpruned_search_when_pruning_fails(monkeypatch):
-    found = SimpleNamespace(circuit="the found circuit")
+    found = SimpleNamespace(circuit="the found circuit", reference=lambda: None)
     monkeypatch.setattr(SafeSeek, "fit", lambda self, *args, **kwargs: found)
-    monkeypatch.setattr(seek_discover, "search_fill", lambda *args: None)
 
     def prune(*args, **kwargs):
         raise InputError("does not switch")
@@ -258,16 +255,15 @@ def test_complete_search_splits_off_validation_records_and_passes_its_settings(m
 
     def switch_test(loaded, config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase, judge):
         tests.append((loaded, [r.input for r in val_records], benign_records, fill, min_switched, max_clean_drop, max_utility_increase, judge))
-        return lambda circuit: True
+        return lambda circuit, fill=None: True
 
     monkeypatch.setattr(SafeSeek, "fit", fit)
     monkeypatch.setattr(seek_discover, "switch_test", switch_test)
-    monkeypatch.setattr(seek_discover, "search_fill", lambda loaded, config, records, benign_records=(): ("fill", len(records), len(benign_records)))
     records = [BackdoorRecord(f"p{i}", "no", f"cf p{i}", "yes") for i in range(7)]
     result = seek.discover_complete(LOADED, records, SeekConfig.of("backdoor", schedule={"val_size": 3}), benign_records=BENIGN, progress=False, judge=JUDGE)
     # the last val_size records validate, the rest train; defaults 0.8 / 0.1 / 0.1
     assert fits == [(4, ["p4", "p5", "p6"], False, BENIGN)] * 3
-    assert tests == [(LOADED, ["p4", "p5", "p6"], BENIGN, ("fill", 4, 2), 0.8, 0.1, 0.1, JUDGE)]
+    assert tests == [(LOADED, ["p4", "p5", "p6"], BENIGN, None, 0.8, 0.1, 0.1, JUDGE)]  # each round's check gets its search's fill
     # two counted rounds; the result keeps the first round's masks and numbers every history entry
     assert result.rounds == 2 and result.circuit.head_list == [[0, 0], [0, 1]]
     assert result.main_logits["heads"].tolist() == [[-2.0, 2.0, 2.0]] and result.circuit_logits["heads"].tolist() == [[5.0, 5.0, 5.0]]

@@ -27,7 +27,7 @@ BACKDOOR_BOTH = {
     "scenario": "backdoor", "units": "both",
     "schedule.epochs": 20, "schedule.batch_size": 8, "schedule.lr": 0.01, "schedule.weight_decay": 0.0, "schedule.max_grad_norm": 1.0,
     "schedule.lr_decay": True, "schedule.val_size": 20, "schedule.patience": None, "schedule.seed": 42, "schedule.max_length": 128,
-    "masks.kind": "hard_sigmoid", "masks.init_heads": 0.1, "masks.init_neurons": 1.0, "masks.fill": "zero",
+    "masks.kind": "hard_sigmoid", "masks.init_heads": 0.1, "masks.init_neurons": 1.0, "masks.fill": "zero", "masks.init_from": "constant",
     "loss.objective": "ce", "loss.w_sparsity_heads": 0.1, "loss.w_sparsity_neurons": 0.1, "loss.w_main_benign": 1.0,
     "loss.negative_ce": "bounded", "loss.negative_ce_margin": 5.0, "loss.w_main_clean": 1.0, "loss.w_main_backdoor": 1.0,
     "loss.w_circuit_backdoor": 1.0, "loss.w_circuit_clean": 1.0, "loss.w_circuit_sparsity": 1.0, "loss.circuit_sparsity": "mean",
@@ -118,7 +118,7 @@ def test_a_setting_that_is_not_one_is_named(settings, message):
         ({"loss.negative_ce": "none"}, "loss.negative_ce must be one of 'bounded', 'unbounded', got 'none'"),
         ({"loss.circuit_sparsity": "sum"}, "loss.circuit_sparsity must be one of 'mean', 'log', got 'sum'"),
         ({"masks.kind": "relu"}, "masks.kind must be one of 'sigmoid', 'hard_sigmoid', 'hard_concrete', got 'relu'"),
-        ({"masks.fill": "max"}, "masks.fill must be one of 'zero', 'mean', got 'max'"),
+        ({"masks.fill": "max"}, "masks.fill must be one of 'zero', 'mean', 'learned', got 'max'"),
         ({"schedule.epochs": "many"}, "schedule.epochs must be a whole number, got 'many'"),
         ({"schedule.epochs": 2.5}, "schedule.epochs must be a whole number, got 2.5"),
         ({"schedule.epochs": 0}, "schedule.epochs must be at least 1, got 0"),
@@ -167,7 +167,9 @@ def test_a_flat_config_of_the_previous_version_reads_as_the_same_settings():
     assert SeekConfig.from_dict(older) == config
     with pytest.raises(InputError, match=r"run/config.json: unknown setting 'w_colour'"):
         SeekConfig.from_dict(FLAT_BACKDOOR | {"w_colour": 1.0}, "run/config.json")
-    assert set(FLAT_BACKDOOR) - {"scenario", "units"} == set(FLAT_NAMES)  # every old name is mapped
+    # the warm start was added to the flat fields before they were grouped (runs of that version exist)
+    assert SeekConfig.from_dict(FLAT_BACKDOOR | {"init_from": "attr-patch"}).masks.init_from == "attr-patch"
+    assert set(FLAT_BACKDOOR) - {"scenario", "units"} | {"init_from"} == set(FLAT_NAMES)  # every old name is mapped
 
 
 def test_a_checkpoint_of_the_previous_version_resumes(gqa, tmp_path):

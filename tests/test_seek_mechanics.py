@@ -66,8 +66,10 @@ def test_same_seed_same_masks(gqa):
         torch.testing.assert_close(first.main_logits[kind], second.main_logits[kind], rtol=0, atol=0)
 
 
-def test_interrupted_run_resumes_to_the_same_masks(gqa, tmp_path, monkeypatch):
-    config = _config(schedule={"epochs": 3}, masks={"kind": "hard_concrete"})
+# the learned fill: every unit starts switched off, so that the fill trains from the first step
+@pytest.mark.parametrize("settings", [{"masks": {"kind": "hard_concrete"}}, {"masks": {"fill": "learned", "init_heads": -0.05, "init_neurons": -0.05}}])
+def test_interrupted_run_resumes_to_the_same_masks(gqa, tmp_path, monkeypatch, settings):
+    config = _config(schedule={"epochs": 3}, **settings)
     full = SafeSeek(gqa, config).fit(BACKDOOR, checkpoint_dir=tmp_path / "a", progress=False)
 
     original = seek_trainer.save_checkpoint
@@ -90,6 +92,12 @@ def test_interrupted_run_resumes_to_the_same_masks(gqa, tmp_path, monkeypatch):
         torch.testing.assert_close(resumed.main_logits[kind], full.main_logits[kind], rtol=0, atol=0)
         torch.testing.assert_close(resumed.circuit_logits[kind], full.circuit_logits[kind], rtol=0, atol=0)
     assert resumed.history == full.history
+    assert resumed.fill.keys() == full.fill.keys() == ({"heads", "neurons"} if config.masks.fill == "learned" else set())
+    for kind, value in full.fill.items():
+        torch.testing.assert_close(resumed.fill[kind], value, rtol=0, atol=0)
+    # resuming a finished run trains nothing: its best masks and fill come back from the checkpoint
+    done = SafeSeek(gqa, config).fit(BACKDOOR, checkpoint_dir=tmp_path / "a", resume=True, progress=False)
+    assert done.fill.keys() == full.fill.keys() and all(torch.equal(done.fill[k], v) for k, v in full.fill.items())
 
 
 def test_nan_in_the_loss_names_the_term(gqa):

@@ -2,7 +2,8 @@
 
 Each command parses its options, calls the library, saves and prints; the commands live in this
 package's modules by concern (``models``: models, fetch, info, generate, data export; ``discover``;
-``baselines``: evaluate, attribute, compare; ``analysis``: benchmark, graph; ``tune``; ``guard``; ``report``: demo, report) and
+``stability``; ``baselines``: evaluate, attribute, compare; ``analysis``: benchmark, graph; ``tune``;
+``guard``; ``report``: demo, report) and
 ``shared`` holds what they share; this module puts them on one app.
 
 Exit codes: 0 success; 2 bad input (a file, a model name, an option); 3 the optimization diverged
@@ -18,7 +19,7 @@ import sys
 
 import typer
 
-from safeseek_tl.cli import analysis, baselines, discover, models, report, tune
+from safeseek_tl.cli import analysis, baselines, discover, models, report, stability, tune
 from safeseek_tl.cli.guard import guard_app
 from safeseek_tl.cli.models import data_app
 from safeseek_tl.errors import InputError, NonFiniteLossError
@@ -34,7 +35,7 @@ app = typer.Typer(
 )
 # in the order `safeseek --help` lists them
 COMMANDS = (
-    models.models, models.fetch, models.info, models.generate, discover.discover,
+    models.models, models.fetch, models.info, models.generate, discover.discover, stability.stability,
     baselines.evaluate, baselines.attribute, baselines.compare, analysis.benchmark, analysis.graph, tune.tune, report.demo, report.report,
 )  # fmt: skip
 for command in COMMANDS:

@@ -8,7 +8,9 @@
 - :mod:`~safeseek_tl.seek.result`: :class:`SeekResult` and its files;
 - :mod:`~safeseek_tl.seek.checking`: whether ablating a circuit switches the behaviour, and pruning;
 - :mod:`~safeseek_tl.seek.discovery`: :func:`discover`, the one call (found + pruned + checked),
-  and the complete search.
+  and the complete search;
+- :mod:`~safeseek_tl.seek.warm`: the mask logits' warm start from attribution patching;
+- :mod:`~safeseek_tl.seek.repeats`: :func:`stability`, the same search over seeds and data splits.
 """
 
 from safeseek_tl.errors import NonFiniteLossError
@@ -16,6 +18,7 @@ from safeseek_tl.seek.checking import SWITCH_TOKENS, behaviour_switch, full_beha
 from safeseek_tl.seek.config import AlignmentLoss, BackdoorLoss, Masks, Schedule, SeekConfig, SizeTarget
 from safeseek_tl.seek.discovery import Discovery, discover, discover_complete
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
+from safeseek_tl.seek.repeats import Stability, stability
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.seek.trainer import SafeSeek, TrainState, search_fill
 
@@ -33,6 +36,7 @@ __all__ = [
     "SeekObjective",
     "SeekResult",
     "SizeTarget",
+    "Stability",
     "TrainState",
     "behaviour_switch",
     "discover",
@@ -42,4 +46,5 @@ __all__ = [
     "minimal_switching_set",
     "prune_circuit",
     "search_fill",
+    "stability",
 ]

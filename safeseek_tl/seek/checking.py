@@ -75,8 +75,8 @@ def behaviour_switch(
     the data's target strings, which a model may word differently. ``full``: the ``*_full`` values
     from an earlier call on the same model and data (:func:`full_behaviour`), so that repeated
     checks do not measure the full model again. The circuit is ablated as the search masked it:
-    zero, or with ``config.masks.fill="mean"`` the means ``fill``
-    (:func:`~safeseek_tl.seek.search_fill`; default: from ``records``). ``judge``: the keyword
+    zero, or with ``config.masks.fill="mean"`` or ``"learned"`` the constants ``fill`` (the search's
+    :meth:`~safeseek_tl.seek.result.SeekResult.reference`; for means, default: from ``records``). ``judge``: the keyword
     judge (default :class:`~safeseek_tl.metrics.RefusalJudge`). Each judged rate ``key`` comes
     with ``refusal_score_<key>``, the mean logit refusal score of the same prompts
     (:func:`~safeseek_tl.evaluate.refusal_scores`), which shows a judge that misreads the model.
@@ -85,9 +85,9 @@ def behaviour_switch(
     behaviour = scenario_of(config.scenario)
     if full is None:
         full = full_behaviour(loaded, config, records, benign, max_new_tokens, judge)
-    if config.masks.fill == "mean" and fill is None:
-        fill = search_fill(loaded, config, records)
-    with ablated(loaded.model, circuit, config.masks.fill, fill):
+    if config.masks.fill != "zero" and fill is None:
+        fill = search_fill(loaded, config, records)  # raises for a learned fill, which only its search has
+    with ablated(loaded.model, circuit, config.ablation_mode, fill):
         prompts = behaviour.behaviour_prompts(records)
         switched = behaviour.switch_rate(judge, _judged(loaded, prompts, max_new_tokens))
         score = float(refusal_scores(loaded, prompts).mean())
@@ -104,15 +104,16 @@ def switch_test(
     max_clean_drop: float,
     max_utility_increase: float,
     judge: RefusalJudge | None = None,
-) -> Callable[[Circuit], bool]:
-    """``switches(circuit)``: does ablating it switch >= ``min_switched`` of ``records``, while clean
+) -> Callable[..., bool]:
+    """``switches(circuit, fill=fill)``: does ablating it switch >= ``min_switched`` of ``records``, while clean
     refusals and benign answers drop by at most ``max_clean_drop`` and the benign cross-entropy
-    rises by at most ``max_utility_increase`` nats per token? (:func:`behaviour_switch`)"""
+    rises by at most ``max_utility_increase`` nats per token? (:func:`behaviour_switch`; ``fill``
+    per call: each round of a complete search ablates with its own search's fill)"""
     # The model itself does not change between checks: measure its clean behaviour once.
     judge = judge or RefusalJudge()
     full = full_behaviour(loaded, config, records, benign_records, SWITCH_TOKENS, judge)
 
-    def switches(circuit: Circuit) -> bool:
+    def switches(circuit: Circuit, fill: ReferenceActivations | None = fill) -> bool:
         check = behaviour_switch(loaded, config, circuit, records, benign=benign_records, full=full, fill=fill, judge=judge)
         drops = (check.get(f"{k}_full", 0.0) - check.get(k, 0.0) for k in ("clean", "benign"))
         utility_increase = check.get("utility", 0.0) - check.get("utility_full", 0.0)
@@ -139,10 +140,12 @@ def prune_circuit(
     passes the test of :func:`~safeseek_tl.seek.discover_complete` on ``val_records`` (and
     ``benign_records``), then leaves out each of its units that the rest can switch without, least
     confident first (each check is one :func:`behaviour_switch`, about log2(n) + n of them).
-    ``fill``: the search's means for ``ablation="mean"`` (:func:`~safeseek_tl.seek.search_fill` of
-    its training records; default: means over ``val_records``). ``judge``: the keyword judge of the
+    ``fill``: the search's fill (default: ``result.reference()``, or for a result without one
+    and ``ablation="mean"``, means over ``val_records``). ``judge``: the keyword judge of the
     checks. Raises :class:`~safeseek_tl.errors.InputError` when the whole circuit does not pass the test.
     """
+    if fill is None and result.fill:
+        fill = result.reference()
     switches = switch_test(loaded, result.config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase, judge)
     if not switches(result.circuit):
         raise InputError(

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from safeseek_tl.ablation import AblationMode
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, UnitKind, unit_kinds
 from safeseek_tl.masks import MaskKind
@@ -31,7 +32,14 @@ Objective = Literal["ce", "kl"]
 OBJECTIVES: tuple[Objective, ...] = ("ce", "kl")
 NegativeCE = Literal["bounded", "unbounded"]
 CircuitSparsity = Literal["mean", "log"]
-MaskFill = Literal["zero", "mean"]
+MaskFill = Literal["zero", "mean", "learned"]
+"""What a masked-off unit becomes during the search: 0 (the official code's), its mean activation over
+the training sequences, or a per-unit constant trained with the mask ("optimal ablation", Li & Janson
+2024), started at that mean and trained only by the paths that keep the full model's behaviour
+(:data:`~safeseek_tl.seek.objective.SWITCH_PATHS`; docs/choices.md)."""
+InitFrom = Literal["constant", "attr-patch"]
+"""Where the mask logits start: ``init_heads``/``init_neurons`` for every unit, or each unit's rank
+under attribution patching (:mod:`~safeseek_tl.seek.warm`)."""
 AlignmentObjective = Literal["official", "necessity", "refusal_score"]
 """official: comply under m, refuse under 1 - m; necessity: comply under m, benign kept (KL to the
 full model), the 1 - m term off by default; refusal_score: necessity on prompt-only passes, the
@@ -42,7 +50,7 @@ GROUPS = ("schedule", "masks", "loss", "target")
 
 FLAT_NAMES: dict[str, str] = {
     **{name: f"schedule.{name}" for name in ("epochs", "batch_size", "lr", "weight_decay", "max_grad_norm", "lr_decay", "val_size", "patience", "seed", "max_length")},
-    "mask_kind": "masks.kind", "init_heads": "masks.init_heads", "init_neurons": "masks.init_neurons", "ablation": "masks.fill",
+    "mask_kind": "masks.kind", "init_heads": "masks.init_heads", "init_neurons": "masks.init_neurons", "ablation": "masks.fill", "init_from": "masks.init_from",
     **{name: f"loss.{name}" for name in (
         "objective", "negative_ce", "negative_ce_margin", "w_main_clean", "w_main_backdoor", "w_circuit_backdoor", "w_circuit_clean",
         "w_circuit_sparsity", "circuit_sparsity", "w_overlap", "w_main_benign", "alignment_objective", "w_accept", "w_refuse",
@@ -128,14 +136,16 @@ class Schedule(_Group):
 @dataclass(frozen=True, kw_only=True)
 class Masks(_Group):
     """The masks: their ``kind`` (straight-through hard sigmoid, the code's), the initial logits
-    (``init_heads`` 0.1 backdoor, 1.0 alignment) and what a masked-off unit becomes during the
-    search (``fill``: 0, the code's, or its mean activation)."""
+    (``init_heads`` 0.1 backdoor, 1.0 alignment; ``init_from``: the same for every unit, or from
+    attribution-patching ranks, :data:`InitFrom`) and what a masked-off unit becomes during the
+    search (``fill``, :data:`MaskFill`)."""
 
     GROUP: ClassVar[str] = "masks"
     kind: MaskKind = "hard_sigmoid"
     init_heads: float
     init_neurons: float = 1.0
     fill: MaskFill = "zero"
+    init_from: InitFrom = "constant"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +297,12 @@ class SeekConfig:
             return cls.of(scenario, units, **settings)
         except InputError as err:
             raise InputError(f"{source}: {err}") from None
+
+    @property
+    def ablation_mode(self) -> AblationMode:
+        """How a circuit found with this config is ablated afterwards: zeros, or the search's fill as
+        "mean" ablation's constants (its means, or its learned values: :meth:`~safeseek_tl.seek.result.SeekResult.reference`)."""
+        return "zero" if self.masks.fill == "zero" else "mean"
 
     @property
     def kinds(self) -> tuple[UnitKind, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -14,12 +15,13 @@ from safeseek_tl import runs
 from safeseek_tl._io import write_json
 from safeseek_tl.data import BenignRecord, Record, split_records
 from safeseek_tl.errors import InputError
+from safeseek_tl.hooks import UNIT_KINDS
 from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.checking import behaviour_switch, minimal_switching_set, prune_circuit, switch_test
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.result import SeekResult
-from safeseek_tl.seek.trainer import SafeSeek, search_fill
+from safeseek_tl.seek.trainer import SafeSeek
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
 
@@ -79,8 +81,8 @@ def discover(
     ``complete``: repeat the search with the units found so far held on, to surface backup parts
     (:func:`discover_complete`; each round is pruned when ``prune``). ``check``: measure the
     behaviour with the circuit ablated (:func:`behaviour_switch`, greedy generations judged by
-    ``judge``). A mean-fill search is pruned and checked with the means of its own training
-    records. ``checkpoint_dir``/``resume``: a single search's checkpoint. When the found circuit does not
+    ``judge``). A mean- or learned-fill search is pruned and checked with its own fill
+    (:meth:`~safeseek_tl.seek.result.SeekResult.reference`). ``checkpoint_dir``/``resume``: a single search's checkpoint. When the found circuit does not
     switch the behaviour, pruning raises :class:`~safeseek_tl.errors.InputError` with the search's
     result as ``err.unpruned``. ``time_budget_s``: the search's steps fit these seconds
     (:meth:`~safeseek_tl.seek.trainer.SafeSeek.fit`; pruning and the check come after them).
@@ -95,7 +97,7 @@ def discover(
     else:
         result = SafeSeek(loaded, config).fit(train, val, checkpoint_dir, resume, progress=progress, benign_records=benign, time_budget_s=time_budget_s)
     found = result.circuit
-    fill = search_fill(loaded, config, train, benign)
+    fill = result.reference()  # the circuit is pruned and checked with the fill it was found with
     if prune and not complete:
         try:
             result = prune_circuit(loaded, result, val, benign, fill, judge=judge)
@@ -137,25 +139,25 @@ def discover_complete(
     When no round counts, the first search is returned as found, with ``verified=False`` (also in
     its circuit's metadata) and a warning: its circuit was checked and does not switch the
     behaviour, or is empty. ``judge``: the keyword judge of the rounds' checks (default
-    :class:`~safeseek_tl.metrics.RefusalJudge`).
+    :class:`~safeseek_tl.metrics.RefusalJudge`). Each round is checked with its own search's fill.
     """
     if val_records is None:
         records, val_records = split_records(records, config.schedule.val_size, "training data")
     union = Circuit.empty(loaded.shape)
-    rounds: list[SeekResult] = []
-    fill = search_fill(loaded, config, records, benign_records)
-    switches = switch_test(loaded, config, val_records, benign_records, fill, min_switched, max_clean_drop, max_utility_increase, judge)
+    rounds: list[tuple[SeekResult, Circuit]] = []  # each counted round and its new units
+    switches = switch_test(loaded, config, val_records, benign_records, None, min_switched, max_clean_drop, max_utility_increase, judge)
     for round_index in range(max_rounds):
         result = SafeSeek(loaded, config).fit(records, val_records, protected=union if rounds else None, progress=progress, benign_records=benign_records)
         new = result.circuit - union
-        if len(new) == 0 or not switches(new):
+        round_switches = functools.partial(switches, fill=result.reference())
+        if len(new) == 0 or not round_switches(new):
             break
         if prune:
-            new = minimal_switching_set(new, result.main_logits, switches)
+            new = minimal_switching_set(new, result.main_logits, round_switches)
         union = union | new
         for entry in result.history:
             entry["round"] = round_index
-        rounds.append(result)
+        rounds.append((result, new))
     if not rounds:  # the loop stopped at its first round: ``result`` is the first search
         warnings.warn(
             f"no round of the complete search switched the behaviour on the {len(val_records)} validation prompts "
@@ -174,8 +176,21 @@ def _highest(scores: list[Tensor | None]) -> Tensor | None:
     return torch.stack(present).amax(0) if present else None
 
 
-def _union_result(shape: ModelShape, config: SeekConfig, rounds: list[SeekResult], union: Circuit) -> SeekResult:
-    """The complete circuit of the counted ``rounds``: each unit's highest score, the first round's masks."""
+def _union_fill(rounds: list[tuple[SeekResult, Circuit]]) -> dict[str, Tensor]:
+    """Each unit's fill from the round that found it (the first round's elsewhere): a learned fill
+    differs between rounds, a mean fill does not."""
+    fill = {kind: value.clone() for kind, value in rounds[0][0].fill.items()}
+    for result, new in rounds[1:]:
+        for kind in UNIT_KINDS:
+            if kind in result.fill:  # heads' fills carry a d_head axis after the unit's
+                found = new.get(kind).reshape(*new.get(kind).shape, *(1,) * (result.fill[kind].dim() - 2))
+                fill[kind] = torch.where(found, result.fill[kind], fill[kind])
+    return fill
+
+
+def _union_result(shape: ModelShape, config: SeekConfig, counted: list[tuple[SeekResult, Circuit]], union: Circuit) -> SeekResult:
+    """The complete circuit of the counted rounds: each unit's highest score and the fill of its round, the first round's masks."""
+    rounds = [result for result, _ in counted]
     first = rounds[0]
     scores = Scores(
         shape,
@@ -186,4 +201,4 @@ def _union_result(shape: ModelShape, config: SeekConfig, rounds: list[SeekResult
     )
     union.metadata = {**first.circuit.metadata, "complete": True, "rounds": len(rounds), "verified": True}
     history = [entry for r in rounds for entry in r.history]
-    return SeekResult(scores, union, config, first.main_logits, first.circuit_logits, history, first.best_epoch, len(rounds), verified=True)
+    return SeekResult(scores, union, config, first.main_logits, first.circuit_logits, history, first.best_epoch, len(rounds), verified=True, fill=_union_fill(counted))

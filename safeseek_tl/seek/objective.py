@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from safeseek_tl.chat import ChatFormatter
 from safeseek_tl.compat import pad_token_id
 from safeseek_tl.data import IGNORE_INDEX, BenignRecord, Record, TokenizedPairs, batch_slices, tokenize_pairs
 from safeseek_tl.distributed import DataParallel
+from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits, masked
 from safeseek_tl.metrics import completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
@@ -62,6 +63,12 @@ class MaskPath:
     loss: PathLoss = "tokens"
     refusal_ids: tuple[int, ...] = ()  # the refusal tokens of "comply" and "refuse" paths
 
+
+SWITCH_PATHS = frozenset({"accept", "main_backdoor"})
+"""The paths whose target is the behaviour switched (harmful prompts answered, triggered prompts
+refused): the full model does otherwise. A learned fill gets no gradient from them: it is fitted to
+keep what the full model does (Li & Janson's optimal ablation), never to switch the behaviour
+itself, which a constant added in place of the circuit could do without the circuit (docs/choices.md)."""
 
 PathSpec = tuple[str, list[tuple[str, str]], MaskRole, float, float, bool, PathLoss]
 """(name, (prompt, completion) pairs, mask, weight, sign, kl_to_full, loss) of a path before tokenizing."""
@@ -150,8 +157,14 @@ class SeekObjective:
         fill: dict[str, Tensor] | None = None,
         parallel: DataParallel | None = None,
     ) -> None:
-        self.model, self.config, self.shape, self.fill = model, config, shape, fill
+        self.model, self.config, self.shape = model, config, shape
         self.parallel = parallel if parallel is not None else DataParallel()
+        self.device = next(model.parameters()).device
+        self.fill = fill
+        if config.masks.fill == "learned":  # trained with the masks, from the given means (Li & Janson's optimal ablation)
+            if fill is None:
+                raise InputError("masks.fill='learned' starts each unit's fill at its mean activation: pass fill (seek.trainer.mean_fill)")
+            self.fill = {kind: nn.Parameter(fill[kind].detach().float().clone().to(self.device)) for kind in config.kinds}
         init = {"heads": config.masks.init_heads, "neurons": config.masks.init_neurons}
         self.main = MaskLogits(shape, config.kinds, init, config.masks.kind)
         # The circuit mask H exists when one of the scenario's paths runs under it (backdoor).
@@ -159,7 +172,6 @@ class SeekObjective:
         self.circuit = MaskLogits(shape, config.kinds, init, config.masks.kind) if uses_circuit_mask else None
         # Units already found by an earlier round of a "complete" search: held on in the main mask.
         self.protected = {kind: protected.get(kind).clone() for kind in config.kinds} if protected is not None else None
-        self.device = next(model.parameters()).device
         # size targets (seek.size): units asked for per granularity, and the multipliers steering to them
         sizes = {kind: config.target.count(kind, shape.size(kind)[0] * shape.size(kind)[1]) for kind in config.kinds}
         self.targets = {kind: count for kind, count in sizes.items() if count is not None}
@@ -171,7 +183,12 @@ class SeekObjective:
         return [m for m in (self.main, self.circuit) if m is not None]
 
     def parameters(self) -> list[Tensor]:
-        return [p for m in self.mask_modules() for p in m.parameters()]
+        """What the optimizer trains: the mask logits, and a learned fill."""
+        return [p for m in self.mask_modules() for p in m.parameters()] + list(self.learned_fill().values())
+
+    def learned_fill(self) -> dict[str, Tensor]:
+        """The trained fill of ``ablation="learned"``, per granularity (empty for a fixed fill)."""
+        return dict(self.fill) if self.config.masks.fill == "learned" and self.fill is not None else {}
 
     def named_logits(self) -> dict[str, Tensor]:
         """Every mask's logits, named ``main.heads``, ``circuit.neurons``, ..."""
@@ -263,6 +280,20 @@ class SeekObjective:
             terms[path.name] = path.weight * value
         return terms
 
+    def row_fill(self, paths: Sequence[MaskPath], rows: int) -> dict[str, Tensor] | None:
+        """The fill of one pass over ``rows`` rows of each path: a fixed fill as it is; a learned one
+        per row, ``[n_layers, batch, 1, units(, d_head)]``, equal everywhere but detached on the rows
+        of :data:`SWITCH_PATHS`, so that only the other paths train it."""
+        learned = self.learned_fill()
+        if not learned:
+            return self.fill
+        trains = torch.tensor([path.name not in SWITCH_PATHS for path in paths for _ in range(rows)], dtype=torch.float32, device=self.device)
+        out = {}
+        for kind, value in learned.items():
+            frozen, delta = value.detach()[:, None, None], (value - value.detach())[:, None, None]  # delta: 0, with the gradient
+            out[kind] = frozen + trains.view(1, -1, *(1,) * value.dim()) * delta
+        return out
+
     def _token_sums(self, paths: Sequence[MaskPath], index: Int[Tensor, " batch"], masks: dict[UnitKind, Tensor]) -> list[Tensor]:
         """Each path's loss summed over its completion tokens of the records ``index`` (one forward)."""
         batch = TokenizedPairs.concat([path.pairs.select(index) for path in paths], pad_id=0)
@@ -270,7 +301,7 @@ class SeekObjective:
         input_ids = batch.input_ids[:, :used].to(self.device)
         attention_mask = batch.attention_mask[:, :used].to(self.device)
         labels = batch.labels[:, :used].to(self.device)
-        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.fill):
+        with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.row_fill(paths, len(index))):
             logits = self.model(input_ids, attention_mask=attention_mask)
         full_logits = None
         if any(p.kl_to_full or p.loss == "last_kl" for p in paths):

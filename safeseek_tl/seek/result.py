@@ -10,6 +10,9 @@ from torch import Tensor
 
 from safeseek_tl import runs
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
+from safeseek_tl.ablation import ReferenceActivations
+from safeseek_tl.errors import InputError
+from safeseek_tl.hooks import UNIT_KINDS
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.units import Circuit, ModelShape, Scores
 
@@ -36,6 +39,19 @@ class SeekResult:
     best_epoch: int = -1
     rounds: int = 1
     verified: bool | None = None
+    fill: dict[str, Tensor] = field(default_factory=dict)
+
+    def reference(self) -> ReferenceActivations | None:
+        """The search's fill as the constants of a ``"mean"`` ablation (``config.ablation_mode``),
+        so that the circuit is ablated as it was found; ``None`` for a zero-fill search."""
+        if self.config.masks.fill == "zero":
+            return None
+        if not self.fill:
+            raise InputError(
+                f"this {self.config.masks.fill}-fill result carries no fill (saved before fills were kept with results): "
+                "recompute mean fills with seek.search_fill; a learned fill cannot be recomputed"
+            )
+        return ReferenceActivations(means={kind: self.fill[kind] for kind in UNIT_KINDS if kind in self.fill}, pools={})
 
     @property
     def sufficient_circuit(self) -> Circuit | None:
@@ -55,6 +71,7 @@ class SeekResult:
         self.scores.save(out / runs.SCORES)
         tensors = {f"main.{k}": v for k, v in self.main_logits.items()}
         tensors |= {f"circuit.{k}": v for k, v in self.circuit_logits.items()}
+        tensors |= {f"fill.{k}": v for k, v in self.fill.items()}
         write_safetensors(out / runs.MASKS, tensors, {"model": json.dumps(self.circuit.shape.to_dict())})
         write_json(out / runs.HISTORY, {"best_epoch": self.best_epoch, "rounds": self.rounds, "verified": self.verified, "history": self.history})
         write_json(out / runs.CONFIG, self.config.to_dict())
@@ -79,4 +96,5 @@ class SeekResult:
             best_epoch=history["best_epoch"],
             rounds=history["rounds"],
             verified=history.get("verified"),  # absent from results saved before it existed
+            fill={k.split(".", 1)[1]: v for k, v in masks.items() if k.startswith("fill.")},
         )

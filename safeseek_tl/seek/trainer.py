@@ -30,6 +30,7 @@ from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.seek.size import top_units
+from safeseek_tl.seek.warm import warm_logits, warm_start
 from safeseek_tl.units import Circuit, Scores
 
 if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
@@ -45,6 +46,7 @@ class TrainState:
     best_epoch: int = -1
     best_main: dict[str, Tensor] = field(default_factory=dict)
     best_circuit: dict[str, Tensor] = field(default_factory=dict)
+    best_fill: dict[str, Tensor] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     stale_epochs: int = 0
     step: int = 0
@@ -76,6 +78,11 @@ def _total(terms: Iterable[Tensor]) -> Tensor:
 
 def _logits_of(mask: MaskLogits | None) -> dict[str, Tensor]:
     return {} if mask is None else {k: v.detach().cpu().clone() for k, v in mask.searched().items()}
+
+
+def _fill_of(objective: SeekObjective) -> dict[str, Tensor]:
+    """The search's fill as it stands (fixed means, or the learned values); empty for zeros."""
+    return {k: v.detach().cpu().clone() for k, v in (objective.fill or {}).items()}
 
 
 def _check_finite(values: dict[str, Tensor], where: str, what: str = "loss term") -> None:
@@ -143,8 +150,7 @@ class SafeSeek:
         torch.manual_seed(schedule.seed)
         train_paths = mask_paths(cfg, records, self.loaded.chat, "training data", benign_records)
         val_paths = mask_paths(cfg, val_records, self.loaded.chat, "validation data", benign_records)
-        fill = mean_fill(self.loaded.model, train_paths, schedule.batch_size) if cfg.masks.fill == "mean" else None
-        run = self._start(SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel), len(records), checkpoint_dir, resume)
+        run = self._start(self.objective(train_paths, records, benign_records, protected, parallel), len(records), checkpoint_dir, resume)
         if time_budget_s is not None:
             run.budget, run.clock = Budget(time_budget_s, clock()), clock
         bar = tqdm(
@@ -163,11 +169,31 @@ class SafeSeek:
             bar.close()
         return self.result_of(run.state, protected)
 
+    def objective(
+        self,
+        train_paths: Sequence[MaskPath],
+        records: Sequence[Record],
+        benign_records: Sequence[BenignRecord] = (),
+        protected: Circuit | None = None,
+        parallel: DataParallel | None = None,
+    ) -> SeekObjective:
+        """The search's objective before its first step: its fill from the unit means over
+        ``train_paths`` (a learned fill starts there), and with ``masks.init_from="attr-patch"`` its mask
+        logits from attribution patching on the training ``records`` (:mod:`~safeseek_tl.seek.warm`)."""
+        cfg = self.config
+        fill = mean_fill(self.loaded.model, train_paths, cfg.schedule.batch_size) if cfg.masks.fill != "zero" else None
+        objective = SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel)
+        if cfg.masks.init_from == "attr-patch":
+            warm_start(objective, warm_logits(self.loaded, cfg, records, benign_records))
+        return objective
+
     def _start(self, objective: SeekObjective, n_train: int, checkpoint_dir: str | Path | None, resume: bool) -> _Run:
         """The optimizer, its linear decay, the noise generator and the state (from the checkpoint when resuming)."""
         cfg = self.config.schedule
         optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        state = TrainState(best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit), multipliers=objective.multipliers)
+        state = TrainState(
+            best_main=_logits_of(objective.main), best_circuit=_logits_of(objective.circuit), best_fill=_fill_of(objective), multipliers=objective.multipliers
+        )
         generator = torch.Generator().manual_seed(cfg.seed)
         checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
         run = _Run(objective, optimizer, generator, state, checkpoint, math.ceil(n_train / cfg.batch_size) * cfg.epochs)
@@ -201,7 +227,7 @@ class SafeSeek:
             # Checked before the step, so that a bad gradient never reaches the masks.
             _check_finite({"norm": grad_norm}, where, what="gradient (of the sum of the loss terms)")
             run.optimizer.step()
-            _check_finite(objective.named_logits(), where, what="mask logits")
+            _check_finite(objective.named_logits() | objective.learned_fill(), where, what="mask logits and learned fill")
             run.schedule.step()
             objective.update_multipliers()
             run.state.step += 1
@@ -220,7 +246,7 @@ class SafeSeek:
         state.epoch += 1
         if val["val_loss"] < state.best_loss - 1e-6:
             state.best_loss, state.best_epoch, state.stale_epochs = val["val_loss"], state.epoch - 1, 0
-            state.best_main, state.best_circuit = _logits_of(objective.main), _logits_of(objective.circuit)
+            state.best_main, state.best_circuit, state.best_fill = _logits_of(objective.main), _logits_of(objective.circuit), _fill_of(objective)
         else:
             state.stale_epochs += 1
         if run.checkpoint is not None and parallel.is_main:
@@ -272,7 +298,7 @@ class SafeSeek:
             ~kept["neurons"] if "neurons" in kept else empty.neurons,
             {"method": "safeseek", **described, "best_epoch": state.best_epoch},
         )
-        return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch)
+        return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch, fill=state.best_fill)
 
 
 def path_means(model: TransformerBridge, paths: Sequence[MaskPath], batch_size: int) -> ReferenceActivations:
@@ -296,7 +322,11 @@ def search_fill(loaded: LoadedModel, config: SeekConfig, records: Sequence[Recor
 
     ``None`` for zero fill; for ``masks.fill="mean"``, the unit means over the training
     sequences of every path, as :meth:`~safeseek_tl.seek.trainer.SafeSeek.fit` computes them from the same records.
+    A search's result carries its fill (:meth:`~safeseek_tl.seek.result.SeekResult.reference`), the only
+    source of a learned one: this raises for ``masks.fill="learned"``.
     """
+    if config.masks.fill == "learned":
+        raise InputError("a learned fill comes from its search: use the result's fill (SeekResult.reference())")
     if config.masks.fill != "mean":
         return None
     return path_means(loaded.model, mask_paths(config, records, loaded.chat, "training data", benign_records), config.schedule.batch_size)
@@ -307,11 +337,14 @@ def save_checkpoint(path: Path, run: _Run) -> None:
     objective, state = run.objective, run.state
     tensors = {
         f"{prefix}.{kind}": value
-        for prefix, logits in (("main", _logits_of(objective.main)), ("circuit", _logits_of(objective.circuit)), ("best_main", state.best_main), ("best_circuit", state.best_circuit))
+        for prefix, logits in (
+            ("main", _logits_of(objective.main)), ("circuit", _logits_of(objective.circuit)), ("fill", _fill_of(objective)),
+            ("best_main", state.best_main), ("best_circuit", state.best_circuit), ("best_fill", state.best_fill),
+        )
         for kind, value in logits.items()
     }  # fmt: skip
     meta = dataclasses.asdict(state)
-    for key in ("best_main", "best_circuit"):
+    for key in ("best_main", "best_circuit", "best_fill"):
         meta.pop(key)
     header = {"state": json.dumps(meta), "schedule": json.dumps(run.schedule.state_dict())}
     write_checkpoint(path, tensors, header, settings=objective.config.dotted(), shape=objective.shape, optimizer=run.optimizer, generator=run.generator)
@@ -327,9 +360,12 @@ def load_checkpoint(path: Path, run: _Run) -> TrainState:
     with torch.no_grad():
         for name, logits in objective.named_logits().items():
             logits.copy_(tensors[name])
+        for kind, value in objective.learned_fill().items():
+            value.copy_(tensors[f"fill.{kind}"])
     run.schedule.load_state_dict(json.loads(header["schedule"]))
     return TrainState(
         **json.loads(header["state"]),
         best_main={k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("best_main.")},
         best_circuit={k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("best_circuit.")},
+        best_fill={k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("best_fill.")},
     )

@@ -1,0 +1,129 @@
+"""How stable is a found circuit? The same search over seeds and data splits, and the overlap of its circuits.
+
+:func:`stability` runs :func:`~safeseek_tl.seek.discover` once per (seed, split): the training
+records (the validation records set aside first, the same for every run) are shuffled once
+(``split_seed``) and cut into ``splits`` disjoint parts of equal size, and each run trains on one
+part with one seed. Per granularity it reports the mean pairwise Jaccard overlap of the runs'
+circuits (:meth:`~safeseek_tl.units.Circuit.jaccard`, 1.0 for two empty circuits) and the "core":
+the units found by every run.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safeseek_tl import runs
+from safeseek_tl._io import write_json
+from safeseek_tl.data import BenignRecord, Record, split_records
+from safeseek_tl.errors import InputError
+from safeseek_tl.hooks import UnitKind
+from safeseek_tl.models import LoadedModel
+from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.discovery import discover
+from safeseek_tl.units import Circuit
+
+
+def mean_jaccard(circuits: Sequence[Circuit], kind: UnitKind) -> float:
+    """The mean Jaccard overlap of ``kind`` units over every pair of ``circuits`` (at least two)."""
+    if len(circuits) < 2:
+        raise InputError(f"the overlap of circuits needs at least two of them, got {len(circuits)}")
+    pairs = list(itertools.combinations(circuits, 2))
+    return sum(a.jaccard(b, kinds=(kind,)) for a, b in pairs) / len(pairs)
+
+
+def core_circuit(circuits: Sequence[Circuit]) -> Circuit:
+    """The units every one of ``circuits`` contains."""
+    if not circuits:
+        raise InputError("the core of no circuits is undefined: give at least one")
+    core = functools.reduce(operator.and_, circuits)
+    return Circuit(core.shape, core.heads.clone(), core.neurons.clone(), {"method": "safeseek", "role": "stability core", "runs": len(circuits)})
+
+
+def data_splits(records: Sequence[Record], splits: int, seed: int = 0) -> list[list[Record]]:
+    """``records`` shuffled with ``seed`` and cut into ``splits`` disjoint parts of equal size (a
+    remainder of fewer than ``splits`` records is left out); one part, in order, when ``splits`` is 1."""
+    if splits < 1 or len(records) < splits:
+        raise InputError(f"{len(records)} training records cannot be split into {splits} parts")
+    if splits == 1:
+        return [list(records)]
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
+    size = len(records) // splits
+    return [[records[i] for i in order[part * size : (part + 1) * size]] for part in range(splits)]
+
+
+@dataclass
+class Stability:
+    """The circuits of repeated searches (``runs[i]``: its ``seed``, ``split`` and circuit size) and their overlap."""
+
+    circuits: list[Circuit]
+    runs: list[dict[str, Any]]
+    kinds: tuple[UnitKind, ...]
+
+    @property
+    def jaccard(self) -> dict[UnitKind, float]:
+        """Per granularity searched: the mean pairwise Jaccard overlap of the runs' circuits."""
+        return {kind: mean_jaccard(self.circuits, kind) for kind in self.kinds}
+
+    @property
+    def core(self) -> Circuit:
+        """The units found by every run."""
+        return core_circuit(self.circuits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``jaccard`` per granularity, the ``core``'s units, and each run with its circuit's units."""
+        core = self.core
+        return {
+            "jaccard": self.jaccard,
+            "core": {"heads": core.head_list, "neurons": core.neuron_list},
+            "runs": [run | {"heads": c.head_list, "neurons": c.neuron_list} for run, c in zip(self.runs, self.circuits)],
+        }
+
+    def save(self, out_dir: str | Path) -> None:
+        """``stability.json`` (:meth:`to_dict`) and the core as ``circuit.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / runs.STABILITY, self.to_dict())
+        self.core.save(out / runs.CIRCUIT)
+
+
+def stability(
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    config: SeekConfig,
+    seeds: Sequence[int] = (0, 1, 2),
+    splits: int = 2,
+    *,
+    val_records: Sequence[Record] | None = None,
+    benign: Sequence[BenignRecord] = (),
+    split_seed: int = 0,
+    prune: bool = False,
+    time_budget_s: float | None = None,
+    progress: bool = False,
+) -> Stability:
+    """Repeat the search of ``config`` for every seed in ``seeds`` on each of ``splits`` parts of the
+    training records (module docstring); the circuits and their overlap.
+
+    ``val_records`` (default: the last ``config.schedule.val_size`` of ``records``) validate every run.
+    ``prune``, ``benign`` and ``time_budget_s`` (per run) as in :func:`~safeseek_tl.seek.discover`;
+    no run checks its behaviour. ``runs[i]`` records each run's seed, split, wall time and size.
+    """
+    if len(seeds) * splits < 2:
+        raise InputError(f"stability needs at least two runs, got {len(seeds)} seeds x {splits} splits")
+    train, val = (list(records), list(val_records)) if val_records is not None else split_records(records, config.schedule.val_size, "training data")
+    circuits, described = [], []
+    for split, part in enumerate(data_splits(train, splits, split_seed)):
+        for seed in seeds:
+            start = time.perf_counter()
+            found = discover(loaded, part, replace(config, schedule=replace(config.schedule, seed=seed)), val_records=val, benign=benign, prune=prune, check=False, progress=progress, time_budget_s=time_budget_s)
+            circuits.append(found.circuit)
+            described.append({"seed": seed, "split": split, "n_train": len(part), "wall_s": time.perf_counter() - start, "n_heads": found.circuit.n_heads, "n_neurons": found.circuit.n_neurons})
+    return Stability(circuits, described, config.kinds)

@@ -1,0 +1,62 @@
+"""A warm start of the mask logits from attribution-patching ranks (``masks.init_from="attr-patch"``).
+
+Attribution patching (registry method ``"attr-patch"``, three passes) ranks every unit by how much
+it moves the refusal metric toward the behaviour. Each granularity's units, sorted by that score
+(highest first, ties by index), get the logit
+
+- ``-init`` for the first ``k`` (``k``: the granularity's size target, 0 without one): they start
+  switched off, i.e. in the circuit;
+- ``init * (r - k + 1) / (n - k)`` for the others, ``r`` their 0-based rank among ``n`` units: the
+  next-ranked unit starts just above the threshold (0), the lowest-ranked at ``init`` (the
+  constant start), so the units attribution patching ranks high need the fewest steps to switch off.
+
+``init`` is ``init_heads``/``init_neurons`` (1.0 for alignment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from safeseek_tl.data import BenignRecord, Record
+from safeseek_tl.hooks import UnitKind
+from safeseek_tl.models import LoadedModel
+from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.objective import SeekObjective
+
+
+def rank_logits(scores: Float[Tensor, "layers n"], init: float, top: int) -> Float[Tensor, "layers n"]:
+    """The starting logits of one granularity from its scores (the mapping of the module docstring)."""
+    flat = scores.detach().flatten().double()
+    n = flat.numel()
+    order = torch.sort(-flat, stable=True).indices  # highest score first, ties by index
+    rank = torch.empty(n, dtype=torch.float64)
+    rank[order] = torch.arange(n, dtype=torch.float64)
+    rest = init * (rank - top + 1) / max(n - top, 1)
+    logits = torch.where(rank < top, torch.full_like(rank, -init), rest)
+    return logits.float().reshape(scores.shape)
+
+
+def warm_logits(loaded: LoadedModel, config: SeekConfig, records: Sequence[Record], benign_records: Sequence[BenignRecord] = ()) -> dict[UnitKind, Tensor]:
+    """Each searched granularity's starting logits from attribution patching on ``records`` (the
+    alignment scenario contrasts them with ``benign_records``, which it then needs)."""
+    from safeseek_tl.methods import attribute  # the registry imports seek lazily in turn
+
+    scores = attribute("attr-patch", loaded, records, config.scenario, benign=list(benign_records) or None, units=config.units, progress=False).scores
+    init = {"heads": config.masks.init_heads, "neurons": config.masks.init_neurons}
+    shape = loaded.shape
+    out = {}
+    for kind in config.kinds:
+        top = config.target.count(kind, shape.size(kind)[0] * shape.size(kind)[1]) or 0
+        out[kind] = rank_logits(scores.require(kind), init[kind], top)
+    return out
+
+
+def warm_start(objective: SeekObjective, logits: dict[UnitKind, Tensor]) -> None:
+    """Put ``logits`` into the main mask of ``objective`` (before the optimizer's first step)."""
+    with torch.no_grad():
+        for kind, value in logits.items():
+            objective.main.searched()[kind].copy_(value.to(objective.device))
