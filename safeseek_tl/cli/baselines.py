@@ -110,13 +110,6 @@ def held_out(
     return records, benign_records, eval_records, eval_benign, evaluated_on + f" (seed {HELD_OUT_SEED})"
 
 
-def _budget_list(budgets: str) -> list[int]:
-    try:
-        return [int(b) for b in budgets.split(",")]
-    except ValueError:
-        raise InputError(f"--budgets must be comma-separated integers, got {budgets!r}") from None
-
-
 def compare(
     model: ModelOption,
     data: Annotated[Path, typer.Option(help="Backdoor or alignment training records (the methods' input).")],
@@ -143,7 +136,7 @@ def compare(
     from safeseek_tl.report_text import SCORE_NOTE
     from safeseek_tl.seek import SeekConfig
 
-    scenario_name, kind, budget_list = scenario_option(scenario), unit_kind_option(units), _budget_list(budgets)
+    scenario_name, kind, budget_list = scenario_option(scenario), unit_kind_option(units), shared.int_list(budgets, "--budgets")
     judge = judge_from_options(judge_keywords, judge_case_sensitive)
     records: Sequence[Record] = load_records(data, scenario_name)
     benign_records = load_benign(benign)

@@ -176,3 +176,11 @@ def tune_mode_option(value: str, option: str = "--mode") -> TuneMode:
     from safeseek_tl.parameters import TUNE_MODES
 
     return choice_option(value, option, TUNE_MODES)
+
+
+def int_list(text: str, option: str) -> list[int]:
+    """A comma-separated list of whole numbers given to ``option`` (``"1,2,4"``)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated integers, got {text!r}") from None

@@ -10,14 +10,6 @@ import typer
 from safeseek_tl.cli import shared
 from safeseek_tl.cli.discover import seek_config
 from safeseek_tl.cli.shared import DeviceOption, ModelOption, load_benign, scenario_option, unit_choice_option
-from safeseek_tl.errors import InputError
-
-
-def _seed_list(seeds: str) -> list[int]:
-    try:
-        return [int(s) for s in seeds.split(",")]
-    except ValueError:
-        raise InputError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
 
 
 def stability(
@@ -44,7 +36,7 @@ def stability(
 
     scenario_name = scenario_option(scenario)
     config = seek_config(scenario_name, unit_choice_option(units), overrides, {"schedule.epochs": epochs, "schedule.val_size": val_size})
-    seed_list = _seed_list(seeds)
+    seed_list = shared.int_list(seeds, "--seeds")
     records = load_records(data, scenario_name)
     val_records = load_records(val_data, scenario_name) if val_data else None
     loaded = shared.load_model_for_cli(model, device)
