@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ import torch
 from safeseek_tl.ablation import AblationMode, ReferenceActivations
 from safeseek_tl.baselines import activation_contrast, activation_patching, attribution_patching, eap_ig, linear_probes, sahara, ships_scores
 from safeseek_tl.baselines.direction_selection import refusal_direction_scores
+from safeseek_tl.baselines.patching import oriented
 from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS, UnitChoice, UnitKind
@@ -129,21 +130,10 @@ def _contrast(inputs: MethodInputs, **options: Any) -> Attribution:
     return Attribution(activation_contrast(inputs.base_model, inputs.loaded, prompts, **options))
 
 
-def _oriented(scores: Scores) -> Scores:
-    """Flip patching scores so that higher always means "moves the metric toward the behaviour"."""
-    sign = 1.0 if scores.metadata["metric_clean"] >= scores.metadata["metric_corrupted"] else -1.0
-    return replace(
-        scores,
-        heads=None if scores.heads is None else sign * scores.heads,
-        neurons=None if scores.neurons is None else sign * scores.neurons,
-        metadata={**scores.metadata, "orientation": sign},
-    )
-
-
 def _patching(method: Callable[..., Scores], name: str) -> Runner:
     def run(inputs: MethodInputs, **options: Any) -> Attribution:
         options.setdefault("units", inputs.units)
-        return Attribution(_oriented(method(inputs.loaded, *inputs.pairs(name), **options)))
+        return Attribution(oriented(method(inputs.loaded, *inputs.pairs(name), **options)))
 
     return run
 

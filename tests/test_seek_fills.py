@@ -122,15 +122,17 @@ def test_init_from_attr_patch_starts_the_search_at_the_ranks(gqa, monkeypatch):
     heads = torch.arange(shape.n_layers * shape.n_heads, dtype=torch.float32).reshape(shape.size("heads"))
     calls = []
 
-    def attribute(name, loaded, records, scenario, *, benign, units, progress):
-        calls.append((name, len(records), len(benign), units))
-        return Attribution(Scores(shape, heads=heads, method="attr-patch"))
+    def attribution_patching(loaded, clean, corrupted, *, units, progress):
+        calls.append((list(clean), list(corrupted), units))
+        # metric higher on the harmful prompts: the scores keep their sign (oriented)
+        return Scores(shape, heads=heads, method="attr-patch", metadata={"metric_clean": 1.0, "metric_corrupted": 0.0})
 
-    monkeypatch.setattr("safeseek_tl.methods.attribute", attribute)
+    monkeypatch.setattr("safeseek_tl.seek.warm.attribution_patching", attribution_patching)
     # lr 1e-12: the masks end where they started
     config = SeekConfig.of('alignment', 'heads', masks={"init_from": 'attr-patch'}, target={"heads": 2}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2, "lr": 1e-12})
     result = SafeSeek(gqa, config).fit(ALIGN, progress=False, benign_records=BENIGN)
-    assert calls == [("attr-patch", 4, 6, "heads")]  # the training records only, contrasted with the benign ones
+    # the 4 training records' harmful prompts only, paired with the first 4 of the 6 benign prompts
+    assert calls == [([r.prompt for r in ALIGN[:4]], [b.prompt for b in BENIGN[:4]], "heads")]
     n = heads.numel()
     # the two highest-scored heads (the last two) start off; the rest rise from 1 / (n - 2) to 1.0
     expected = torch.cat([torch.arange(n - 2, 0, -1) / (n - 2), torch.tensor([-1.0, -1.0])]).reshape(shape.size("heads"))

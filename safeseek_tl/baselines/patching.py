@@ -19,6 +19,7 @@ each row patches its own unit (:func:`row_unit_hooks`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -301,3 +302,14 @@ def eap_ig(
             totals[kind][layer] += attribution.sum((0, 1, 3) if kind == "heads" else (0, 1)).double().cpu()
     n = len(clean_prompts)
     return _result(loaded, totals, n, "eap-ig", units=units, ig_steps=ig_steps, metric_clean=clean_sum / n, metric_corrupted=corrupted_sum / n)
+
+
+def oriented(scores: Scores) -> Scores:
+    """Flip patching scores so that higher always means "moves the metric toward the behaviour"."""
+    sign = 1.0 if scores.metadata["metric_clean"] >= scores.metadata["metric_corrupted"] else -1.0
+    return dataclasses.replace(
+        scores,
+        heads=None if scores.heads is None else sign * scores.heads,
+        neurons=None if scores.neurons is None else sign * scores.neurons,
+        metadata={**scores.metadata, "orientation": sign},
+    )

@@ -21,9 +21,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from safeseek_tl.baselines.patching import attribution_patching, oriented
 from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.models import LoadedModel
+from safeseek_tl.scenarios import scenario_of
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.objective import SeekObjective
 
@@ -43,9 +45,8 @@ def rank_logits(scores: Float[Tensor, "layers n"], init: float, top: int) -> Flo
 def warm_logits(loaded: LoadedModel, config: SeekConfig, records: Sequence[Record], benign_records: Sequence[BenignRecord] = ()) -> dict[UnitKind, Tensor]:
     """Each searched granularity's starting logits from attribution patching on ``records`` (the
     alignment scenario contrasts them with ``benign_records``, which it then needs)."""
-    from safeseek_tl.methods import attribute  # the registry imports seek lazily in turn
-
-    scores = attribute("attr-patch", loaded, records, config.scenario, benign=list(benign_records) or None, units=config.units, progress=False).scores
+    clean, corrupted = scenario_of(config.scenario).paired_prompts(records, list(benign_records) or None, "attr-patch")
+    scores = oriented(attribution_patching(loaded, clean, corrupted, units=config.units, progress=False))  # as the registry's "attr-patch" scores
     init = {"heads": config.masks.init_heads, "neurons": config.masks.init_neurons}
     shape = loaded.shape
     out = {}
