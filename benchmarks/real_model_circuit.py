@@ -26,6 +26,7 @@ import time
 from datetime import datetime, timezone
 
 import torch
+from real_model import log, prompts  # benchmarks/ is the script's folder
 
 from safeseek_tl import load_model
 from safeseek_tl.ablation import ablated
@@ -33,7 +34,7 @@ from safeseek_tl.baselines.direction import RefusalDirection, direction_ablated,
 from safeseek_tl.compare import Intervention, compare
 from safeseek_tl.compat import library_versions
 from safeseek_tl.data import AlignmentRecord, BenignRecord
-from safeseek_tl.datasets import benign_records, load_bundled
+from safeseek_tl.datasets import benign_records
 from safeseek_tl.evaluate import BehaviourData, measure, reference_activations
 from safeseek_tl.methods import attribute
 from safeseek_tl.metrics import RefusalJudge
@@ -42,10 +43,6 @@ from safeseek_tl.units import Circuit, Scores
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODEL = "qwen2.5-coder-0.5b-instruct"
-
-
-def prompts(name: str, split: str, n: int) -> list[str]:
-    return [request.prompt for request in load_bundled(name, split=split)[:n]]
 
 
 def arguments() -> argparse.Namespace:
@@ -66,7 +63,6 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     started = time.perf_counter()
-    log = lambda text: print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)  # noqa: E731
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f}, {library_versions()}\nConfiguration: {vars(args)}")  # fmt: skip
     loaded = load_model(args.model)
@@ -74,25 +70,25 @@ def main() -> None:
     found, fill = result.circuit, result.config.masks.fill
     n_heads, n_neurons = found.n_heads, found.n_neurons
     shape = loaded.shape
-    log(f"circuit of {args.run}: {n_heads} heads ({n_heads / (shape.n_layers * shape.n_heads):.2%}), {n_neurons} neurons ({n_neurons / (shape.n_layers * shape.d_mlp):.2%}), {fill} ablation")
+    log(started, f"circuit of {args.run}: {n_heads} heads ({n_heads / (shape.n_layers * shape.n_heads):.2%}), {n_neurons} neurons ({n_neurons / (shape.n_layers * shape.d_mlp):.2%}), {fill} ablation")
 
     judge = RefusalJudge()
     harmless_train = prompts("harmless", "train", args.n_train)
     reference = reference_activations(loaded, BehaviourData([], [], [BenignRecord(p, "") for p in harmless_train])) if fill == "mean" else None
     eval_data = BehaviourData(prompts("harmful", "test", args.n_eval), [], benign_records(loaded, prompts("harmless", "test", args.n_eval), max_new_tokens=args.max_new_tokens))
     baseline = measure(loaded, eval_data, judge, args.max_new_tokens)
-    log("full model measured")
+    log(started, "full model measured")
 
+    direction = RefusalDirection.load(args.direction).direction if args.direction else None
     circuits: dict[str, tuple[Circuit, float]] = {"SafeSeek (this run)": (found, float("nan"))}
-    for name, scores, seconds in baseline_rankings(loaded, args, harmless_train):
-        log(f"{name}: {seconds:.0f} s")
+    for name, scores, seconds in baseline_rankings(loaded, args, harmless_train, direction):
+        log(started, f"{name}: {seconds:.0f} s")
         circuits[name] = (Circuit.top_k(scores, heads=n_heads, neurons=n_neurons if scores.neurons is not None else None), seconds)
     interventions = {
         name: Intervention(lambda circuit=circuit: ablated(loaded.model, circuit, fill, reference), f"{circuit.n_heads} heads + {circuit.n_neurons} neurons", seconds)
         for name, (circuit, seconds) in circuits.items()
     }
-    if args.direction:
-        direction = RefusalDirection.load(args.direction).direction
+    if direction is not None:
         interventions["refusal direction (ablated)"] = Intervention(lambda: direction_ablated(loaded.model, direction), "1 direction")
     table = compare(loaded, {}, [1], "alignment", eval_data, judge=judge, max_new_tokens=args.max_new_tokens, interventions=interventions,
                     kl_prompts=prompts("harmless", "test", args.n_kl), baseline=baseline).table  # fmt: skip
@@ -100,10 +96,10 @@ def main() -> None:
     print("| method | size | harmful refused | refusal score | harmless answered | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|")
     for row in table.to_dict(orient="records"):
         print(f"| {row['method']} | {row['size']} | {1 - row['asr_harmful']:.0%} | {row['refusal_score_harmful']:.2f} | {row['benign_answered']:.0%} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |")
-    log("done")
+    log(started, "done")
 
 
-def baseline_rankings(loaded, args, harmless_train: list[str]):
+def baseline_rankings(loaded, args, harmless_train: list[str], direction: torch.Tensor | None):
     """(name, Scores, seconds) of each unit-level baseline on the same training prompts."""
     harmful_train = prompts("harmful", "train", args.n_train)
     records = [AlignmentRecord(prompt, "", "") for prompt in harmful_train]  # these methods read the prompts only
@@ -111,9 +107,9 @@ def baseline_rankings(loaded, args, harmless_train: list[str]):
     yield "attr-patch", patched.scores, patched.wall_time_s
     ships = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
     yield "ships (heads only)", ships.scores, ships.wall_time_s
-    if args.direction:
+    if direction is not None:
         start = time.perf_counter()
-        ranking: Scores = direction_unit_scores(loaded, RefusalDirection.load(args.direction).direction, harmful_train, harmless_train, batch_size=args.batch_size)
+        ranking: Scores = direction_unit_scores(loaded, direction, harmful_train, harmless_train, batch_size=args.batch_size)
         yield "refusal-direction units (ranking only; finding the direction not timed here)", ranking, time.perf_counter() - start
 
 
