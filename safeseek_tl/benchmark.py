@@ -38,7 +38,7 @@ from safeseek_tl import runs
 from safeseek_tl._io import atomic_path, write_json
 from safeseek_tl.ablation import ReferenceActivations
 from safeseek_tl.baselines.patching import pair_batches, refusal_metric
-from safeseek_tl.benchmark_methods import MethodRun, MethodSpec, Points, Setting, all_units, run_method, top_percent
+from safeseek_tl.benchmark_methods import MethodRun, MethodSpec, Points, Setting, all_units, run_method, saved_run, top_percent
 from safeseek_tl.benchmark_stability import stability
 from safeseek_tl.data import BackdoorRecord, BenignRecord, Record
 from safeseek_tl.errors import InputError
@@ -305,7 +305,8 @@ class _Collector:
     def add_method(self, run: MethodRun, measures: Mapping[tuple[str, Ablation], ModelMeasure], grid: Sequence[float],
                    directions: Sequence[Direction], truth: Circuit | None, stable: Mapping[UnitChoice, Mapping[str, float]], stability_k: float | None) -> None:
         name = run.spec.name
-        cost = {"wall_time_s": run.wall_time_s, "passes": run.passes.calls, "pass_rows": run.passes.rows}
+        passes = run.passes
+        cost = {"wall_time_s": run.wall_time_s, "passes": passes.calls if passes else math.nan, "pass_rows": passes.rows if passes else math.nan}
         self.rows += [{"method": name, "quantity": q, "value": v} for q, v in cost.items()]
         for granularity, scores in run.scores.items():
             area = auroc(scores, truth, granularity) if truth is not None else math.nan
@@ -356,6 +357,7 @@ def benchmark(
     stability_k: float | None = None,
     batch_size: int = 16,
     settings: Mapping[str, Any] | None = None,
+    saved_scores: Mapping[str, Scores] | None = None,
 ) -> Benchmark:
     """Every method in ``methods`` (registry names, :func:`~safeseek_tl.methods.attribute`, with
     ``units="both"``) run once on ``records`` (timed, model passes counted), then its faithfulness
@@ -370,9 +372,16 @@ def benchmark(
     seeds and 2 random halves of ``records`` (:func:`~safeseek_tl.benchmark_stability.stability`;
     6 more runs of a seeded method, 2 of a deterministic one). The alignment scenario needs
     ``benign`` prompts (the donors). ``settings``: shown on the HTML page (e.g. the data's path).
-    Written to ``out_dir`` when given (:meth:`~safeseek_tl.benchmark.Benchmark.save`).
+    ``saved_scores``: scores computed before (name -> :class:`~safeseek_tl.units.Scores`, e.g. a
+    ``safeseek discover`` run's on a model too slow to search here), measured like the methods' rankings
+    (``points="saved"``; no stability, cost only as their metadata's ``wall_time_s``). Written to ``out_dir`` when given (:meth:`~safeseek_tl.benchmark.Benchmark.save`).
     """
     behaviour = scenario_of(scenario)
+    saved = dict(saved_scores or {})
+    for name, scores in saved.items():
+        if name in methods:
+            raise InputError(f"the saved scores {name!r} have the name of a method run here; name them otherwise (e.g. {name}-saved)")
+        loaded.shape.check_compatible(scores.shape, f"the saved scores {name!r}")
     sets = {"train": (records, benign)} | ({"held-out": (held_out, held_out_benign)} if held_out is not None else {})
     measures: dict[tuple[str, Ablation], ModelMeasure] = {}
     for prompt_set, (these, donors_of) in sets.items():
@@ -386,7 +395,9 @@ def benchmark(
         run = run_method(spec, setting, records, benign, granularities, grid)
         stable = stability(spec, setting, records, benign, granularities, stability_k) if stability_k is not None else {}
         collected.add_method(run, measures, grid, directions, truth, stable, stability_k)
-    described = {"model": loaded.name, "scenario": behaviour.name, "methods": list(methods), "records": len(records), "benign_records": len(benign) if benign is not None else None,
+    for name, scores in saved.items():
+        collected.add_method(saved_run(name, scores, granularities), measures, grid, directions, truth, {}, stability_k)
+    described = {"model": loaded.name, "scenario": behaviour.name, "methods": list(methods), "saved_scores": list(saved), "records": len(records), "benign_records": len(benign) if benign is not None else None,
                  "held_out_records": len(held_out) if held_out is not None else None, "grid": list(grid), "safeseek_points": points,
                  "stability_k": stability_k, "ground_truth": truth is not None, **(settings or {})}  # fmt: skip
     result = Benchmark(pd.DataFrame(collected.rows, columns=list(TABLE_COLUMNS)), pd.DataFrame(collected.board), collected.curves, described)

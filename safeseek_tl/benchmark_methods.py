@@ -34,8 +34,10 @@ from safeseek_tl.units import Circuit, ModelShape, Scores
 if TYPE_CHECKING:  # imported for the annotations only: the seek package pulls in the trainer
     from safeseek_tl.seek import SeekConfig
 
-Points = Literal["ranking", "search"]
+Points = Literal["ranking", "search", "saved"]
 POINTS: tuple[Points, ...] = ("ranking", "search")
+"""What ``--points`` chooses among for SafeSeek; ``"saved"`` marks scores computed before the benchmark
+(:func:`saved_run`: a model too slow to search inside the benchmark)."""
 
 
 def circuit_size(n_units: int, k: float) -> int:
@@ -132,6 +134,8 @@ class MethodSpec:
     points: Points = "ranking"
 
     def __post_init__(self) -> None:
+        if self.points == "saved":  # any name: it labels a file, not a registry method
+            return
         if self.name not in METHODS:
             raise InputError(f"unknown method {self.name!r}; choose one of {', '.join(METHODS)}")
         if self.points not in POINTS:
@@ -155,12 +159,13 @@ class Setting:
 
 @dataclass
 class MethodRun:
-    """One run of a method: scores per granularity, the searched circuits (``(granularity, k)``), cost."""
+    """One run of a method: scores per granularity, the searched circuits (``(granularity, k)``), cost
+    (``passes`` ``None``: not counted, for scores computed before the benchmark)."""
 
     spec: MethodSpec
     scores: dict[UnitChoice, Scores]
     wall_time_s: float
-    passes: Passes
+    passes: Passes | None
     searched: dict[tuple[UnitChoice, float], Circuit] = field(default_factory=dict)
 
     def circuit(self, granularity: UnitChoice, k: float) -> Circuit:
@@ -189,6 +194,16 @@ def run_method(spec: MethodSpec, setting: Setting, records: Sequence[Record], be
     return MethodRun(spec, scored, found.wall_time_s, passes)
 
 
+def saved_run(name: str, scores: Scores, granularities: Sequence[UnitChoice]) -> MethodRun:
+    """Scores computed before the benchmark (e.g. a ``safeseek discover`` run's ``scores.safetensors``) as
+    the method ``name``, on the granularities they cover; their cost is the metadata's ``wall_time_s``
+    when it has one, else unknown (NaN), and their passes are not counted."""
+    covered = {g: scores for g in granularities if all(scores.get(kind) is not None for kind in unit_kinds(g))}
+    if not covered:
+        raise InputError(f"the saved scores {name!r} cover {', '.join(scores.kinds)}, none of the granularities asked for ({', '.join(granularities)})")
+    return MethodRun(MethodSpec(name, points="saved"), covered, float(scores.metadata.get("wall_time_s", math.nan)), None)
+
+
 def _searches(spec: MethodSpec, setting: Setting, records: Sequence[Record], benign: Sequence[BenignRecord] | None,
               granularities: Sequence[UnitChoice], grid: Sequence[float], seed: int | None) -> MethodRun:
     """SafeSeek's circuit at each size from a search with that size as its target; sizes that round to
@@ -196,7 +211,8 @@ def _searches(spec: MethodSpec, setting: Setting, records: Sequence[Record], ben
     from safeseek_tl.seek import discover
 
     shape = setting.loaded.shape
-    run = MethodRun(spec, {}, 0.0, Passes())
+    spent = Passes()
+    run = MethodRun(spec, {}, 0.0, spent)
     for granularity in granularities:
         found: dict[tuple[int, ...], Circuit] = {}
         for k in grid:
@@ -210,7 +226,7 @@ def _searches(spec: MethodSpec, setting: Setting, records: Sequence[Record], ben
                 with counting_passes(setting.loaded) as passes:
                     found[key] = discover(setting.loaded, records, config, benign=benign or (), check=False, progress=False).circuit
                 run.wall_time_s += time.perf_counter() - start
-                run.passes += passes
+                spent += passes
             run.searched[(granularity, k)] = found[key]
         run.scores[granularity] = membership_scores([run.searched[(granularity, k)] for k in grid], granularity)
     return run

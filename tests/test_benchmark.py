@@ -17,6 +17,7 @@ import torch
 from safeseek_tl.ablation import ablated
 from safeseek_tl.benchmark import ModelMeasure, auroc, benchmark, faithfulness, faithfulness_curve, task_metric
 from safeseek_tl.benchmark_methods import circuit_size, top_percent
+from safeseek_tl.errors import InputError
 from safeseek_tl.models import load_model
 from safeseek_tl.organisms import ground_truth, load_data
 from safeseek_tl.scenarios import BACKDOOR
@@ -153,3 +154,26 @@ def test_benchmark_with_safeseek_searches_held_out_prompts_and_stability(backdoo
     assert {p.name for p in tmp_path.glob("curves_*_held_out.json")} == {"curves_heads_counterfactual_kept_held_out.json", "curves_heads_counterfactual_removed_held_out.json"}
     page = (tmp_path / "leaderboard.html").read_text(encoding="utf-8")
     assert "<th>CPR held-out</th>" in page and "<th>stability (Jaccard)</th>" in page and "held-out prompts" in page
+
+
+def test_saved_scores_enter_the_leaderboard_beside_the_methods(backdoor, tmp_path):
+    loaded, records = backdoor
+    truth = ground_truth("tiny-backdoor", loaded)
+    planted = Scores(loaded.shape, heads=truth.heads.float(), neurons=truth.neurons.float(), metadata={"wall_time_s": 12.5})
+    planted.save(tmp_path / "planted.safetensors")
+    heads_only = Scores(loaded.shape, heads=truth.heads.float())
+    result = benchmark(
+        loaded, records[:4], "backdoor", ["random"], truth=truth, grid=(1, 100), granularities=("heads", "both"), ablations=("zero",),
+        directions=("removed",), saved_scores={"planted": Scores.load(tmp_path / "planted.safetensors"), "heads-only": heads_only},
+    )
+    board = result.leaderboard.set_index(["method", "granularity"])
+    # the planted units ranked first: AUROC exactly 1 against them; no neuron scores, no "both" row
+    assert board.loc[("planted", "heads"), "auroc"] == 1.0 and board.loc[("planted", "both"), "auroc"] == 1.0
+    assert ("heads-only", "heads") in board.index and ("heads-only", "both") not in board.index
+    assert board.loc[("planted", "heads"), "points"] == "saved" and board.loc[("planted", "heads"), "wall_time_s"] == 12.5
+    assert math.isnan(board.loc[("planted", "heads"), "passes"]) and math.isnan(board.loc[("heads-only", "heads"), "wall_time_s"])
+    assert board.loc[("random", "heads"), "passes"] == 0
+    with pytest.raises(InputError, match="'random' have the name of a method"):
+        benchmark(loaded, records[:4], "backdoor", ["random"], grid=(100,), saved_scores={"random": planted})
+    with pytest.raises(InputError, match="the saved scores .other. was made for a model with"):
+        benchmark(loaded, records[:4], "backdoor", [], grid=(100,), saved_scores={"other": Scores(SHAPE, heads=torch.zeros(1, 4))})

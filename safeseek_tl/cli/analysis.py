@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -11,6 +11,9 @@ from safeseek_tl import runs
 from safeseek_tl.cli import shared
 from safeseek_tl.cli.shared import DeviceOption, ModelOption, choice_option, load_benign, parse_overrides, scenario_option, unit_choice_option
 from safeseek_tl.errors import InputError
+
+if TYPE_CHECKING:  # the annotation only: units pulls in torch
+    from safeseek_tl.units import Scores
 
 
 def graph(
@@ -56,6 +59,21 @@ def _method_options(pairs: list[str]) -> dict[str, dict[str, object]]:
     return options
 
 
+def _saved_scores(given: list[str]) -> dict[str, Scores]:
+    """``--scores NAME=FILE`` values, read (a name given twice is an error)."""
+    from safeseek_tl.units import Scores
+
+    out: dict[str, Scores] = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputError(f"--scores takes NAME=FILE, got {item!r}")
+        if name.strip() in out:
+            raise InputError(f"--scores: the name {name.strip()!r} is given twice")
+        out[name.strip()] = Scores.load(path.strip())
+    return out
+
+
 def benchmark(
     model: ModelOption,
     data: Annotated[Path, typer.Option(help="Backdoor or alignment records: every method scores them; the faithfulness curves are measured on their behaviour prompts.")],
@@ -74,6 +92,7 @@ def benchmark(
     stability_k: Annotated[float | None, typer.Option(help="Stability at this size (percent): each method over 3 seeds x 2 halves of the records (Jaccard); costs up to 6 more runs a method.")] = None,
     max_records: Annotated[int | None, typer.Option(help="Use only the first records of --data, --benign, --held-out and --held-out-benign.")] = None,
     overrides: Annotated[list[str], typer.Option("--set", help="A method option as METHOD.key=value, e.g. --set safeseek.schedule.epochs=5 --set eap-ig.ig_steps=10; repeatable.")] = [],  # noqa: B006
+    saved: Annotated[list[str], typer.Option("--scores", help="Scores computed before, as NAME=FILE (e.g. a discover run's scores.safetensors): measured beside the methods; repeatable.")] = [],  # noqa: B006
     device: DeviceOption = "cpu",
 ) -> None:
     """Faithfulness curves (circuit kept, circuit removed), CPR, CMD, cost and, with a known circuit, AUROC of every method."""
@@ -101,7 +120,7 @@ def benchmark(
         loaded, records, scenario_name, [m.strip() for m in methods.split(",") if m.strip()], out, benign=load_benign(benign)[:max_records] or None,
         base_model=base, truth=truth, grid=sizes, granularities=units, ablations=kinds, method_options=_method_options(overrides),
         points=choice_option(points, "--points", POINTS), held_out=held, held_out_benign=load_benign(held_out_benign)[:max_records] or None,
-        stability_k=stability_k, settings=settings,
+        stability_k=stability_k, settings=settings, saved_scores=_saved_scores(saved),
     )  # fmt: skip
     typer.echo(result.leaderboard.to_string(index=False))
     typer.echo(f"written to {out}/ (the page: {out / runs.LEADERBOARD_HTML})")
