@@ -113,6 +113,26 @@ def test_refusal_score_losses_read_the_last_prompt_position():
     assert terms["main_benign"].item() == pytest.approx(kl, rel=1e-4)
 
 
+def test_the_full_model_runs_on_the_kl_paths_rows_only():
+    toy = _toy_objective()
+    batches = []
+    forward = toy.model.forward
+    toy.model.forward = lambda input_ids, attention_mask=None: batches.append(len(input_ids)) or forward(input_ids, attention_mask)
+    zeros = TokenizedPairs(torch.zeros_like(ROWS.input_ids), ROWS.attention_mask, ROWS.labels)
+    paths = [
+        MaskPath("accept", ROWS, "main", 2.0, loss="comply", refusal_ids=(1,)),
+        MaskPath("main_benign", zeros, "main", 1.0, loss="last_kl"),  # in the middle: its rows are 2-3 of the pass
+        MaskPath("refuse", ROWS, "inverse", 1.0, loss="refuse", refusal_ids=(1,)),
+    ]
+    terms = toy.task_terms(paths, torch.arange(2))
+    assert batches == [6, 2]  # the masked pass over every row, the full model over the KL path's 2 rows
+    # its last tokens are 0: full logits [0, 5], masked [0, 1] in both rows (other rows' full logits would differ)
+    assert terms["main_benign"].item() == pytest.approx(bernoulli_kl(sigmoid(5.0), sigmoid(1.0)), rel=1e-4)
+    batches.clear()
+    toy.task_terms(paths[:1], torch.arange(2))
+    assert batches == [2]  # no KL path: no full pass
+
+
 def test_refusal_score_objective_builds_prompt_only_paths(monkeypatch):
     monkeypatch.setattr(objective, "tokenize_pairs", lambda chat, pairs, max_length, source: ("tokens", list(pairs)))
     monkeypatch.setattr(objective, "tokenize_prompt_rows", lambda chat, pairs, max_length, source: ("prompts", [p for p, _ in pairs]))

@@ -303,15 +303,24 @@ class SeekObjective:
         labels = batch.labels[:, :used].to(self.device)
         with masked(self.model, heads=masks.get("heads"), neurons=masks.get("neurons"), fill=self.row_fill(paths, len(index))):
             logits = self.model(input_ids, attention_mask=attention_mask)
-        full_logits = None
-        if any(p.kl_to_full or p.loss == "last_kl" for p in paths):
-            with torch.no_grad():
-                full_logits = self.model(input_ids, attention_mask=attention_mask)
+        slices = batch_slices(len(input_ids), len(index))
+        full = self._full_logits(paths, slices, input_ids, attention_mask)
         last = attention_mask.sum(1) - 1  # the last prompt position of a prompt-only row
-        return [
-            _path_sum(path, logits[rows], None if full_logits is None else full_logits[rows], labels[rows], last[rows])
-            for path, rows in zip(paths, batch_slices(len(input_ids), len(index)))
-        ]
+        return [_path_sum(path, logits[rows], full.get(path.name), labels[rows], last[rows]) for path, rows in zip(paths, slices)]
+
+    def _full_logits(
+        self, paths: Sequence[MaskPath], slices: Sequence[slice], input_ids: Int[Tensor, "rows pos"], attention_mask: Int[Tensor, "rows pos"]
+    ) -> dict[str, Float[Tensor, "batch pos d_vocab"]]:
+        """The unmasked model's logits on the rows of the paths whose loss reads them (KL paths), by
+        path name: one pass without gradient over those rows only, not the whole batch."""
+        wanted = [(path.name, rows) for path, rows in zip(paths, slices) if path.kl_to_full or path.loss == "last_kl"]
+        if not wanted:
+            return {}
+        picked = torch.cat([torch.arange(rows.start, rows.stop, device=input_ids.device) for _, rows in wanted])
+        with torch.no_grad():
+            logits = self.model(input_ids[picked], attention_mask=attention_mask[picked])
+        sizes = [rows.stop - rows.start for _, rows in wanted]
+        return {name: part for (name, _), part in zip(wanted, logits.split(sizes))}
 
 
 def _path_sum(
