@@ -57,6 +57,7 @@ def arguments() -> argparse.Namespace:
     add("--direction", help="a refusal direction file (benchmarks/real_model.py --save-direction); without it, no direction rows")
     add("--max-new-tokens", type=int, default=32)
     add("--batch-size", type=int, default=16)
+    add("--save-scores", help="a folder for each baseline's scores (NAME.safetensors, its scoring time in the metadata): `safeseek benchmark --scores` reads them")
     return parser.parse_args()
 
 
@@ -83,6 +84,10 @@ def main() -> None:
     circuits: dict[str, tuple[Circuit, float]] = {"SafeSeek (this run)": (found, float("nan"))}
     for name, scores, seconds in baseline_rankings(loaded, args, harmless_train, direction):
         log(started, f"{name}: {seconds:.0f} s")
+        if args.save_scores:
+            scores.metadata["wall_time_s"] = seconds
+            os.makedirs(args.save_scores, exist_ok=True)
+            scores.save(os.path.join(args.save_scores, f"{name.split(' ')[0]}.safetensors"))
         circuits[name] = (Circuit.top_k(scores, heads=n_heads, neurons=n_neurons if scores.neurons is not None else None), seconds)
     interventions = {
         name: Intervention(lambda circuit=circuit: ablated(loaded.model, circuit, fill, reference), f"{circuit.n_heads} heads + {circuit.n_neurons} neurons", seconds)
