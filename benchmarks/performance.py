@@ -2,8 +2,9 @@
 
 One table of ratios, all from this run:
 
-- a SafeSeek training step (backdoor scenario, heads and neurons: four mask paths in ONE forward
-  and backward, per-row masks) against one plain forward+backward of the frozen model without
+- a SafeSeek training step (``--scenario``: backdoor, four mask paths, or alignment's default
+  necessity objective, two paths and the unmasked pass its KL reads; heads and neurons; every path
+  in ONE forward and backward, per-row masks) against one plain forward+backward of the frozen model without
   hooks over the same rows (the floor: the model must run forward and backward once over every
   row); the naive design (one forward+backward per mask path) beside it; peak memory of each;
 - Ships over every head (prefix reuse, heads of a layer batched) against the naive loop (one full
@@ -91,7 +92,9 @@ def load(args: argparse.Namespace) -> LoadedModel:
 # ---------------------------------------------------------------- the SafeSeek step and its references
 @dataclass
 class StepWorkload:
-    """One training batch of the backdoor scenario and the three ways to run it."""
+    """One training batch of a scenario (backdoor: 4 mask paths; alignment, the necessity default: the
+    ``accept`` path and the benign KL path, whose target needs the unmasked model's pass over its rows)
+    and the three ways to run it."""
 
     loaded: LoadedModel
     objective: SeekObjective
@@ -102,9 +105,10 @@ class StepWorkload:
     max_grad_norm: float
 
     @classmethod
-    def build(cls, loaded: LoadedModel, batch_size: int) -> StepWorkload:
-        config = SeekConfig.of("backdoor", "both", schedule={"batch_size": batch_size})
-        paths = mask_paths(config, load_data("backdoor", "train")[:batch_size], loaded.chat, "benchmark data")
+    def build(cls, loaded: LoadedModel, batch_size: int, scenario: str = "backdoor") -> StepWorkload:
+        config = SeekConfig.of(scenario, "both", schedule={"batch_size": batch_size})
+        benign = load_data("benign", "train")[:batch_size] if scenario == "alignment" else ()
+        paths = mask_paths(config, load_data(scenario, "train")[:batch_size], loaded.chat, "benchmark data", benign=benign)
         index = torch.arange(batch_size)
         rows = TokenizedPairs.concat([path.pairs.select(index) for path in paths], pad_id=0)
         used = int(rows.attention_mask.sum(0).nonzero().max()) + 1
@@ -222,7 +226,7 @@ def probe_peak(args: argparse.Namespace) -> None:
     loaded = load(args)
     method, _, count = args.probe.partition(":")
     if method in STEPS:
-        run = getattr(StepWorkload.build(loaded, args.batch_size), method)
+        run = getattr(StepWorkload.build(loaded, args.batch_size, args.scenario), method)
         run()
     else:
         _streaming_run(loaded, method, 8)()
@@ -247,7 +251,7 @@ def probe_peak(args: argparse.Namespace) -> None:
 
 def peak_memory(args: argparse.Namespace, probe: str) -> dict[str, int]:
     command = [sys.executable, __file__, "--probe", probe, "--model-path", str(args.model_path), "--device", args.device,
-               "--dtype", args.dtype, "--batch-size", str(args.batch_size)]  # fmt: skip
+               "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--scenario", args.scenario]  # fmt: skip
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"the memory probe {probe!r} failed:\n{done.stderr[-3000:]}")
@@ -299,6 +303,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch-size", type=int, default=8, help="records per mask path in the SafeSeek step")
+    parser.add_argument("--scenario", default="backdoor", choices=["backdoor", "alignment"], help="the SafeSeek step's scenario (alignment: its default objective, with benign records)")
     parser.add_argument("--prompts", type=int, default=8, help="prompts for Ships and pairs for attribution patching")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -318,7 +323,7 @@ def main() -> None:
             build_mid_model(Path(args.model_path))
         loaded = load(args)
         device = loaded.device
-        workload = StepWorkload.build(loaded, args.batch_size)
+        workload = StepWorkload.build(loaded, args.batch_size, args.scenario)
         memory = not args.no_memory
         prompts = [r.input for r in load_data("backdoor", "test")[: args.prompts]]
         triggered = [r.backdoor_input for r in load_data("backdoor", "test")[: args.prompts]]
@@ -336,7 +341,7 @@ def main() -> None:
           f"median of {args.rounds} interleaved rounds, {clock}")  # fmt: skip
     print(f"model {args.model} ({args.dtype}): {shape.n_layers} layers, {shape.size('heads')[1]} heads, d_mlp {shape.size('neurons')[1]}, "
           f"d_model {loaded.model.cfg.d_model}, vocabulary {loaded.model.cfg.d_vocab}")  # fmt: skip
-    print(f"SafeSeek step: backdoor, heads and neurons, {args.batch_size} records x {len(workload.paths)} paths = "
+    print(f"SafeSeek step: {args.scenario} ({', '.join(p.name for p in workload.paths)}), heads and neurons, {args.batch_size} records x {len(workload.paths)} paths = "
           f"{len(workload.rows)} rows x {workload.rows.input_ids.shape[1]} positions ({workload.n_tokens} real tokens); "
           f"Ships / patching: {len(prompts)} prompts / pairs\n")  # fmt: skip
     print("| measurement | seconds | reference | ratio | target | peak memory | memory ratio | target |")
