@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,15 @@ def _behaviour_table(behaviour: Any, source: str) -> str:
     return html_table(["condition", *metrics], rows)
 
 
+def setting_rows(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """A saved config's settings one per row, a group's by dotted name (``schedule.epochs``), as ``--set`` takes them."""
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            yield from setting_rows(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def write_report(
     run: RunContents | str | Path,
     out_file: str | Path,
@@ -167,7 +176,7 @@ def write_report(
         sections.append(("Example generations", _examples_table(examples, examples_source)))
     if contents.config is not None:
         config = contents.config
-        rows = config.items() if isinstance(config, Mapping) else [("config", config)]
+        rows = list(setting_rows(config)) if isinstance(config, Mapping) else [("config", config)]
         sections.append(("Settings", html_table(["setting", "value"], rows)))
 
     heading = title if title is not None else f"safeseek report: {Path(contents.source).resolve().name}"

@@ -72,6 +72,8 @@ def test_report_sections_and_settings(seek_report):
     for heading in ("Summary", "Behaviour", "Units", "Training", "Example generations", "Settings"):
         assert f"<h2>{heading}</h2>" in page
     assert "<td>scenario</td><td>backdoor</td>" in page
+    # a group's settings one per row by dotted name (config.json nests them): epochs 2 and batch size 4 as the fixture set them
+    assert "<td>schedule.epochs</td><td class=\"num\">2</td>" in page and "<td>schedule.batch_size</td><td class=\"num\">4</td>" in page
     assert "attack_success" in page
     assert not [p for p in path.parent.iterdir() if p.name != "report.html"]  # no temporary file left
 
