@@ -38,7 +38,7 @@ from safeseek_tl import runs
 from safeseek_tl._io import atomic_path, write_json
 from safeseek_tl.ablation import ReferenceActivations
 from safeseek_tl.baselines.patching import pair_batches, refusal_metric
-from safeseek_tl.benchmark_methods import MethodRun, MethodSpec, Points, Setting, all_units, run_method, saved_run, top_percent
+from safeseek_tl.benchmark_methods import MethodRun, MethodSpec, Points, Setting, all_units, run_method, saved_runs, top_percent
 from safeseek_tl.benchmark_stability import stability
 from safeseek_tl.data import BackdoorRecord, BenignRecord, Record
 from safeseek_tl.errors import InputError
@@ -359,29 +359,21 @@ def benchmark(
     settings: Mapping[str, Any] | None = None,
     saved_scores: Mapping[str, Scores] | None = None,
 ) -> Benchmark:
-    """Every method in ``methods`` (registry names, :func:`~safeseek_tl.methods.attribute`, with
-    ``units="both"``) run once on ``records`` (timed, model passes counted), then its faithfulness
-    curves on the behaviour prompts (the contrast prompts are the donors) for every granularity it scores.
+    """Every method in ``methods`` (registry names, :func:`~safeseek_tl.methods.attribute`, ``units="both"``)
+    run once on ``records`` (timed, passes counted), then its faithfulness curves on the behaviour
+    prompts (the contrast prompts are the donors) for every granularity it scores.
 
-    ``truth``: a ground-truth circuit, for AUROC. ``method_options``: per method, its options
-    (e.g. ``{"eap-ig": {"ig_steps": 10}}``; SafeSeek's: ``SeekConfig`` fields). ``points``:
-    SafeSeek's circuits from its score ranking (``"ranking"``, one search) or from a search at each
-    size (``"search"``; :mod:`~safeseek_tl.benchmark_methods`). ``held_out``: records whose
-    prompts the circuits are also measured on (generalization; alignment: with
-    ``held_out_benign`` as donors). ``stability_k``: each method's circuits at this size over 3
-    seeds and 2 random halves of ``records`` (:func:`~safeseek_tl.benchmark_stability.stability`;
-    6 more runs of a seeded method, 2 of a deterministic one). The alignment scenario needs
-    ``benign`` prompts (the donors). ``settings``: shown on the HTML page (e.g. the data's path).
-    ``saved_scores``: scores computed before (name -> :class:`~safeseek_tl.units.Scores`, e.g. a
-    ``safeseek discover`` run's on a model too slow to search here), measured like the methods' rankings
-    (``points="saved"``; no stability, cost only as their metadata's ``wall_time_s``). Written to ``out_dir`` when given (:meth:`~safeseek_tl.benchmark.Benchmark.save`).
+    ``truth``: a ground-truth circuit, for AUROC. ``method_options``: per method, its options (e.g.
+    ``{"eap-ig": {"ig_steps": 10}}``; SafeSeek's: ``SeekConfig`` settings). ``points``: SafeSeek's
+    circuits from its score ranking or from a search at each size (:mod:`~safeseek_tl.benchmark_methods`).
+    ``held_out``: records whose prompts the circuits are also measured on (alignment: ``held_out_benign``
+    the donors). ``stability_k``: circuits at this size over 3 seeds and 2 halves of ``records``
+    (:func:`~safeseek_tl.benchmark_stability.stability`). Alignment needs ``benign`` (the donors).
+    ``settings``: shown on the HTML page. ``saved_scores``: scores computed before, by name
+    (:func:`~safeseek_tl.benchmark_methods.saved_runs`). Written to ``out_dir`` when given.
     """
     behaviour = scenario_of(scenario)
-    saved = dict(saved_scores or {})
-    for name, scores in saved.items():
-        if name in methods:
-            raise InputError(f"the saved scores {name!r} have the name of a method run here; name them otherwise (e.g. {name}-saved)")
-        loaded.shape.check_compatible(scores.shape, f"the saved scores {name!r}")
+    saved = saved_runs(saved_scores or {}, methods, loaded.shape, granularities)
     sets = {"train": (records, benign)} | ({"held-out": (held_out, held_out_benign)} if held_out is not None else {})
     measures: dict[tuple[str, Ablation], ModelMeasure] = {}
     for prompt_set, (these, donors_of) in sets.items():
@@ -395,9 +387,9 @@ def benchmark(
         run = run_method(spec, setting, records, benign, granularities, grid)
         stable = stability(spec, setting, records, benign, granularities, stability_k) if stability_k is not None else {}
         collected.add_method(run, measures, grid, directions, truth, stable, stability_k)
-    for name, scores in saved.items():
-        collected.add_method(saved_run(name, scores, granularities), measures, grid, directions, truth, {}, stability_k)
-    described = {"model": loaded.name, "scenario": behaviour.name, "methods": list(methods), "saved_scores": list(saved), "records": len(records), "benign_records": len(benign) if benign is not None else None,
+    for run in saved:
+        collected.add_method(run, measures, grid, directions, truth, {}, stability_k)
+    described = {"model": loaded.name, "scenario": behaviour.name, "methods": list(methods), "saved_scores": [run.spec.name for run in saved], "records": len(records), "benign_records": len(benign) if benign is not None else None,
                  "held_out_records": len(held_out) if held_out is not None else None, "grid": list(grid), "safeseek_points": points,
                  "stability_k": stability_k, "ground_truth": truth is not None, **(settings or {})}  # fmt: skip
     result = Benchmark(pd.DataFrame(collected.rows, columns=list(TABLE_COLUMNS)), pd.DataFrame(collected.board), collected.curves, described)

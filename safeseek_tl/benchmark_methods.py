@@ -194,14 +194,20 @@ def run_method(spec: MethodSpec, setting: Setting, records: Sequence[Record], be
     return MethodRun(spec, scored, found.wall_time_s, passes)
 
 
-def saved_run(name: str, scores: Scores, granularities: Sequence[UnitChoice]) -> MethodRun:
-    """Scores computed before the benchmark (e.g. a ``safeseek discover`` run's ``scores.safetensors``) as
-    the method ``name``, on the granularities they cover; their cost is the metadata's ``wall_time_s``
-    when it has one, else unknown (NaN), and their passes are not counted."""
-    covered = {g: scores for g in granularities if all(scores.get(kind) is not None for kind in unit_kinds(g))}
-    if not covered:
-        raise InputError(f"the saved scores {name!r} cover {', '.join(scores.kinds)}, none of the granularities asked for ({', '.join(granularities)})")
-    return MethodRun(MethodSpec(name, points="saved"), covered, float(scores.metadata.get("wall_time_s", math.nan)), None)
+def saved_runs(saved: Mapping[str, Scores], methods: Sequence[str], shape: ModelShape, granularities: Sequence[UnitChoice]) -> list[MethodRun]:
+    """Scores computed before the benchmark (e.g. a ``safeseek discover`` run's ``scores.safetensors``),
+    each as the method of its name, on the granularities it covers; its cost is the metadata's
+    ``wall_time_s`` when it has one, else unknown (NaN), and its passes are not counted."""
+    runs = []
+    for name, scores in saved.items():
+        if name in methods:
+            raise InputError(f"the saved scores {name!r} have the name of a method run here; name them otherwise (e.g. {name}-saved)")
+        shape.check_compatible(scores.shape, f"the saved scores {name!r}")
+        covered = {g: scores for g in granularities if all(scores.get(kind) is not None for kind in unit_kinds(g))}
+        if not covered:
+            raise InputError(f"the saved scores {name!r} cover {', '.join(scores.kinds)}, none of the granularities asked for ({', '.join(granularities)})")
+        runs.append(MethodRun(MethodSpec(name, points="saved"), covered, float(scores.metadata.get("wall_time_s", math.nan)), None))
+    return runs
 
 
 def _searches(spec: MethodSpec, setting: Setting, records: Sequence[Record], benign: Sequence[BenignRecord] | None,
