@@ -32,8 +32,8 @@ from datetime import datetime, timezone
 import torch
 
 from safeseek_tl import InputError, load_model
-from safeseek_tl.baselines.direction import direction_unit_scores, mean_differences
-from safeseek_tl.baselines.direction_selection import choose_direction, evaluate_candidates
+from safeseek_tl.baselines.direction import RefusalDirection, direction_unit_scores, mean_differences
+from safeseek_tl.baselines.direction_selection import CandidateEvaluation, choose_direction, evaluate_candidates
 from safeseek_tl.compare import Intervention, compare
 from safeseek_tl.compat import library_versions
 from safeseek_tl.data import AlignmentRecord, BenignRecord
@@ -72,6 +72,8 @@ def arguments() -> argparse.Namespace:
     add("--induce-min", type=float, default=None, help="the induced-refusal filter: adding a kept candidate to harmless prompts must raise their mean refusal score above this (default: no filter)")
     add("--ships-prompts", type=int, default=2)
     add("--methods", default="refusal-direction,attr-patch,ships", help="comma-separated, of refusal-direction, attr-patch, ships, sahara, act-patch")
+    add("--kl-limits", default="0.1,0.2", help="the KL limits the direction's choice tries, strict first (Arditi et al.: 0.1)")
+    add("--candidates", help="a direction file saved by an earlier run (--save-direction): choose from its measured candidates again, no measuring")
     add("--save-direction", help="write the chosen refusal direction here (safetensors; benchmarks/real_model_circuit.py --direction reads it)")
     add("--no-direction-units", action="store_true", help="measure the direction itself but not its unit ranking")
     add("--skip-full-model", action="store_true", help="leave out the full model's table (a run of more methods only)")
@@ -98,21 +100,27 @@ def full_model_table(loaded, args, judge: RefusalJudge) -> None:
 
 
 def find_direction(loaded, args, started: float):
-    """Candidates on the training prompts (reduced grid), measured once on the validation prompts, then
-    the filters from strict to lenient: KL limit 0.1, then 0.2, each with ``--induce-min``'s filter and,
-    when it is set, without it. The first that keeps a candidate chooses."""
-    candidates = mean_differences(loaded, prompts("harmful", "train", args.n_train), prompts("harmless", "train", args.n_train), args.n_positions, args.batch_size)
-    skipped = [layer for layer in range(candidates.shape[1]) if layer % args.layer_step]
-    candidates[:, skipped] = 0.0  # zero candidates are rejected without being measured
-    val = prompts("harmful", "validation", args.val), prompts("harmless", "validation", args.val)
-    evaluation = evaluate_candidates(loaded, candidates, *val, induce=args.induce_min is not None, batch_size=args.batch_size, progress=False)
+    """Candidates on the training prompts (reduced grid), measured once on the validation prompts (or
+    read from ``--candidates``), then the filters from strict to lenient: each of ``--kl-limits``,
+    with ``--induce-min``'s filter and, when it is set, without it. The first that keeps a candidate chooses."""
+    if args.candidates:
+        earlier = RefusalDirection.load(args.candidates)
+        candidates, evaluation = earlier.candidates, CandidateEvaluation.of(earlier)
+        log(started, f"candidates and their validation numbers from {args.candidates} ({earlier.settings})")
+    else:
+        candidates = mean_differences(loaded, prompts("harmful", "train", args.n_train), prompts("harmless", "train", args.n_train), args.n_positions, args.batch_size)
+        skipped = [layer for layer in range(candidates.shape[1]) if layer % args.layer_step]
+        candidates[:, skipped] = 0.0  # zero candidates are rejected without being measured
+        val = prompts("harmful", "validation", args.val), prompts("harmless", "validation", args.val)
+        evaluation = evaluate_candidates(loaded, candidates, *val, induce=args.induce_min is not None, batch_size=args.batch_size, progress=False)
     measured = [row for row in evaluation.rows if row["kl"] is not None]
-    log(started, f"{len(measured)} candidates measured on {args.val} + {args.val} validation prompts")
+    log(started, f"{len(measured)} candidates measured on {evaluation.settings['n_harmful_val']} + {evaluation.settings['n_harmless_val']} validation prompts")
     print("\n| position | layer | ablated score (val) | KL (val) | induced score (val) |\n|---|---|---|---|---|")
     for row in sorted(measured, key=lambda row: row["ablated_score"])[:8]:
         induced = "-" if row["induced_score"] is None else f"{row['induced_score']:.2f}"
         print(f"| {row['position']} | {row['layer']} | {row['ablated_score']:.2f} | {row['kl']:.3f} | {induced} |")
-    filters = [(kl_limit, induce) for kl_limit in (0.1, 0.2) for induce in dict.fromkeys((args.induce_min, None))]
+    limits = [float(limit) for limit in args.kl_limits.split(",")]
+    filters = [(kl_limit, induce) for kl_limit in limits for induce in dict.fromkeys((args.induce_min, None) if evaluation.settings["induce"] else (None,))]
     for kl_limit, induce_min in filters:
         try:
             found = choose_direction(candidates, evaluation, kl_limit=kl_limit, induce_min=induce_min)

@@ -402,7 +402,7 @@ def test_cli_attribute_with_the_refusal_direction(tmp_path):
     assert code == 2 and "bad settings for ships" in err and "kl_limit" in err
 
 
-def test_choose_direction_applies_the_filters_to_one_evaluation_by_hand():
+def test_choose_direction_applies_the_filters_to_one_evaluation_by_hand(tmp_path):
     """Five layers at one position, measured once (numbers set by hand). Layer 0 is a zero vector,
     layer 4 is in the last 20% of layers (first_pruned_layer(5, 0.2) = 4). Layer 1: lowest score
     but KL 0.15; layer 2: KL 0.05 but induced score -0.3; layer 3: KL 0.08, induced 0.4. So KL 0.1
@@ -420,6 +420,13 @@ def test_choose_direction_applies_the_filters_to_one_evaluation_by_hand():
     with pytest.raises(InputError, match="all 5 candidate directions were rejected"):
         choose_direction(candidates, evaluation, kl_limit=0.01, induce_min=None)
     assert evaluation.rows == rows and "rejected" not in evaluation.rows[1]
+    # a saved choice carries its evaluation: choosing again from the file, with other limits, needs no model pass
+    found.save(tmp_path / "direction.safetensors")
+    loaded = RefusalDirection.load(tmp_path / "direction.safetensors")
+    again = CandidateEvaluation.of(loaded)
+    assert again.rows == rows and again.settings == {"induce": True, "prune_fraction": 0.2, "refusal_ids": [7]}
+    assert choose_direction(loaded.candidates, again, kl_limit=0.1, induce_min=0.0).layer == 3
+    assert choose_direction(loaded.candidates, again, kl_limit=0.1, induce_min=None).layer == 2
     without_induced = CandidateEvaluation(rows, {}, {"induce": False, "prune_fraction": 0.2})
     with pytest.raises(InputError, match="induce=True"):
         choose_direction(candidates, without_induced, kl_limit=0.2, induce_min=0.0)

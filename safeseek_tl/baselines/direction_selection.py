@@ -74,6 +74,14 @@ class CandidateEvaluation:
     baseline: dict[str, float]
     settings: dict[str, Any]
 
+    @classmethod
+    def of(cls, chosen: RefusalDirection) -> CandidateEvaluation:
+        """The evaluation a direction was chosen from (a saved one: :meth:`RefusalDirection.load`), to
+        choose again with other limits without measuring again: ``choose_direction(chosen.candidates, ...)``."""
+        rows = [{key: value for key, value in row.items() if key != "rejected"} for row in chosen.table]
+        settings = {key: value for key, value in chosen.settings.items() if key not in ("kl_limit", "induce_min")}
+        return cls(rows, dict(chosen.baseline), settings | {"induce": any(row.get("induced_score") is not None for row in rows)})
+
 
 def evaluate_candidates(
     loaded: LoadedModel,
