@@ -3,7 +3,7 @@
     python benchmarks/leaderboard_markdown.py DIR [DIR ...]
 
 Rows of several folders are put together (e.g. SafeSeek's search points from one run, its ranking
-from another); each table's first line gives the ends every curve is scaled between. Printed as
+from another); a cost the benchmark did not measure (saved scores) shows as "–"; each table's first line gives the ends every curve is scaled between. Printed as
 copied into benchmarks/RESULTS.md and docs/benchmark.md.
 """
 
@@ -27,7 +27,7 @@ def _row(kept: pd.Series, removed: pd.Series) -> str:
     stable = f"{_number(kept.jaccard, 2)} ({_number(kept.jaccard_seeds, 2)} / {_number(kept.jaccard_splits, 2)})"
     return (
         f"| {kept.method} | {kept.granularity} | {kept.points} | {_number(kept.cpr)} | {_number(kept.cmd)} | {_number(removed.cpr)} | "
-        f"{_number(removed.cmd)} | {held_out} | {_number(kept.auroc)} | {stable} | {kept.wall_time_s:.1f} s | {int(kept.passes)} |"
+        f"{_number(removed.cmd)} | {held_out} | {_number(kept.auroc)} | {stable} | {_number(kept.wall_time_s, 1)} s | {_number(kept.passes, 0)} |"
     )
 
 
