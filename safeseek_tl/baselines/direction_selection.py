@@ -76,7 +76,7 @@ class CandidateEvaluation:
 
     @classmethod
     def of(cls, chosen: RefusalDirection) -> CandidateEvaluation:
-        """The evaluation a direction was chosen from (a saved one: :meth:`RefusalDirection.load`), to
+        """The evaluation a direction was chosen from (a saved one: :meth:`~safeseek_tl.baselines.direction.RefusalDirection.load`), to
         choose again with other limits without measuring again: ``choose_direction(chosen.candidates, ...)``."""
         rows = [{key: value for key, value in row.items() if key != "rejected"} for row in chosen.table]
         settings = {key: value for key, value in chosen.settings.items() if key not in ("kl_limit", "induce_min")}
