@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # imported for the annotations only: the seek package pulls i
 Points = Literal["ranking", "search", "saved"]
 POINTS: tuple[Points, ...] = ("ranking", "search")
 """What ``--points`` chooses among for SafeSeek; ``"saved"`` marks scores computed before the benchmark
-(:func:`saved_run`: a model too slow to search inside the benchmark)."""
+(:func:`saved_runs`: a model too slow to search inside the benchmark)."""
 
 
 def circuit_size(n_units: int, k: float) -> int:
