@@ -198,8 +198,8 @@ def test_report_escapes_list_and_dict_values(gqa, tmp_path):
     # each value is JSON-dumped, then HTML-escaped:
     #   ["</td><script>alert(1)</script>"] -> [&quot;&lt;/td&gt;&lt;script&gt;alert(1)&lt;/script&gt;&quot;]
     assert "<td>[&quot;&lt;/td&gt;&lt;script&gt;alert(1)&lt;/script&gt;&quot;]</td>" in page
-    #   {"<b>": "a&b"} -> {&quot;&lt;b&gt;&quot;: &quot;a&amp;b&quot;}
-    assert "<td>{&quot;&lt;b&gt;&quot;: &quot;a&amp;b&quot;}</td>" in page
+    #   {"<b>": "a&b"} is a group: one row, named weights.<b>, both cells escaped
+    assert "<td>weights.&lt;b&gt;</td><td>a&amp;b</td>" in page
     assert "<td>[&quot;&lt;i&gt;x&lt;/i&gt;&quot;]</td>" in page
     assert "<td>&lt;/td&gt;&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page  # the plain string, too
-    assert "alert(1)</script>" not in page and "<i>x</i>" not in page
+    assert "alert(1)</script>" not in page and "<i>x</i>" not in page and "<b>" not in page
