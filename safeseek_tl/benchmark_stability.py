@@ -19,7 +19,7 @@ from safeseek_tl.benchmark_methods import MethodRun, MethodSpec, Setting, run_me
 from safeseek_tl.data import BenignRecord, Record
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, unit_kinds
-from safeseek_tl.units import Circuit
+from safeseek_tl.units import mean_jaccard
 
 STABILITY_SEEDS: tuple[int, ...] = (0, 1, 2)
 """The seeds each half is run with."""
@@ -34,13 +34,6 @@ def halves(n: int, seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     cut = (n + 1) // 2
     return sorted(order[:cut]), sorted(order[cut:])
-
-
-def mean_jaccard(pairs: Sequence[tuple[Circuit, Circuit]], granularity: UnitChoice) -> float:
-    """The mean Jaccard index of the pairs over ``granularity``'s units."""
-    if not pairs:
-        raise InputError("the mean Jaccard index needs at least one pair of circuits")
-    return sum(a.jaccard(b, unit_kinds(granularity)) for a, b in pairs) / len(pairs)
 
 
 def stability(spec: MethodSpec, setting: Setting, records: Sequence[Record], benign: Sequence[BenignRecord] | None,
@@ -65,5 +58,5 @@ def stability(spec: MethodSpec, setting: Setting, records: Sequence[Record], ben
     result: dict[UnitChoice, dict[str, float]] = {}
     for granularity in found[(0, seeds[0])].scores:
         circuits = {key: run.circuit(granularity, k) for key, run in found.items()}
-        result[granularity] = {name: mean_jaccard([(circuits[a], circuits[b]) for a, b in group], granularity) for name, group in groups.items()}
+        result[granularity] = {name: mean_jaccard([(circuits[a], circuits[b]) for a, b in group], unit_kinds(granularity)) for name, group in groups.items()}
     return result

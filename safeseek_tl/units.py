@@ -10,7 +10,7 @@ safetensors with JSON metadata, circuits as JSON with ``heads: [[layer, head], .
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -356,3 +356,11 @@ class Circuit:
     def load(cls, path: str | Path, expected: ModelShape | None = None) -> Circuit:
         """Load a circuit JSON; with ``expected``, refuse a circuit made for another model shape."""
         return cls.from_dict(read_json(path), source=str(path), expected=expected)
+
+
+def mean_jaccard(pairs: Sequence[tuple[Circuit, Circuit]], kinds: Iterable[UnitKind] = UNIT_KINDS) -> float:
+    """The mean :meth:`Circuit.jaccard` of the pairs over ``kinds``' units (at least one pair)."""
+    if not pairs:
+        raise InputError("the mean Jaccard index needs at least one pair of circuits")
+    kinds = tuple(kinds)
+    return sum(a.jaccard(b, kinds) for a, b in pairs) / len(pairs)

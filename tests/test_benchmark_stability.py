@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from safeseek_tl.benchmark_methods import MethodSpec, Setting
-from safeseek_tl.benchmark_stability import halves, mean_jaccard, stability
+from safeseek_tl.benchmark_stability import halves, stability
 from safeseek_tl.methods import METHODS, Attribution, Method
 from safeseek_tl.scenarios import BACKDOOR
-from safeseek_tl.units import Circuit, ModelShape, Scores
+from safeseek_tl.units import Circuit, ModelShape, Scores, mean_jaccard
 
 SHAPE = ModelShape(4, 8, 16)
 RECORDS = [f"record {i}" for i in range(8)]
@@ -65,10 +65,10 @@ def test_halves_are_disjoint_random_and_fixed():
 def test_mean_jaccard_by_hand():
     a = Circuit.from_units(SHAPE, heads=[[0, 0], [0, 1]], neurons=[[0, 3]])
     b = Circuit.from_units(SHAPE, heads=[[0, 1], [0, 2]])
-    assert mean_jaccard([(a, b)], "heads") == pytest.approx(1 / 3)  # {0,1} vs {1,2}
-    assert mean_jaccard([(a, b), (a, a)], "both") == pytest.approx((1 / 4 + 1) / 2)  # the neuron joins the union
+    assert mean_jaccard([(a, b)], ("heads",)) == pytest.approx(1 / 3)  # {0,1} vs {1,2}
+    assert mean_jaccard([(a, b), (a, a)]) == pytest.approx((1 / 4 + 1) / 2)  # both kinds: the neuron joins the union
     with pytest.raises(ValueError, match="at least one pair"):
-        mean_jaccard([], "heads")
+        mean_jaccard([], ("heads",))
 
 
 def test_seeded_method_runs_six_times_and_its_seeds_move_the_circuit(calls):

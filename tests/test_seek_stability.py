@@ -22,9 +22,7 @@ C = Circuit.from_units(SHAPE, heads=[[0, 1]])
 
 def test_mean_pairwise_jaccard_and_core_by_hand():
     # heads: A-B 1/3 ({1} of {0, 1, 2}), A-C 1/2, B-C 1/2 -> 4/9; neurons: A-B 1, A-C 0, B-C 0 -> 1/3
-    assert repeats.mean_jaccard([A, B, C], "heads") == pytest.approx(4 / 9)
-    assert repeats.mean_jaccard([A, B, C], "neurons") == pytest.approx(1 / 3)
-    assert repeats.mean_jaccard([C, C], "neurons") == 1.0  # two empty circuits agree
+    assert Stability([C, C], [{}, {}], ("neurons",)).jaccard == {"neurons": 1.0}  # two empty circuits agree
     core = repeats.core_circuit([A, B, C])
     assert (core.head_list, core.neuron_list) == ([[0, 1]], [])
     assert repeats.core_circuit([A, B]).neuron_list == [[0, 0]]
@@ -33,8 +31,8 @@ def test_mean_pairwise_jaccard_and_core_by_hand():
     assert found.jaccard == {"heads": pytest.approx(4 / 9), "neurons": pytest.approx(1 / 3)}
     assert found.to_dict()["core"] == {"heads": [[0, 1]], "neurons": []}
     assert found.to_dict()["runs"][2] == {"seed": 2, "split": 0, "heads": [[0, 1]], "neurons": []}
-    with pytest.raises(InputError, match="at least two"):
-        repeats.mean_jaccard([A], "heads")
+    with pytest.raises(InputError, match="at least one pair"):
+        _ = Stability([A], [{}], ("heads",)).jaccard
 
 
 def test_data_splits_are_disjoint_seeded_parts_of_equal_size():
@@ -90,8 +88,9 @@ def test_stability_command_on_tiny_aligned(tmp_path):
     circuits = [Circuit.from_units(core.shape, r["heads"], r["neurons"]) for r in saved["runs"]]
     assert all(len(c) for c in circuits)  # every search switched units off
     assert all(len(core - c) == 0 for c in circuits) and (core.head_list, core.neuron_list) == (saved["core"]["heads"], saved["core"]["neurons"])
+    jaccard = Stability(circuits, saved["runs"], ("heads", "neurons")).jaccard
     for kind in ("heads", "neurons"):
-        assert saved["jaccard"][kind] == pytest.approx(repeats.mean_jaccard(circuits, kind))
+        assert saved["jaccard"][kind] == pytest.approx(jaccard[kind])
         assert f"{kind}: mean pairwise Jaccard {saved['jaccard'][kind]:.3f} over 4 runs" in stdout
     code, _, err = run_cli("stability", *common, "--seeds", "0,x")
     assert code == 2 and "--seeds must be comma-separated integers" in err

@@ -29,15 +29,7 @@ from safeseek_tl.hooks import UnitKind
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.discovery import discover
-from safeseek_tl.units import Circuit
-
-
-def mean_jaccard(circuits: Sequence[Circuit], kind: UnitKind) -> float:
-    """The mean Jaccard overlap of ``kind`` units over every pair of ``circuits`` (at least two)."""
-    if len(circuits) < 2:
-        raise InputError(f"the overlap of circuits needs at least two of them, got {len(circuits)}")
-    pairs = list(itertools.combinations(circuits, 2))
-    return sum(a.jaccard(b, kinds=(kind,)) for a, b in pairs) / len(pairs)
+from safeseek_tl.units import Circuit, mean_jaccard
 
 
 def core_circuit(circuits: Sequence[Circuit]) -> Circuit:
@@ -71,7 +63,8 @@ class Stability:
     @property
     def jaccard(self) -> dict[UnitKind, float]:
         """Per granularity searched: the mean pairwise Jaccard overlap of the runs' circuits."""
-        return {kind: mean_jaccard(self.circuits, kind) for kind in self.kinds}
+        pairs = list(itertools.combinations(self.circuits, 2))
+        return {kind: mean_jaccard(pairs, (kind,)) for kind in self.kinds}
 
     @property
     def core(self) -> Circuit:
