@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from safeseek_tl import BackdoorRecord, seek
+from safeseek_tl import BackdoorRecord, BenignRecord, seek
 from safeseek_tl.report_text import print_discovery_summary
 from safeseek_tl.seek import SafeSeek, SeekConfig, SeekResult, discover_complete
 from safeseek_tl.units import Circuit, ModelShape, Scores
@@ -143,3 +143,32 @@ def test_cli_warns_when_the_complete_search_is_unverified(gqa, gqa_dir, tmp_path
     assert code == 0, err
     assert "warning: no round of the complete search switched the behaviour" in " ".join(err.split())
     assert json.loads((out / "history.json").read_text())["verified"] is False
+
+
+def test_the_checks_judge_as_many_benign_records_as_validation_records(monkeypatch):
+    # 5 benign records for the search, 2 validation records: the prune and the check judge benign[:2].
+    benign = [BenignRecord(f"question {i}", f"answer {i}") for i in range(5)]
+    judged: dict[str, list[str]] = {}
+
+    def prune(loaded, result, val, benign_records, fill, judge=None):
+        judged["prune"] = [r.prompt for r in benign_records]
+        return result
+
+    def check(loaded, config, circuit, val, benign=(), fill=None, judge=None):
+        judged["check"] = [r.prompt for r in benign]
+        return {"switched": 1.0}
+
+    monkeypatch.setattr(SafeSeek, "fit", lambda self, *args, **kwargs: _found([[0, 1]]))
+    monkeypatch.setattr(seek.discovery, "prune_circuit", prune)
+    monkeypatch.setattr(seek.discovery, "behaviour_switch", check)
+    seek.discover(LOADED, RECORDS[:1], CONFIG, val_records=RECORDS[1:], benign=benign, prune=True)
+    assert judged == {"prune": ["question 0", "question 1"], "check": ["question 0", "question 1"]}
+
+    def switch_test(loaded, config, val_records, benign_records, *args, **kwargs):
+        judged["rounds"] = [r.prompt for r in benign_records]
+        return lambda circuit, fill=None: False
+
+    monkeypatch.setattr(seek.discovery, "switch_test", switch_test)
+    with pytest.warns(UserWarning, match="no round"):
+        discover_complete(LOADED, RECORDS[:1], CONFIG, RECORDS[1:], benign_records=benign)
+    assert judged["rounds"] == ["question 0", "question 1"]

@@ -18,7 +18,7 @@ from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UNIT_KINDS
 from safeseek_tl.metrics import RefusalJudge
 from safeseek_tl.models import LoadedModel
-from safeseek_tl.seek.checking import behaviour_switch, minimal_switching_set, prune_circuit, switch_test
+from safeseek_tl.seek.checking import behaviour_switch, checked_benign, minimal_switching_set, prune_circuit, switch_test
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.result import SeekResult
 from safeseek_tl.seek.trainer import SafeSeek
@@ -76,7 +76,8 @@ def discover(
 
     ``val_records`` (default: the last ``config.schedule.val_size`` of ``records``) pick the best epoch, and
     prune and check the circuit. ``benign`` records enter the search (the main mask must keep their
-    answers) and the checks (benign answers must survive the ablation). ``prune``: cut the circuit
+    answers) and the checks (benign answers must survive the ablation; the checks judge the first
+    ``len(val_records)`` of them, :func:`~safeseek_tl.seek.checking.checked_benign`). ``prune``: cut the circuit
     to a minimal set whose ablation still switches the behaviour (:func:`prune_circuit`).
     ``complete``: repeat the search with the units found so far held on, to surface backup parts
     (:func:`discover_complete`; each round is pruned when ``prune``). ``check``: measure the
@@ -98,13 +99,14 @@ def discover(
         result = SafeSeek(loaded, config).fit(train, val, checkpoint_dir, resume, progress=progress, benign_records=benign, time_budget_s=time_budget_s)
     found = result.circuit
     fill = result.reference()  # the circuit is pruned and checked with the fill it was found with
+    benign_checked = checked_benign(benign, val)
     if prune and not complete:
         try:
-            result = prune_circuit(loaded, result, val, benign, fill, judge=judge)
+            result = prune_circuit(loaded, result, val, benign_checked, fill, judge=judge)
         except InputError as err:
             err.unpruned = result  # nothing computed is lost: the caller can still save the search
             raise
-    switch = behaviour_switch(loaded, config, result.circuit, val, benign=benign, fill=fill, judge=judge) if check else None
+    switch = behaviour_switch(loaded, config, result.circuit, val, benign=benign_checked, fill=fill, judge=judge) if check else None
     return Discovery(result, found, train, val, switch)
 
 
@@ -128,7 +130,7 @@ def discover_complete(
     cutting one is enough). Each round holds every unit found so far in place (it may not be
     ablated) and searches again; a round counts when ablating its new units alone still switches
     the behaviour (``behaviour_switch``: switched >= ``min_switched``, clean behaviour, and with
-    ``benign_records`` the share of benign prompts answered, drops by at most ``max_clean_drop``,
+    ``benign_records`` the share of benign prompts answered (the first ``len(val_records)``), drops by at most ``max_clean_drop``,
     and the benign completion cross-entropy rises by at most ``max_utility_increase`` nats per
     token): without benign prompts a round may "switch" a backdoor off by breaking every answer.
     The benign records also enter each round's objective (``fit(benign_records=...)``), so that the
@@ -145,7 +147,7 @@ def discover_complete(
         records, val_records = split_records(records, config.schedule.val_size, "training data")
     union = Circuit.empty(loaded.shape)
     rounds: list[tuple[SeekResult, Circuit]] = []  # each counted round and its new units
-    switches = switch_test(loaded, config, val_records, benign_records, None, min_switched, max_clean_drop, max_utility_increase, judge)
+    switches = switch_test(loaded, config, val_records, checked_benign(benign_records, val_records), None, min_switched, max_clean_drop, max_utility_increase, judge)
     for round_index in range(max_rounds):
         result = SafeSeek(loaded, config).fit(records, val_records, protected=union if rounds else None, progress=progress, benign_records=benign_records)
         new = result.circuit - union
