@@ -18,8 +18,8 @@ import pandas as pd
 from safeseek_tl import runs
 
 
-def _number(value: float, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def _number(value: float, digits: int = 3, unit: str = "") -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}{unit}"
 
 
 def _row(kept: pd.Series, removed: pd.Series) -> str:
@@ -27,7 +27,7 @@ def _row(kept: pd.Series, removed: pd.Series) -> str:
     stable = f"{_number(kept.jaccard, 2)} ({_number(kept.jaccard_seeds, 2)} / {_number(kept.jaccard_splits, 2)})"
     return (
         f"| {kept.method} | {kept.granularity} | {kept.points} | {_number(kept.cpr)} | {_number(kept.cmd)} | {_number(removed.cpr)} | "
-        f"{_number(removed.cmd)} | {held_out} | {_number(kept.auroc)} | {stable} | {_number(kept.wall_time_s, 1)} s | {_number(kept.passes, 0)} |"
+        f"{_number(removed.cmd)} | {held_out} | {_number(kept.auroc)} | {stable} | {_number(kept.wall_time_s, 1, ' s')} | {_number(kept.passes, 0)} |"
     )
 
 
