@@ -359,7 +359,7 @@ class Circuit:
 
 
 def mean_jaccard(pairs: Sequence[tuple[Circuit, Circuit]], kinds: Iterable[UnitKind] = UNIT_KINDS) -> float:
-    """The mean :meth:`Circuit.jaccard` of the pairs over ``kinds``' units (at least one pair)."""
+    """The mean :meth:`~safeseek_tl.units.Circuit.jaccard` of the pairs over ``kinds``' units (at least one pair)."""
     if not pairs:
         raise InputError("the mean Jaccard index needs at least one pair of circuits")
     kinds = tuple(kinds)
