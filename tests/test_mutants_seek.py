@@ -208,11 +208,12 @@ def test_discover_hands_everything_to_one_search_then_prunes_and_checks(monkeypa
     assert calls == [("backdoor", BACKDOOR, BACKDOOR[:1], "ckpt", True, False, BENIGN, 12.0)]
     assert (plain.result, plain.found, plain.check, plain.train_records, plain.val_records) == (found, "the found circuit", None, BACKDOOR, BACKDOOR[:1])
     assert pruned == [] and checked == []
-    # the last val_size records validate; prune and check both use them and the search's own fill
+    # the last val_size records validate; prune and check both use them, the first as many benign
+    # records (the search had them all) and the search's own fill
     full = discover(LOADED, BACKDOOR, SeekConfig.of('backdoor', schedule={"val_size": 1}), benign=BENIGN, prune=True, judge=JUDGE, progress=False)
-    assert calls[-1][1:3] == (BACKDOOR[:1], BACKDOOR[1:])
-    assert pruned == [(found, BACKDOOR[1:], BENIGN, "the search's fill", JUDGE)]
-    assert checked == [("the pruned circuit", BACKDOOR[1:], BENIGN, "the search's fill", JUDGE)]
+    assert calls[-1][1:3] == (BACKDOOR[:1], BACKDOOR[1:]) and calls[-1][6] == BENIGN
+    assert pruned == [(found, BACKDOOR[1:], BENIGN[:1], "the search's fill", JUDGE)]
+    assert checked == [("the pruned circuit", BACKDOOR[1:], BENIGN[:1], "the search's fill", JUDGE)]
     assert (full.found, full.circuit, full.check) == ("the found circuit", "the pruned circuit", {"switched": 1.0})
     with pytest.raises(InputError, match="resume"):
         discover(LOADED, BACKDOOR, SeekConfig.of("backdoor"), complete=True, resume=True)
