@@ -17,7 +17,9 @@ prompt counts (every ``--n-*`` option; always the first prompts of a split, in f
 chosen by the model's answers), the direction's candidate grid (positions -1..-5, every other
 layer) and its selection (``--val`` prompts; the induced-refusal filter with ``--induce-min``). The output's first lines
 say what ran; benchmarks/RESULTS.md records a run. Greedy answers of ``--max-new-tokens`` tokens
-are judged by the keyword judge.
+are judged twice: by the keyword judge (Ships' list, any case) and by Arditi et al.'s refusal
+phrases (``RefusalJudge.arditi``), which do not count a compliant answer that mentions "illegal" or
+"crime" as a refusal.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODEL = "qwen2.5-coder-0.5b-instruct"
 HEAD_BUDGETS = (1, 3, 10, 30)
 NEURON_SHARES = (0.001, 0.003, 0.01)
-HEADER = "\n| method | size | harmful refused | change | refusal score | change | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|---|"
+HEADER = (
+    "\n| method | size | harmful refused (Ships' list) | change | harmful refused (Arditi's phrases) | change | refusal score | change | KL on harmless | scoring time |"
+    "\n|---|---|---|---|---|---|---|---|---|---|"
+)
+OTHER_JUDGES = {"arditi": RefusalJudge.arditi()}
 
 
 def prompts(name: str, split: str, n: int) -> list[str]:
@@ -91,11 +97,13 @@ def full_model_table(loaded, args, judge: RefusalJudge) -> None:
     harmful_answers = answer(harmful)
     scores = refusal_scores(loaded, harmful, args.batch_size)
     print(f"\n### The full model (greedy, {args.max_new_tokens} new tokens)\n")
-    print("| set (test split) | prompts | refused (keyword judge) | refusal score > 0 | mean refusal score |\n|---|---|---|---|---|")
-    print(f"| harmful | {len(harmful)} | {judge.refusal_rate(harmful_answers):.0%} | {float((scores > 0).float().mean()):.0%} | {float(scores.mean()):.2f} |")
-    print(f"| over-refusal (safe, sounds harmful) | {len(scary)} | {judge.refusal_rate(answer(scary)):.0%} (over-refusal rate) | - | - |")
-    refused = judge.refusal_rate(answer(harmless))
-    print(f"| harmless | {len(harmless)} | {refused:.0%} (answered: {1 - refused:.0%}) | - | - |")
+    arditi = OTHER_JUDGES["arditi"]
+    print("| set (test split) | prompts | refused (Ships' list) | refused (Arditi's phrases) | refusal score > 0 | mean refusal score |\n|---|---|---|---|---|---|")
+    print(f"| harmful | {len(harmful)} | {judge.refusal_rate(harmful_answers):.0%} | {arditi.refusal_rate(harmful_answers):.0%} | {float((scores > 0).float().mean()):.0%} | {float(scores.mean()):.2f} |")
+    scary_answers, harmless_answers = answer(scary), answer(harmless)
+    print(f"| over-refusal (safe, sounds harmful) | {len(scary)} | {judge.refusal_rate(scary_answers):.0%} (over-refusal rate) | {arditi.refusal_rate(scary_answers):.0%} | - | - |")
+    refused, refused_arditi = judge.refusal_rate(harmless_answers), arditi.refusal_rate(harmless_answers)
+    print(f"| harmless | {len(harmless)} | {refused:.0%} (answered: {1 - refused:.0%}) | {refused_arditi:.0%} (answered: {1 - refused_arditi:.0%}) | - | - |")
     print(f"\nFirst harmful answers: {[text[:60] for text in harmful_answers[:3]]}")
 
 
@@ -134,9 +142,10 @@ def find_direction(loaded, args, started: float):
 
 def print_rows(table, baseline: dict[str, float]) -> None:
     for row in table.to_dict(orient="records"):
-        after = 1.0 - row["asr_harmful"]
+        after, after_arditi = 1.0 - row["asr_harmful"], 1.0 - row["asr_harmful_arditi"]
         print(
             f"| {row['method']} | {row['size']} | {after:.0%} | {after - (1.0 - baseline['asr_harmful']):+.0%} | "
+            f"{after_arditi:.0%} | {after_arditi - (1.0 - baseline['asr_harmful_arditi']):+.0%} | "
             f"{row['refusal_score_harmful']:.2f} | {row['refusal_score_harmful'] - baseline['refusal_score_harmful']:+.2f} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |",
             flush=True,
         )
@@ -151,20 +160,21 @@ def main() -> None:
     print(f"Configuration: {vars(args)}")
     loaded = load_model(args.model)
     judge = RefusalJudge()
-    log(started, f"loaded {args.model}; refusal tokens {loaded.tokenizer.convert_ids_to_tokens(refusal_token_ids(loaded.tokenizer))}; judge: {judge.describe()}")
+    log(started, f"loaded {args.model}; refusal tokens {loaded.tokenizer.convert_ids_to_tokens(refusal_token_ids(loaded.tokenizer))}; judges: {judge.describe()}; {OTHER_JUDGES['arditi'].describe()}")
     if not args.skip_full_model:
         full_model_table(loaded, args, judge)
         log(started, "full model measured")
     eval_data = BehaviourData(prompts("harmful", "test", args.n_eval), [], [])
     kl_prompts = prompts("harmless", "test", args.n_kl)
-    baseline = measure(loaded, eval_data, judge, args.max_new_tokens)
+    baseline = measure(loaded, eval_data, judge, args.max_new_tokens, other_judges=OTHER_JUDGES)
     n_neurons = loaded.shape.n_layers * loaded.shape.d_mlp
     neuron_budgets = [max(1, round(share * n_neurons)) for share in NEURON_SHARES]
     print(f"\n### Interventions: the first {args.n_eval} harmful test prompts (refused), KL on the first {args.n_kl} harmless test prompts\n")
-    print(f"Full model on these prompts: refused {1 - baseline['asr_harmful']:.0%}, mean refusal score {baseline['refusal_score_harmful']:.2f}. "
+    print(f"Full model on these prompts: refused {1 - baseline['asr_harmful']:.0%} (Arditi's phrases: {1 - baseline['asr_harmful_arditi']:.0%}), mean refusal score {baseline['refusal_score_harmful']:.2f}. "
           f"Neuron budgets: {', '.join(f'{k} = {s:.1%}' for k, s in zip(neuron_budgets, NEURON_SHARES))} of {n_neurons:,} neurons.\n")  # fmt: skip
     measured = lambda methods, budgets, units, **extra: print_rows(  # noqa: E731
-        compare(loaded, methods, budgets, "alignment", eval_data, units, judge=judge, max_new_tokens=args.max_new_tokens, kl_prompts=kl_prompts, baseline=baseline, **extra).table,
+        compare(loaded, methods, budgets, "alignment", eval_data, units, judge=judge, max_new_tokens=args.max_new_tokens, kl_prompts=kl_prompts, baseline=baseline,
+                **extra, other_judges=OTHER_JUDGES).table,  # fmt: skip
         baseline,
     )
     if "refusal-direction" not in args.methods:
@@ -174,11 +184,11 @@ def main() -> None:
             # Sahara ranks only the heads it chose: budgets up to its steps
             budgets = [k for k in HEAD_BUDGETS if "sahara" not in methods or k <= args.sahara_steps]
         measured(methods, budgets if units == "heads" else neuron_budgets, units)
-    print("| activation contrasting | - | not run: needs the unaligned base model, not available for this model | | | | | |")
+    print("| activation contrasting | - | not run: needs the unaligned base model, not available for this model | | | | | | | |")
     if "act-patch" not in args.methods:
-        print("| act-patch (exact) | - | not run: one patched pass per unit and pair, too slow here (attribution patching approximates it) | | | | | |")
+        print("| act-patch (exact) | - | not run: one patched pass per unit and pair, too slow here (attribution patching approximates it) | | | | | | | |")
     if "sahara" not in args.methods:
-        print("| sahara | - | not run: steps x 336 full passes per prompt; --methods ...,sahara runs it | | | | | |")
+        print("| sahara | - | not run: steps x 336 full passes per prompt; --methods ...,sahara runs it | | | | | | | |")
     log(started, "done")
 
 

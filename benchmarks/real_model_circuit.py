@@ -10,9 +10,9 @@ Reads the circuit of a ``safeseek discover`` run folder (H heads, N neurons) and
 held-out test splits: the full model; the circuit ablated; the top H heads and N neurons of each
 baseline's ranking ablated the same way (attribution patching, the refusal direction's unit
 ranking; Ships ranks heads only: its row is its top H heads); the refusal direction itself
-(directional ablation at every layer). Each row: harmful test prompts refused (keyword judge on
-greedy answers) and their mean refusal score, harmless test prompts answered, next-token KL on
-harmless test prompts. Every baseline reads the same first ``--n-train`` harmful and harmless
+(directional ablation at every layer). Each row: harmful test prompts refused (greedy answers,
+judged by the keyword judge and by Arditi et al.'s refusal phrases) and their mean refusal score,
+harmless test prompts answered (both judges), next-token KL on harmless test prompts. Every baseline reads the same first ``--n-train`` harmful and harmless
 training prompts; the direction is the one benchmarks/real_model.py chose and saved (``--direction``),
 so it is not searched again.
 """
@@ -73,11 +73,11 @@ def main() -> None:
     shape = loaded.shape
     log(started, f"circuit of {args.run}: {n_heads} heads ({n_heads / (shape.n_layers * shape.n_heads):.2%}), {n_neurons} neurons ({n_neurons / (shape.n_layers * shape.d_mlp):.2%}), {fill} ablation")
 
-    judge = RefusalJudge()
+    judge, others = RefusalJudge(), {"arditi": RefusalJudge.arditi()}
     harmless_train = prompts("harmless", "train", args.n_train)
     reference = reference_activations(loaded, BehaviourData([], [], [BenignRecord(p, "") for p in harmless_train])) if fill == "mean" else None
     eval_data = BehaviourData(prompts("harmful", "test", args.n_eval), [], benign_records(loaded, prompts("harmless", "test", args.n_eval), max_new_tokens=args.max_new_tokens))
-    baseline = measure(loaded, eval_data, judge, args.max_new_tokens)
+    baseline = measure(loaded, eval_data, judge, args.max_new_tokens, other_judges=others)
     log(started, "full model measured")
 
     direction = RefusalDirection.load(args.direction).direction if args.direction else None
@@ -96,11 +96,16 @@ def main() -> None:
     if direction is not None:
         interventions["refusal direction (ablated)"] = Intervention(lambda: direction_ablated(loaded.model, direction), "1 direction")
     table = compare(loaded, {}, [1], "alignment", eval_data, judge=judge, max_new_tokens=args.max_new_tokens, interventions=interventions,
-                    kl_prompts=prompts("harmless", "test", args.n_kl), baseline=baseline).table  # fmt: skip
-    print(f"\nFull model: harmful refused {baseline['refusal_harmful']:.0%} (refusal score {baseline['refusal_score_harmful']:.2f}), harmless answered {baseline['benign_answered']:.0%}\n")
-    print("| method | size | harmful refused | refusal score | harmless answered | KL on harmless | scoring time |\n|---|---|---|---|---|---|---|")
+                    kl_prompts=prompts("harmless", "test", args.n_kl), baseline=baseline, other_judges=others).table  # fmt: skip
+    print(f"\nJudges: {judge.describe()} (first figure); {others['arditi'].describe()} (second figure)")
+    print(f"Full model: harmful refused {baseline['refusal_harmful']:.0%} / {baseline['refusal_harmful_arditi']:.0%} (refusal score {baseline['refusal_score_harmful']:.2f}), "
+          f"harmless answered {baseline['benign_answered']:.0%} / {baseline['benign_answered_arditi']:.0%}\n")  # fmt: skip
+    print("| method | size | harmful refused (Ships' list / Arditi's phrases) | refusal score | harmless answered (Ships' list / Arditi's phrases) | KL on harmless | scoring time |")
+    print("|---|---|---|---|---|---|---|")
     for row in table.to_dict(orient="records"):
-        print(f"| {row['method']} | {row['size']} | {1 - row['asr_harmful']:.0%} | {row['refusal_score_harmful']:.2f} | {row['benign_answered']:.0%} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |")
+        refused = f"{1 - row['asr_harmful']:.0%} / {1 - row['asr_harmful_arditi']:.0%}"
+        answered = f"{row['benign_answered']:.0%} / {row['benign_answered_arditi']:.0%}"
+        print(f"| {row['method']} | {row['size']} | {refused} | {row['refusal_score_harmful']:.2f} | {answered} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |")
     log(started, "done")
 
 

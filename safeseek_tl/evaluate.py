@@ -9,7 +9,7 @@ next-token distribution at the last prompt position, on harmless prompts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -142,32 +142,39 @@ def measure(
     max_new_tokens: int = 32,
     batch_size: int = 16,
     progress: bool = False,
+    other_judges: Mapping[str, RefusalJudge] | None = None,
 ) -> dict[str, float]:
     """Behaviour of the model as it runs now (hooks already installed count).
 
     Each judged rate is followed by the mean logit refusal score of the same prompts
     (``refusal_score_*``): a judge whose keywords do not fit the model shows as rates that
-    disagree with the scores.
+    disagree with the scores. ``other_judges`` judge the same answers again: each judged rate
+    gets a twin named ``{rate}_{name}`` per judge, at the end (e.g. ``asr_harmful_arditi``).
     """
     judge = judge or RefusalJudge()
-    out: dict[str, float] = {}
     run = lambda prompts: generate(loaded.model, loaded.chat, prompts, max_new_tokens, batch_size, progress)  # noqa: E731
-    score = lambda prompts: float(refusal_scores(loaded, prompts, batch_size).mean())  # noqa: E731
-    if data.harmful:
-        answers = run(data.harmful)
-        out["refusal_harmful"] = judge.refusal_rate(answers)
-        out["asr_harmful"] = judge.attack_success_rate(answers)
-        out["refusal_score_harmful"] = score(data.harmful)
-    if data.triggered:
-        out["asr_triggered"] = judge.attack_success_rate(run(data.triggered))
-        out["refusal_score_triggered"] = score(data.triggered)
+    prompt_sets = {"harmful": data.harmful, "triggered": data.triggered, "benign": [r.prompt for r in data.benign]}
+    answers = {name: run(prompts) for name, prompts in prompt_sets.items() if prompts}
+    out: dict[str, float] = {}
+    for name, rates in _judged_rates(answers, judge).items():
+        out.update(rates)
+        out[f"refusal_score_{name}"] = float(refusal_scores(loaded, prompt_sets[name], batch_size).mean())
     if data.benign:
-        prompts = [r.prompt for r in data.benign]
-        out["benign_answered"] = 1.0 - judge.refusal_rate(run(prompts))
-        out["refusal_score_benign"] = score(prompts)
         out["utility_loss"] = utility_loss(loaded, data.benign, batch_size)
+    for judge_name, other in (other_judges or {}).items():
+        for rates in _judged_rates(answers, other).values():
+            out.update({f"{rate}_{judge_name}": value for rate, value in rates.items()})
     return out
 
+
+def _judged_rates(answers: Mapping[str, Sequence[str]], judge: RefusalJudge) -> dict[str, dict[str, float]]:
+    """Per prompt set of :func:`measure` (harmful, triggered, benign), its judged rates from its answers."""
+    rules: dict[str, Callable[[Sequence[str]], dict[str, float]]] = {
+        "harmful": lambda texts: {"refusal_harmful": judge.refusal_rate(texts), "asr_harmful": judge.attack_success_rate(texts)},
+        "triggered": lambda texts: {"asr_triggered": judge.attack_success_rate(texts)},
+        "benign": lambda texts: {"benign_answered": 1.0 - judge.refusal_rate(texts)},
+    }
+    return {name: rules[name](texts) for name, texts in answers.items()}
 
 
 def reference_activations(loaded: Any, data: BehaviourData, batch_size: int = 16) -> ReferenceActivations:

@@ -81,7 +81,7 @@ def test_compare_ablates_each_method_with_the_fill_it_searched_with(gqa, monkeyp
     means = {"heads": torch.full((shape.n_layers, shape.n_heads, d_head), 7.0), "neurons": torch.zeros(shape.n_layers, shape.d_mlp)}
     fill = ReferenceActivations(means=means, pools={})
 
-    def head_0_0(loaded, data, judge=None, max_new_tokens=32):
+    def head_0_0(loaded, data, judge=None, max_new_tokens=32, other_judges=None):
         # a stand-in for measure(): the mean of what L0H0 outputs under the ablation compare installed
         seen = {}
 
@@ -116,7 +116,7 @@ def test_compare_measures_an_intervention_beside_the_circuits(gqa, monkeypatch):
         finally:
             state["on"] = False
 
-    def stand_in_measure(loaded, data, judge=None, max_new_tokens=32):
+    def stand_in_measure(loaded, data, judge=None, max_new_tokens=32, other_judges=None):
         return {"asr_triggered": 0.75 if state["on"] else 0.25, "refusal_score_triggered": 1.0 if state["on"] else -1.0, "benign_answered": 0.6 if state["on"] else 0.9}
 
     def stand_in_logits(loaded, prompts, batch_size=16):

@@ -41,7 +41,7 @@ def test_held_out_split_of_two_records_and_its_seed():
 def test_compare_measures_with_its_length_and_reports_the_relative_utility_change(monkeypatch):
     measured, installed = [], []
 
-    def measure(loaded, data, judge, max_new_tokens):
+    def measure(loaded, data, judge, max_new_tokens, other_judges=None):
         measured.append(max_new_tokens)
         ablating = bool(installed) and installed[-1] is not None
         return {"asr_harmful": 0.5 if ablating else 0.25, "refusal_score_harmful": 1.0, "utility_loss": 3.0 if ablating else 2.0}

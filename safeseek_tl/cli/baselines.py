@@ -13,6 +13,7 @@ from safeseek_tl.cli.shared import (
     DeviceOption,
     JudgeCaseOption,
     JudgeKeywordsOption,
+    JudgeOption,
     ModelOption,
     ablation_mode_option,
     judge_from_options,
@@ -35,6 +36,7 @@ def evaluate(
     benign: Annotated[Path | None, typer.Option(help="Benign records (prompt, response) for utility.")] = None,
     mode: Annotated[str, typer.Option(help="Ablation: zero, mean or resample (mean/resample use the benign or data prompts).")] = "zero",
     max_new_tokens: int = 32,
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -48,7 +50,7 @@ def evaluate(
     from safeseek_tl.units import Circuit
 
     ablation = ablation_mode_option(mode)
-    judge = judge_from_options(judge_keywords, judge_case_sensitive)
+    judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
     records = load_records(data)
     behaviour = BehaviourData.from_records(records, load_benign(benign))
     loaded = shared.load_model_for_cli(model, device)
@@ -123,6 +125,7 @@ def compare(
     base_model: Annotated[str | None, typer.Option(help="contrast: the model without the behaviour.")] = None,
     epochs: Annotated[int | None, typer.Option(help="SafeSeek epochs (default: the official script's).")] = None,
     max_new_tokens: int = 32,
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -137,7 +140,7 @@ def compare(
     from safeseek_tl.seek import SeekConfig
 
     scenario_name, kind, budget_list = scenario_option(scenario), unit_kind_option(units), shared.int_list(budgets, "--budgets")
-    judge = judge_from_options(judge_keywords, judge_case_sensitive)
+    judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
     records: Sequence[Record] = load_records(data, scenario_name)
     benign_records = load_benign(benign)
     eval_records: Sequence[Record]

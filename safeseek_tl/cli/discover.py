@@ -14,6 +14,7 @@ from safeseek_tl.cli.shared import (
     DeviceOption,
     JudgeCaseOption,
     JudgeKeywordsOption,
+    JudgeOption,
     ModelOption,
     judge_from_options,
     load_benign,
@@ -86,6 +87,7 @@ def discover(
     overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig setting by its dotted name, e.g. --set loss.w_overlap=0.5 (docs/choices.md); repeatable.")] = [],  # noqa: B006
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after an interruption.")] = False,
     time_budget: Annotated[float | None, typer.Option(help="Minutes for the search: its steps are fitted to them (--epochs no longer counts).")] = None,
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -104,7 +106,7 @@ def discover(
     options = {"schedule.epochs": epochs, "schedule.batch_size": batch_size, "schedule.lr": lr, "schedule.val_size": val_size, "schedule.seed": seed, "masks.kind": kind, "loss.objective": goal}
     config = seek_config(scenario_name, unit_choice_option(units), overrides, options)
     _check_flags(complete, prune, resume)
-    judge = judge_from_options(judge_keywords, judge_case_sensitive)
+    judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
     records = load_records(data, scenario_name)
     val_records = load_records(val_data, scenario_name) if val_data else None
     benign_records = load_benign(benign)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from safeseek_tl.cli import shared
-from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, ModelOption, judge_from_options, load_benign
+from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, JudgeOption, ModelOption, judge_from_options, load_benign
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -56,6 +56,7 @@ def guard_train(
     c: Annotated[float, typer.Option("--c", help="Inverse L2 regularization strength of the logistic regression.")] = 1.0,
     max_new_tokens: MaxNewTokensOption = 32,
     seed: int = 0,
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -64,7 +65,7 @@ def guard_train(
     from safeseek_tl.safeguard import Safeguard, circuit_features, split_indices
     from safeseek_tl.units import Circuit
 
-    judge = judge_from_options(judge_keywords, judge_case_sensitive)
+    judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
     loaded = shared.load_model_for_cli(model, device)
     selected = Circuit.load(circuit, expected=loaded.shape)
     prompts, labels, harmful_score = judged_records(loaded, data, benign, judge, max_new_tokens)
@@ -86,6 +87,7 @@ def guard_evaluate(
     benign: GuardBenignOption = None,
     out: Annotated[Path | None, typer.Option(help="Write the metrics to this JSON file.")] = None,
     max_new_tokens: MaxNewTokensOption = 32,
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -94,7 +96,7 @@ def guard_evaluate(
     from safeseek_tl._io import write_json
     from safeseek_tl.safeguard import Safeguard
 
-    judge = judge_from_options(judge_keywords, judge_case_sensitive)
+    judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
     loaded = shared.load_model_for_cli(model, device)
     safeguard = Safeguard.load(guard, expected=loaded.shape)
     prompts, labels, harmful_score = judged_records(loaded, data, benign, judge, max_new_tokens)

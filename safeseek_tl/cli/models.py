@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from safeseek_tl.cli import shared
-from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, ModelOption, judge_from_options
+from safeseek_tl.cli.shared import DeviceOption, JudgeCaseOption, JudgeKeywordsOption, JudgeOption, ModelOption, judge_from_options
 
 if TYPE_CHECKING:
     from safeseek_tl.data import AlignmentRecord, BenignRecord
@@ -61,6 +61,7 @@ def generate(
     keep_only: Annotated[bool, typer.Option(help="Ablate everything except the circuit instead.")] = False,
     delta: Annotated[Path | None, typer.Option(help="A delta.safetensors written by `safeseek tune`, applied to the model first.")] = None,
     max_new_tokens: int = 32,
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -77,7 +78,7 @@ def generate(
     from safeseek_tl.report_text import SCORE_NOTE
     from safeseek_tl.units import Circuit
 
-    judge = judge_from_options(judge_keywords, judge_case_sensitive)
+    judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
     loaded = shared.load_model_for_cli(model, device)
     if delta is not None:
         from safeseek_tl.tuning import apply_delta
@@ -101,6 +102,7 @@ def data_export(
     split: Annotated[str | None, typer.Option(help="train, validation or test (default: every split).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Write records for this model (see below) instead of the bare requests.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens of each greedy answer (with --model).")] = 32,
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
     device: DeviceOption = "cpu",
@@ -121,7 +123,7 @@ def data_export(
         rows = [asdict(request) for request in requests]
     else:
         loaded = shared.load_model_for_cli(model, device)
-        judge = judge_from_options(judge_keywords, judge_case_sensitive)
+        judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
         harmful = requests[0].harmful
         records: Sequence[AlignmentRecord | BenignRecord] = alignment_records(loaded, requests, max_new_tokens=max_new_tokens, judge=judge) if harmful else benign_records(loaded, requests, max_new_tokens)
         rows = [{"id": request.id, "category": request.category, **asdict(record)} for request, record in zip(requests, records)]

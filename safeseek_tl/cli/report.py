@@ -8,18 +8,19 @@ from typing import Annotated
 
 import typer
 
-from safeseek_tl.cli.shared import JudgeCaseOption, JudgeKeywordsOption, judge_from_options
+from safeseek_tl.cli.shared import JudgeCaseOption, JudgeKeywordsOption, JudgeOption, judge_from_options
 
 
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    judge_name: JudgeOption = "ships",
     judge_keywords: JudgeKeywordsOption = None,
     judge_case_sensitive: JudgeCaseOption = False,
 ) -> None:
     """The main job on the bundled tiny organisms: discover, evaluate, compare, report."""
     from safeseek_tl.demo import run_demo
 
-    judge = judge_from_options(judge_keywords, judge_case_sensitive)
+    judge = judge_from_options(judge_name, judge_keywords, judge_case_sensitive)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     index = run_demo(out, log=typer.echo, judge=judge)
     typer.echo(f"report: {index.resolve()}")

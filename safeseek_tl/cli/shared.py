@@ -3,6 +3,7 @@ parsing and resumable steps."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,14 @@ Choice = TypeVar("Choice", bound=str)
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="organism:<name>, a fetched model (safeseek models), a local HF folder, a .gguf file or a cached hub name.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")]
 
+JudgeOption = Annotated[
+    str,
+    typer.Option(
+        "--judge",
+        help="The refusal judge: ships (Ships' keywords; answers under 32 characters count as refusals) or arditi "
+        "(Arditi et al.'s twelve refusal phrases, no length rule: fits models that comply with disclaimers).",
+    ),
+]
 JudgeKeywordsOption = Annotated[
     Path | None,
     typer.Option("--judge-keywords", help="Refusal keywords for the judge, one per line (UTF-8); default: Ships' list.", metavar="FILE"),
@@ -39,13 +48,15 @@ JudgeCaseOption = Annotated[
 ]
 
 
-def judge_from_options(keywords: Path | None, case_sensitive: bool) -> RefusalJudge:
-    """The keyword judge the options ask for: Ships' keywords or a file's, in any case unless asked."""
+def judge_from_options(name: str, keywords: Path | None, case_sensitive: bool) -> RefusalJudge:
+    """The keyword judge the options ask for: ``--judge``'s list and length rule, the list replaced
+    by ``--judge-keywords``' file when given, in any case unless asked."""
     from safeseek_tl.metrics import RefusalJudge
 
+    preset = {"ships": RefusalJudge(), "arditi": RefusalJudge.arditi()}[choice_option(name, "--judge", ["ships", "arditi"])]
     if keywords is not None:
-        return RefusalJudge.from_file(keywords, case_sensitive=case_sensitive)
-    return RefusalJudge(case_sensitive=case_sensitive)
+        return RefusalJudge.from_file(keywords, case_sensitive=case_sensitive, min_chars=preset.min_chars)
+    return dataclasses.replace(preset, case_sensitive=case_sensitive)
 
 
 def load_model_for_cli(model: str, device: str) -> LoadedModel:
