@@ -93,40 +93,39 @@ def test_behaviour_switch_judges_every_rate_with_the_given_judge(gqa, monkeypatc
     assert (ships["switched"], ships["clean"], ships["clean_full"]) == (0.0, 0.0, 0.0)
 
 
+def _full_then_ablated(calls: list, full: dict, ablated: dict):
+    """A stand-in for compare's measure(): records each call's judges, returns ``full`` for the
+    first call (the full model), ``ablated`` after."""
+
+    def fake_measure(loaded, data, judge, max_new_tokens, other_judges=None):
+        calls.append((judge, other_judges))
+        return full if len(calls) == 1 else ablated
+
+    return fake_measure
+
+
 def test_compare_reports_the_refusal_score_beside_the_judged_rate(gqa, monkeypatch):
     judge = RefusalJudge.ships()
     calls = []
-
-    def fake_measure(loaded, data, given_judge, max_new_tokens, other_judges=None):
-        calls.append(given_judge)
-        first = len(calls) == 1  # the full model, then the ablated one
-        return {"asr_triggered": 1.0 if first else 0.25, "refusal_score_triggered": -3.0 if first else 2.5}
-
-    monkeypatch.setattr("safeseek_tl.compare.measure", fake_measure)
+    full, after = {"asr_triggered": 1.0, "refusal_score_triggered": -3.0}, {"asr_triggered": 0.25, "refusal_score_triggered": 2.5}
+    monkeypatch.setattr("safeseek_tl.compare.measure", _full_then_ablated(calls, full, after))
     scores = Scores(gqa.shape, heads=torch.arange(gqa.shape.size("heads")[0] * gqa.shape.size("heads")[1], dtype=torch.float).reshape(gqa.shape.size("heads")))
     result = compare(gqa, {"m": scores}, [1], "backdoor", BehaviourData([], ["t"], []), judge=judge)
     columns = list(result.table.columns)
     assert columns[columns.index("asr_triggered") + 1] == "refusal_score_triggered"
     assert result.table.loc[0, "refusal_score_triggered"] == 2.5 and result.table.loc[0, "behaviour_change"] == -0.75
-    assert calls == [judge, judge]
+    assert [given for given, _ in calls] == [judge, judge]
 
 
 def test_compare_puts_the_other_judges_rates_in_each_row(gqa, monkeypatch):
     arditi = RefusalJudge.arditi()
     calls = []
-
-    def fake_measure(loaded, data, given_judge, max_new_tokens, other_judges=None):
-        calls.append(other_judges)
-        first = len(calls) == 1  # the full model, then the ablated one
-        return {
-            "asr_harmful": 0.5 if first else 0.75, "refusal_score_harmful": 0.0, "benign_answered": 0.9,
-            "asr_harmful_arditi": 0.6 if first else 0.95, "benign_answered_arditi": 1.0 if first else 0.8,
-        }  # fmt: skip
-
-    monkeypatch.setattr("safeseek_tl.compare.measure", fake_measure)
+    full = {"asr_harmful": 0.5, "refusal_score_harmful": 0.0, "benign_answered": 0.9, "asr_harmful_arditi": 0.6, "benign_answered_arditi": 1.0}
+    after = {"asr_harmful": 0.75, "refusal_score_harmful": 0.0, "benign_answered": 0.9, "asr_harmful_arditi": 0.95, "benign_answered_arditi": 0.8}
+    monkeypatch.setattr("safeseek_tl.compare.measure", _full_then_ablated(calls, full, after))
     scores = Scores(gqa.shape, heads=torch.ones(gqa.shape.size("heads")))
     table = compare(gqa, {"m": scores}, [1], "alignment", BehaviourData(["h"], [], []), other_judges={"arditi": arditi}).table
-    assert calls == [{"arditi": arditi}, {"arditi": arditi}]
+    assert [others for _, others in calls] == [{"arditi": arditi}, {"arditi": arditi}]
     assert (table.loc[0, "asr_harmful"], table.loc[0, "asr_harmful_arditi"], table.loc[0, "benign_answered_arditi"]) == (0.75, 0.95, 0.8)
     assert list(table.columns).index("benign_answered_arditi") == list(table.columns).index("asr_harmful_arditi") + 1
 
