@@ -146,15 +146,13 @@ def compare(
     backdoor, positive when it makes an aligned model comply. Beside it, ``Scenario.refusal_score``
     is the mean logit refusal score of the same prompts, which shows a ``judge`` that misreads the
     model. ``benign_answered``: the share of benign prompts answered (not refused by the judge; NaN
-    without benign prompts); ``utility_change`` is the relative change of the benign completion
-    cross-entropy.
+    without benign prompts); ``utility_change``: the relative change of benign cross-entropy.
     ``interventions``: more rows, one per :class:`Intervention`, measured the same way (``ablation``
     "intervention", ``size`` its own). ``kl``: mean KL(full || intervened) of the next-token
     distribution at the last prompt position of ``kl_prompts`` (harmless ones; NaN without them).
     ``baseline``: the full model's :func:`~safeseek_tl.evaluate.measure` of ``eval_data``, when
-    several calls share it (measured here when not given; a given one needs ``other_judges``' twins).
-    ``other_judges``: each judges the same answers again; the table gets the scenario's rate and
-    ``benign_answered`` by each, as ``{column}_{name}`` (:func:`~safeseek_tl.evaluate.measure`).
+    several calls share it (measured here when not given). ``other_judges`` judge the same answers
+    again; their rates join each row as ``{column}_{name}`` (:func:`~safeseek_tl.evaluate.measure`).
     """
     interventions = dict(interventions or {})
     if not methods and not interventions:
@@ -163,23 +161,19 @@ def compare(
     key, score_column = behaviour.rate, behaviour.refusal_score
     found = {name: m if isinstance(m, Attribution) else Attribution(m) for name, m in methods.items()}
     circuits = {name: select_circuits(attribution.scores, budgets, units) for name, attribution in found.items()}
-    others = dict(other_judges or {})
-    baseline = dict(baseline) if baseline is not None else measure(loaded, eval_data, judge, max_new_tokens, other_judges=others)
+    baseline = dict(baseline) if baseline is not None else measure(loaded, eval_data, judge, max_new_tokens, other_judges=other_judges)
     if key not in baseline:
         raise InputError(f"the evaluation data has no prompts to measure {key} for the {behaviour.name} scenario")
     full_logits = last_logits(loaded, kl_prompts) if kl_prompts else None
 
     def measured(context: AbstractContextManager[Any]) -> dict[str, float]:
         with context:
-            after = measure(loaded, eval_data, judge, max_new_tokens, other_judges=others)
+            after = measure(loaded, eval_data, judge, max_new_tokens, other_judges=other_judges)
             kl = math.nan if full_logits is None else float(last_position_kl(full_logits, last_logits(loaded, kl_prompts)).mean())
         utility_change = (after["utility_loss"] - baseline["utility_loss"]) / baseline["utility_loss"] if "utility_loss" in baseline else math.nan
         answered = after.get("benign_answered", math.nan)
-        twins = {f"{column}_{name}": after.get(f"{column}_{name}", math.nan) for name in others for column in (key, "benign_answered")}
-        return {
-            "behaviour_change": after[key] - baseline[key], key: after[key], score_column: after[score_column], "benign_answered": answered,
-            "kl": kl, "utility_change": utility_change, **twins,
-        }  # fmt: skip
+        twins = {f"{column}_{name}": after.get(f"{column}_{name}", math.nan) for name in other_judges or {} for column in (key, "benign_answered")}
+        return {"behaviour_change": after[key] - baseline[key], key: after[key], score_column: after[score_column], "benign_answered": answered, "kl": kl, "utility_change": utility_change, **twins}
 
     rows = []
     for name, attribution in found.items():
