@@ -154,7 +154,7 @@ def print_rows(table, baseline: dict[str, float]) -> None:
 def main() -> None:
     args = arguments()
     started = time.perf_counter()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.1f}, {library_versions()}, commit {commit}")  # fmt: skip
     print(f"Configuration: {vars(args)}")
