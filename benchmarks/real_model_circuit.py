@@ -12,9 +12,9 @@ baseline's ranking ablated the same way (attribution patching, the refusal direc
 ranking; Ships ranks heads only: its row is its top H heads); the refusal direction itself
 (directional ablation at every layer). Each row: harmful test prompts refused (greedy answers,
 judged by the keyword judge and by Arditi et al.'s refusal phrases) and their mean refusal score,
-harmless test prompts answered (both judges), next-token KL on harmless test prompts. Every baseline reads the same first ``--n-train`` harmful and harmless
-training prompts; the direction is the one benchmarks/real_model.py chose and saved (``--direction``),
-so it is not searched again.
+harmless test prompts answered (both judges), next-token KL on harmless test prompts. Every
+baseline reads the same first ``--n-train`` harmful and harmless training prompts; the direction
+is the one benchmarks/real_model.py chose and saved (``--direction``), so it is not searched again.
 """
 
 from __future__ import annotations
