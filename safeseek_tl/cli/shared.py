@@ -53,7 +53,8 @@ def judge_from_options(name: str, keywords: Path | None, case_sensitive: bool) -
     by ``--judge-keywords``' file when given, in any case unless asked."""
     from safeseek_tl.metrics import RefusalJudge
 
-    preset = {"ships": RefusalJudge(), "arditi": RefusalJudge.arditi()}[choice_option(name, "--judge", ["ships", "arditi"])]
+    presets = {"ships": RefusalJudge(), "arditi": RefusalJudge.arditi()}
+    preset = presets[choice_option(name, "--judge", list(presets))]
     if keywords is not None:
         return RefusalJudge.from_file(keywords, case_sensitive=case_sensitive, min_chars=preset.min_chars)
     return dataclasses.replace(preset, case_sensitive=case_sensitive)
