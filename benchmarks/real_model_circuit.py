@@ -58,6 +58,8 @@ def arguments() -> argparse.Namespace:
     add("--max-new-tokens", type=int, default=32)
     add("--batch-size", type=int, default=16)
     add("--save-scores", help="a folder for each baseline's scores (NAME.safetensors, its scoring time in the metadata): `safeseek benchmark --scores` reads them")
+    add("--at-most", action="store_true", help="read the run's size target as a cap: only the units its mask switched off (target.exact=false)")
+    add("--baseline-scores", help="a --save-scores folder of an earlier run: its rankings are read, not scored again (the same --n-train prompts)")
     return parser.parse_args()
 
 
@@ -68,7 +70,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}, {library_versions()}\nConfiguration: {vars(args)}")  # fmt: skip
     loaded = load_model(args.model)
     result = SeekResult.load(args.run, loaded.shape)
-    found, fill = result.circuit, result.config.masks.fill
+    found, fill = (result.circuit & result.masked_off() if args.at_most else result.circuit), result.config.masks.fill
     n_heads, n_neurons = found.n_heads, found.n_neurons
     shape = loaded.shape
     log(started, f"circuit of {args.run}: {n_heads} heads ({n_heads / (shape.n_layers * shape.n_heads):.2%}), {n_neurons} neurons ({n_neurons / (shape.n_layers * shape.d_mlp):.2%}), {fill} ablation")
@@ -82,9 +84,10 @@ def main() -> None:
 
     direction = RefusalDirection.load(args.direction).direction if args.direction else None
     circuits: dict[str, tuple[Circuit, float]] = {"SafeSeek (this run)": (found, float("nan"))}
-    for name, scores, seconds in baseline_rankings(loaded, args, harmless_train, direction):
+    rankings = saved_rankings(args.baseline_scores, shape) if args.baseline_scores else baseline_rankings(loaded, args, harmless_train, direction)
+    for name, scores, seconds in rankings:
         log(started, f"{name}: {seconds:.0f} s")
-        if args.save_scores:
+        if args.save_scores and not args.baseline_scores:
             scores.metadata["wall_time_s"] = seconds
             os.makedirs(args.save_scores, exist_ok=True)
             scores.save(os.path.join(args.save_scores, f"{name.split(' ')[0]}.safetensors"))
@@ -109,18 +112,35 @@ def main() -> None:
     log(started, "done")
 
 
+BASELINE_NAMES = {
+    "attr-patch": "attr-patch",
+    "ships": "ships (heads only)",
+    "refusal-direction": "refusal-direction units (ranking only; finding the direction not timed here)",
+}
+"""Each baseline's file name in a --save-scores folder, and its row's name."""
+
+
 def baseline_rankings(loaded, args, harmless_train: list[str], direction: torch.Tensor | None):
     """(name, Scores, seconds) of each unit-level baseline on the same training prompts."""
     harmful_train = prompts("harmful", "train", args.n_train)
     records = [AlignmentRecord(prompt, "", "") for prompt in harmful_train]  # these methods read the prompts only
     patched = attribute("attr-patch", loaded, records, "alignment", benign=[BenignRecord(p, "") for p in harmless_train], units="both", progress=False)
-    yield "attr-patch", patched.scores, patched.wall_time_s
+    yield BASELINE_NAMES["attr-patch"], patched.scores, patched.wall_time_s
     ships = attribute("ships", loaded, records[: args.ships_prompts], "alignment", progress=False)
-    yield "ships (heads only)", ships.scores, ships.wall_time_s
+    yield BASELINE_NAMES["ships"], ships.scores, ships.wall_time_s
     if direction is not None:
         start = time.perf_counter()
         ranking: Scores = direction_unit_scores(loaded, direction, harmful_train, harmless_train, batch_size=args.batch_size)
-        yield "refusal-direction units (ranking only; finding the direction not timed here)", ranking, time.perf_counter() - start
+        yield BASELINE_NAMES["refusal-direction"], ranking, time.perf_counter() - start
+
+
+def saved_rankings(folder: str, shape):
+    """(name, Scores, seconds) of each baseline ranking saved by an earlier run (``--save-scores``)."""
+    for stem, name in BASELINE_NAMES.items():
+        path = os.path.join(folder, f"{stem}.safetensors")
+        if os.path.exists(path):
+            scores = Scores.load(path, shape)
+            yield name, scores, float(scores.metadata.get("wall_time_s", float("nan")))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from safeseek_tl.distributed import DataParallel
 from safeseek_tl.errors import InputError
 from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, SeekResult, mask_paths, objective
 from safeseek_tl.seek.budget import Budget, budget_steps
-from safeseek_tl.seek.size import step_multiplier, top_units
+from safeseek_tl.seek.size import cut_to_target, step_multiplier, top_units
 from safeseek_tl.units import Circuit, ModelShape, Scores
 from tests.helpers import ToyModel
 
@@ -45,6 +45,19 @@ def test_top_units_takes_the_lowest_logits_ties_by_index():
     assert top_units(logits, 3, held).tolist() == [[True, False, False], [True, False, True]]
     assert top_units(logits, 6, held).sum() == 5  # only 5 units may be chosen
     assert top_units(logits, 0).sum() == 0
+
+
+def test_cut_to_target_exactly_or_at_most_the_target():
+    logits = torch.tensor([[0.5, -1.0, 2.0], [-1.0, 0.5, 0.0]])
+    kept = logits > 0  # the mask itself switches off (0, 1), (1, 0) and (1, 2)
+    # exact: the 2 lowest logits are off, whatever the mask says; 4 off when 4 are asked for
+    assert cut_to_target(kept, logits, 2).tolist() == [[True, False, True], [False, True, True]]
+    assert (~cut_to_target(kept, logits, 4)).sum() == 4
+    # at most: 2 asked of 3 off -> the same 2; 4 asked of 3 off -> the mask's 3, no unit it kept on
+    assert cut_to_target(kept, logits, 2, exact=False).tolist() == [[True, False, True], [False, True, True]]
+    assert cut_to_target(kept, logits, 4, exact=False).tolist() == kept.tolist()
+    held = torch.tensor([[False, True, False], [False, False, False]])  # held on: never off
+    assert cut_to_target(kept, logits, 4, held, exact=False).tolist() == [[True, True, True], [False, True, False]]
 
 
 def test_step_multiplier_rises_and_falls_by_the_relative_excess_clipped():
@@ -162,7 +175,7 @@ def test_a_size_target_evaluates_and_reads_off_exactly_its_units():
         toy.main.logits("neurons").copy_(torch.tensor([[-1.0, -3.0]]))
     logits = {kind: toy.main.logits(kind) for kind in ("heads", "neurons")}
     # the two lowest head logits are tied 0.5s at 1 and 2; the lowest neuron logit is at 1
-    kept = toy.target_kept(logits)
+    kept = toy.target_kept(logits, toy.main.kept())
     assert kept["heads"].tolist() == [[True, False, False]] and kept["neurons"].tolist() == [[True, False]]
     accept = [MaskPath("accept", ROWS, "main", 1.0, loss="comply", refusal_ids=(1,))]
     # evaluation runs that circuit's ablation: s = 1 head + 1 neuron = 2, scores 2 + 2 and 2 + 1
@@ -175,6 +188,35 @@ def test_a_size_target_evaluates_and_reads_off_exactly_its_units():
     assert toy.multipliers == {"heads": 0.0, "neurons": pytest.approx(0.05)}
     keep = torch.sigmoid(torch.tensor([-1.0, -3.0]))
     assert toy.sparsity_terms()["sparsity_neurons"].item() == pytest.approx(0.15 * (1 - keep).mean().item(), rel=1e-6)
+
+
+def test_an_at_most_target_evaluates_and_reads_off_only_what_the_mask_switches_off(gqa):
+    toy = _toy_objective(heads=2, neurons=1, exact=False)
+    with torch.no_grad():  # the hard mask switches off no head and 2 neurons, as above
+        toy.main.logits("heads").copy_(torch.tensor([[1.0, 0.5, 0.5]]))
+        toy.main.logits("neurons").copy_(torch.tensor([[-1.0, -3.0]]))
+    # heads: 2 asked, none off -> none; neurons: 1 asked of 2 off -> the lowest logit, at 1
+    kept = toy.target_kept({kind: toy.main.logits(kind) for kind in ("heads", "neurons")}, toy.main.kept())
+    assert kept["heads"].tolist() == [[True, True, True]] and kept["neurons"].tolist() == [[True, False]]
+    accept = [MaskPath("accept", ROWS, "main", 1.0, loss="comply", refusal_ids=(1,))]
+    # evaluation: s = 3 heads + 1 neuron = 4, scores 4 + 2 and 4 + 1
+    assert toy.task_terms(accept, torch.arange(2))["accept"].item() == pytest.approx((softplus(6.0) + softplus(5.0)) / 2, rel=1e-5)
+    # the read-off of a search: the same circuit, 0 heads + neuron 1
+    config = SeekConfig.of("alignment", "both", schedule={"epochs": 1}, target={"heads": 2, "neurons": 3, "exact": False})
+    search = SafeSeek(gqa, config)
+    state = SimpleNamespace(best_main={"heads": torch.full(gqa.shape.size("heads"), 1.0), "neurons": torch.full(gqa.shape.size("neurons"), 1.0)},
+                            best_circuit=None, history=[], best_epoch=0, best_fill={})  # fmt: skip
+    state.best_main["heads"][0, 1] = 0.5  # kept on: never in an at-most circuit
+    state.best_main["neurons"][1, :5] = torch.tensor([-0.5, -0.1, -0.3, -0.2, -0.4])  # 5 off; 3 asked -> the 3 lowest
+    circuit = search.result_of(state).circuit
+    assert circuit.n_heads == 0 and sorted(map(tuple, circuit.neurons.nonzero().tolist())) == [(1, 0), (1, 2), (1, 4)]
+    exact = SafeSeek(gqa, SeekConfig.of("alignment", "both", schedule={"epochs": 1}, target={"heads": 2, "neurons": 3})).result_of(state)
+    assert exact.circuit.n_heads == 2 and exact.circuit.get("heads")[0, 1]  # exact: the 2 lowest head logits, on or not
+    # what the mask itself switched off: no head, the 5 neurons; cut as a cap: the at-most circuit
+    off = exact.masked_off()
+    assert off.n_heads == 0 and sorted(map(tuple, off.neurons.nonzero().tolist())) == [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4)]
+    capped = exact.circuit & off
+    assert torch.equal(capped.heads, circuit.heads) and torch.equal(capped.neurons, circuit.neurons)
 
 
 # ---------------------------------------------------------------- the time budget

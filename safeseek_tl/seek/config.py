@@ -195,12 +195,14 @@ class SizeTarget(_Group):
     """A circuit size asked for, per granularity: a fraction (< 1) or a number (>= 1) of units
     (``None``: none). The sparsity weight gets a multiplier that rises by ``lr`` steps while the
     circuit is larger than the target (:mod:`~safeseek_tl.seek.size`); the circuit read off is
-    exactly the target's top units by mask logit."""
+    exactly the target's top units by mask logit (``exact``, for circuits of given sizes), or at
+    most that many: the units the mask switches off, cut to the target when there are more."""
 
     GROUP: ClassVar[str] = "target"
     heads: float | None = None
     neurons: float | None = None
     lr: float = 0.05
+    exact: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

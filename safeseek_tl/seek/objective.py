@@ -35,7 +35,7 @@ from safeseek_tl.masks import MaskLogits, masked
 from safeseek_tl.metrics import completion_cross_entropy, last_position_kl, refusal_score, refusal_token_ids
 from safeseek_tl.scenarios import scenario_of
 from safeseek_tl.seek.config import AlignmentLoss, BackdoorLoss, SeekConfig
-from safeseek_tl.seek.size import step_multiplier, top_units
+from safeseek_tl.seek.size import cut_to_target, step_multiplier
 from safeseek_tl.units import Circuit, ModelShape
 
 if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
@@ -199,10 +199,10 @@ class SeekObjective:
         """Current number of units the main mask removes (the circuit size), per granularity."""
         return {f"off_{k}": int((~v).sum()) for k, v in self.main.kept().items()}
 
-    def target_kept(self, logits: dict[UnitKind, Tensor]) -> dict[UnitKind, Tensor]:
-        """Which units the circuit of exactly the target size keeps, from main-mask ``logits``."""
+    def target_kept(self, logits: dict[UnitKind, Tensor], kept: dict[UnitKind, Tensor]) -> dict[UnitKind, Tensor]:
+        """Which units the circuit of the target size keeps, from main-mask ``logits`` and the mask's own read-off ``kept`` (:func:`~safeseek_tl.seek.size.cut_to_target`)."""
         held = self.protected or {}
-        return {kind: ~top_units(logits[kind], count, held.get(kind)) for kind, count in self.targets.items()}
+        return {kind: cut_to_target(kept[kind], logits[kind], count, held.get(kind), self.config.target.exact) for kind, count in self.targets.items()}
 
     def update_multipliers(self) -> None:
         """One ascent step of each target's multiplier, from the circuit's size now."""
@@ -212,8 +212,8 @@ class SeekObjective:
 
     def _main_values(self, stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
         values = self.main.values(stochastic, generator)
-        if not stochastic and self.targets:  # evaluation judges the circuit of exactly the target size
-            cut = self.target_kept({kind: logits for kind, logits in self.main.searched().items() if kind in self.targets})
+        if not stochastic and self.targets:  # evaluation judges the circuit of the target size, as it is read off
+            cut = self.target_kept(self.main.searched(), {kind: value > 0.5 for kind, value in values.items()})
             values = values | {kind: kept.to(values[kind].dtype) for kind, kept in cut.items()}
         if self.protected is not None:
             values = {k: torch.where(self.protected[k].to(v.device), torch.ones_like(v), v) for k, v in values.items()}

@@ -6,15 +6,32 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from safeseek_tl import runs
 from safeseek_tl._io import read_json, read_safetensors, write_json, write_safetensors
 from safeseek_tl.ablation import ReferenceActivations
 from safeseek_tl.errors import InputError
-from safeseek_tl.hooks import UNIT_KINDS
+from safeseek_tl.hooks import UNIT_KINDS, UnitKind
+from safeseek_tl.masks import MaskLogits
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.units import Circuit, ModelShape, Scores
+
+
+def main_mask(config: SeekConfig, shape: ModelShape, logits: dict[str, Tensor]) -> MaskLogits:
+    """The main mask of a search with ``config``, holding ``logits`` (per granularity)."""
+    mask = MaskLogits(shape, config.kinds, kind=config.masks.kind)
+    with torch.no_grad():
+        for kind, value in mask.searched().items():
+            value.copy_(logits[kind])
+    return mask
+
+
+def removed_units(shape: ModelShape, kept: dict[UnitKind, Tensor], metadata: dict[str, object] | None = None) -> Circuit:
+    """The circuit of the units a mask does not keep (``kept`` per searched granularity; none of the others)."""
+    empty = Circuit.empty(shape)
+    return Circuit(shape, ~kept["heads"] if "heads" in kept else empty.heads, ~kept["neurons"] if "neurons" in kept else empty.neurons, dict(metadata or {}))
 
 
 @dataclass
@@ -52,6 +69,12 @@ class SeekResult:
                 "recompute mean fills with seek.search_fill; a learned fill cannot be recomputed"
             )
         return ReferenceActivations(means={kind: self.fill[kind] for kind in UNIT_KINDS if kind in self.fill}, pools={})
+
+    def masked_off(self) -> Circuit:
+        """The units the main mask itself switches off, before a size target's cut: with an exact
+        target (``target.exact``) ``circuit`` may hold units the mask kept on, or leave out some it
+        switched off; their intersection is the circuit of the target read as a cap."""
+        return removed_units(self.circuit.shape, main_mask(self.config, self.circuit.shape, self.main_logits).kept(), {"method": "safeseek", "role": "main mask"})
 
     @property
     def sufficient_circuit(self) -> Circuit | None:

@@ -4,7 +4,9 @@ The sparsity weight of a granularity with a target (the settings ``target.heads`
 ``target.neurons``, :class:`~safeseek_tl.seek.config.SizeTarget`) gets a multiplier ``λ ≥ 0`` that rises while the circuit (the units the main
 mask switches off) is larger than the target and falls while it is smaller (dual ascent on the
 size constraint, as Edge Pruning steers its sparsity). The circuit read off is then exactly the
-target's number of units with the lowest mask logits (the most surely off).
+target's number of units with the lowest mask logits (the most surely off), or, with
+``target.exact`` off, at most that many: the units the mask itself switches off, cut to the target
+when there are more (:func:`cut_to_target`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ def top_units(
     chosen = torch.zeros_like(flat, dtype=torch.bool)
     chosen[torch.sort(flat, stable=True).indices[:k]] = True
     return chosen.reshape(logits.shape)
+
+
+def cut_to_target(
+    kept: Bool[Tensor, "layers n"], logits: Float[Tensor, "layers n"], k: int, held: Bool[Tensor, "layers n"] | None = None, exact: bool = True
+) -> Bool[Tensor, "layers n"]:
+    """Which units a circuit read off at a size target of ``k`` units keeps, from the mask's own
+    read-off ``kept`` and its ``logits``: ``exact``, everything but the ``k`` lowest logits (Edge
+    Pruning's cut); otherwise only the units the mask switches off are candidates, so a smaller
+    circuit stays smaller and the mask is not made to take units it kept on."""
+    off = top_units(logits, k, held)
+    return ~off if exact else ~off | kept
 
 
 def step_multiplier(multiplier: float, size: int, target: int, rate: float) -> float:

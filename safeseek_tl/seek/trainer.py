@@ -28,8 +28,8 @@ from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.budget import PROBE_STEPS, Budget
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
-from safeseek_tl.seek.result import SeekResult
-from safeseek_tl.seek.size import top_units
+from safeseek_tl.seek.result import SeekResult, main_mask, removed_units
+from safeseek_tl.seek.size import cut_to_target
 from safeseek_tl.seek.warm import warm_logits, warm_start
 from safeseek_tl.units import Circuit, Scores
 
@@ -273,16 +273,13 @@ class SafeSeek:
         circuit the units it turns off. Units of ``protected`` (held on for an earlier round of a
         complete search) are left out of both."""
         cfg, shape = self.config, self.shape
-        main = MaskLogits(shape, cfg.kinds, kind=cfg.masks.kind)
-        with torch.no_grad():
-            for kind, logits in main.searched().items():
-                logits.copy_(state.best_main[kind])
+        main = main_mask(cfg, shape, state.best_main)
         keep = {k: v.detach() for k, v in main.keep_probability().items()}
         kept = main.kept()
-        for kind in kept:  # a size target: exactly its number of units, the lowest logits
+        for kind in kept:  # a size target: its number of units (at most, unless exact), the lowest logits
             count = cfg.target.count(kind, kept[kind].numel())
             if count is not None:
-                kept[kind] = ~top_units(state.best_main[kind], count, protected.get(kind) if protected is not None else None)
+                kept[kind] = cut_to_target(kept[kind], state.best_main[kind], count, protected.get(kind) if protected is not None else None, cfg.target.exact)
         if protected is not None:  # held-on units belong to earlier rounds, not to this one
             kept = {k: v | protected.get(k) for k, v in kept.items()}
             keep = {k: torch.where(protected.get(k), torch.ones_like(v), v) for k, v in keep.items()}
@@ -291,13 +288,7 @@ class SafeSeek:
             shape, heads=1 - keep["heads"] if "heads" in keep else None, neurons=1 - keep["neurons"] if "neurons" in keep else None,
             method="safeseek", metadata={**described, "score": "1 - keep probability of the main mask"},
         )  # fmt: skip
-        empty = Circuit.empty(shape)
-        circuit = Circuit(
-            shape,
-            ~kept["heads"] if "heads" in kept else empty.heads,
-            ~kept["neurons"] if "neurons" in kept else empty.neurons,
-            {"method": "safeseek", **described, "best_epoch": state.best_epoch},
-        )
+        circuit = removed_units(shape, kept, {"method": "safeseek", **described, "best_epoch": state.best_epoch})
         return SeekResult(scores, circuit, cfg, state.best_main, state.best_circuit, state.history, state.best_epoch, fill=state.best_fill)
 
 
