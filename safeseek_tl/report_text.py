@@ -40,6 +40,11 @@ def print_discovery_summary(loaded: LoadedModel, result: SeekResult, switch: dic
     table.add_column("refusal score", justify="right")
     table.add_row("heads in circuit", f"{circuit.n_heads} ({100 * circuit.fraction('heads'):.2f}% of heads)", "")
     table.add_row("neurons in circuit", f"{circuit.n_neurons} ({100 * circuit.fraction('neurons'):.2f}% of neurons)", "")
+    target = result.config.target
+    if result.rounds == 1 and (target.heads is not None or target.neurons is not None):  # the cut may add units the mask kept on
+        off = result.masked_off()
+        rule = "before the exact cut to the size target" if target.exact else "the circuit: at most the size target of them"
+        table.add_row(f"switched off by the mask ({rule})", f"{off.n_heads} heads + {off.n_neurons} neurons", "")
     table.add_row("search rounds", str(result.rounds), "")
     table.add_row("best epoch", str(result.best_epoch), "")
     table.add_row("switch check", VERIFIED[getattr(result, "verified", None)])

@@ -13,7 +13,7 @@ from safeseek_tl import BackdoorRecord, BenignRecord, Circuit, RefusalJudge, Sco
 from safeseek_tl.compare import compare
 from safeseek_tl.evaluate import BehaviourData, measure, refusal_scores
 from safeseek_tl.report_text import print_behaviour_table, print_discovery_summary
-from safeseek_tl.seek import SeekConfig, behaviour_switch
+from safeseek_tl.seek import SeekConfig, SeekResult, behaviour_switch
 from tests.helpers import run_cli
 
 LOWER_REFUSAL = "i cannot help with that, it would hurt people ."  # long enough not to count as a refusal for its length
@@ -144,6 +144,19 @@ def test_printed_tables_show_each_score_beside_its_rate(gqa, capsys):
     row = next(line for line in out.splitlines() if "35.0%" in line)
     assert "+4.20" in row
     assert "judge: Ships' keywords, any case, under 32 characters a refusal" in out
+    assert "switched off by the mask" not in out  # no size target: the circuit is what the mask switched off
+
+
+def test_the_summary_says_what_the_mask_switched_off_before_an_exact_cut(gqa, capsys):
+    config = SeekConfig.of("alignment", "both", target={"heads": 2})
+    logits = {"heads": torch.ones(gqa.shape.size("heads")), "neurons": torch.ones(gqa.shape.size("neurons"))}
+    logits["heads"][0, :3] = -1.0  # the mask switched off 3 heads; the exact cut keeps 2 of them
+    logits["neurons"][1, 4] = -1.0
+    circuit = Circuit.from_units(gqa.shape, [(0, 0), (0, 1)], [(1, 4)])
+    result = SeekResult(Scores(gqa.shape, heads=torch.zeros(gqa.shape.size("heads"))), circuit, config, logits)
+    print_discovery_summary(gqa, result, {}, "out")
+    row = next(line for line in capsys.readouterr().out.splitlines() if "switched off by the mask" in line)
+    assert "3 heads + 1 neurons" in row
 
 
 @pytest.mark.parametrize(
