@@ -60,6 +60,13 @@ def prompts(name: str, split: str, n: int) -> list[str]:
     return [request.prompt for request in load_bundled(name, split=split)[:n]]
 
 
+def machine() -> str:
+    """The first line of every real-model benchmark's output: when, on what, with which libraries, at which commit."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+            f"load average {os.getloadavg()[0]:.1f}, {library_versions()}, commit {commit}")  # fmt: skip
+
+
 def log(started: float, text: str) -> None:
     print(f"[{time.perf_counter() - started:7.0f} s] {text}", flush=True)
 
@@ -154,10 +161,7 @@ def print_rows(table, baseline: dict[str, float]) -> None:
 def main() -> None:
     args = arguments()
     started = time.perf_counter()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}, {library_versions()}, commit {commit}")  # fmt: skip
-    print(f"Configuration: {vars(args)}")
+    print(f"{machine()}\nConfiguration: {vars(args)}")
     loaded = load_model(args.model)
     judge = RefusalJudge()
     log(started, f"loaded {args.model}; refusal tokens {loaded.tokenizer.convert_ids_to_tokens(refusal_token_ids(loaded.tokenizer))}; judges: {judge.describe()}; {OTHER_JUDGES['arditi'].describe()}")

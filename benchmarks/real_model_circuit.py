@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-from datetime import datetime, timezone
 
 import torch
-from real_model import log, prompts  # benchmarks/ is the script's folder
+from real_model import log, machine, prompts  # benchmarks/ is the script's folder
 
 from safeseek_tl import load_model
 from safeseek_tl.ablation import ablated
 from safeseek_tl.baselines.direction import RefusalDirection, direction_ablated, direction_unit_scores
 from safeseek_tl.compare import Intervention, compare
-from safeseek_tl.compat import library_versions
 from safeseek_tl.data import AlignmentRecord, BenignRecord
 from safeseek_tl.datasets import benign_records
 from safeseek_tl.evaluate import BehaviourData, measure, reference_activations
@@ -66,8 +63,7 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     started = time.perf_counter()
-    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}, {library_versions()}\nConfiguration: {vars(args)}")  # fmt: skip
+    print(f"{machine()}\nConfiguration: {vars(args)}")
     loaded = load_model(args.model)
     result = SeekResult.load(args.run, loaded.shape)
     found, fill = (result.circuit & result.masked_off() if args.at_most else result.circuit), result.config.masks.fill

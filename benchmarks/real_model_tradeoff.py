@@ -16,22 +16,17 @@ score of -3.05 went with 10% of the harmful test prompts refused by the keyword 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-from real_model import MODEL, log, prompts  # benchmarks/ is the script's folder
+from real_model import MODEL, log, machine, prompts  # benchmarks/ is the script's folder
 
 from safeseek_tl import load_model
 from safeseek_tl.ablation import ablated
 from safeseek_tl.baselines.direction import RefusalDirection, direction_ablated
-from safeseek_tl.compat import library_versions
 from safeseek_tl.evaluate import last_logits, refusal_scores
 from safeseek_tl.metrics import last_position_kl
 from safeseek_tl.models import LoadedModel
@@ -67,8 +62,7 @@ def rankings(run: str | None, scores: str | None, loaded: LoadedModel) -> dict[s
 def main() -> None:
     args = arguments()
     started = time.perf_counter()
-    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}, {library_versions()}\nConfiguration: {vars(args)}")  # fmt: skip
+    print(f"{machine()}\nConfiguration: {vars(args)}")
     loaded = load_model(args.model)
     harmful, harmless = prompts("harmful", "test", args.n_eval), prompts("harmless", "test", args.n_eval)
     full_harmless = last_logits(loaded, harmless)
