@@ -33,6 +33,7 @@ from safeseek_organisms import report  # benchmarks/ is the script's folder
 
 from safeseek_tl import load_model
 from safeseek_tl.ablation import ReferenceActivations
+from safeseek_tl.cli.shared import parse_overrides
 from safeseek_tl.evaluate import BehaviourData
 from safeseek_tl.methods import attribute
 from safeseek_tl.organisms import load_data
@@ -56,13 +57,14 @@ def _search(loaded, data, train, val, benign, label: str, **settings) -> None:
     report(f"{label} | {steps}", loaded, result, data, "asr_harmful", wall)
 
 
-def grid(loaded, data, train, val, benign, neurons: int, only: str | None, seed: int) -> None:
+def grid(loaded, data, train, val, benign, neurons: int, only: str | None, seed: int, extra: dict[str, object]) -> None:
     for init_from in ("constant", "attr-patch"):
         for ablation in ("zero", "mean", "learned"):
             target = {"target.heads": 1, "target.neurons": neurons} if neurons else {}  # --neurons 0: no size target
             label = f"{ablation} fill, {init_from} start, " + (f"target 1 head + {neurons} neurons" if neurons else "no target") + (f", seed {seed}" if seed != 42 else "")
+            label += "".join(f", {key}={value}" for key, value in extra.items())
             if only is None or only in label:
-                _search(loaded, data, train, val, benign, label, **{"masks.fill": ablation, "masks.init_from": init_from, "schedule.seed": seed, **target})
+                _search(loaded, data, train, val, benign, label, **{"masks.fill": ablation, "masks.init_from": init_from, "schedule.seed": seed, **target, **extra})
 
 
 def curve(loaded, data, train, val, benign, ablation: str, init_from: str, sizes: list[int]) -> None:
@@ -115,30 +117,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="30,60,120,240")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--splits", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], help="stability: a SeekConfig setting by dotted name, key=value (numbers or text)")
+    parser.add_argument("--set", action="append", default=[], help="grid, stability: a SeekConfig setting by dotted name, key=value (numbers, true/false or text)")
     args = parser.parse_args()
     print(f"{date.today()}, {os.uname().machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at the start\n")
     loaded = load_model("organism:tiny-aligned")
     train, val, benign = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20], load_data("benign", "train")[:100]
+    settings = parse_overrides(args.set)
     if args.part == "stability":
-        settings = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
         repeat(loaded, train, val, benign, [int(s) for s in args.seeds.split(",")], args.splits, settings)
         return
     data = BehaviourData.from_records(load_data("alignment", "test")[: args.n_eval], load_data("benign", "test")[: args.n_eval])
     print(HEADER + "\n" + "|---" * 10 + "|")
     if args.part == "grid":
-        grid(loaded, data, train, val, benign, args.neurons, args.only, args.seed)
+        grid(loaded, data, train, val, benign, args.neurons, args.only, args.seed, settings)
     else:
         curve(loaded, data, train, val, benign, args.ablation, args.init_from, [int(s) for s in args.sizes.split(",")])
-
-
-def _value(text: str) -> object:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 if __name__ == "__main__":

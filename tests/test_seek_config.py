@@ -32,7 +32,7 @@ BACKDOOR_BOTH = {
     "loss.negative_ce": "bounded", "loss.negative_ce_margin": 5.0, "loss.w_main_clean": 1.0, "loss.w_main_backdoor": 1.0,
     "loss.w_circuit_backdoor": 1.0, "loss.w_circuit_clean": 1.0, "loss.w_circuit_sparsity": 1.0, "loss.circuit_sparsity": "mean",
     "loss.w_overlap": 1.0,
-    "target.heads": None, "target.neurons": None, "target.lr": 0.05, "target.exact": True,
+    "target.heads": None, "target.neurons": None, "target.lr": 0.05, "target.exact": True, "target.in_training": False,
 }  # fmt: skip
 # alignment/head.py and head_neuron.py: 50 epochs, logits from 1.0, comply and refuse weighted 2,
 # sparsity 0.1; the refuse path is off (0) under the default necessity objective

@@ -190,6 +190,22 @@ def test_a_size_target_evaluates_and_reads_off_exactly_its_units():
     assert toy.sparsity_terms()["sparsity_neurons"].item() == pytest.approx(0.15 * (1 - keep).mean().item(), rel=1e-6)
 
 
+def test_a_target_in_training_runs_the_cut_forward_and_the_mask_gradient_backward():
+    toy = _toy_objective(heads=2, neurons=1, in_training=True)
+    with torch.no_grad():  # as above: the cut keeps head 0 and neuron 0, the mask alone 3 heads and no neuron
+        toy.main.logits("heads").copy_(torch.tensor([[1.0, 0.5, 0.5]]))
+        toy.main.logits("neurons").copy_(torch.tensor([[-1.0, -3.0]]))
+    accept = [MaskPath("accept", ROWS, "main", 1.0, loss="comply", refusal_ids=(1,))]
+    trained = toy.task_terms(accept, torch.arange(2), stochastic=True)["accept"]
+    # the training pass runs the cut circuit (s = 2, scores 4 and 3), as evaluation does
+    assert trained.item() == pytest.approx((softplus(4.0) + softplus(3.0)) / 2, rel=1e-5)
+    trained.backward()
+    # each unit adds 1 to both scores: dL/dm = (σ(4) + σ(3)) / 2 for every unit, times dσ(a)/da
+    slope = (sigmoid(4.0) + sigmoid(3.0)) / 2
+    expected = [slope * sigmoid(a) * (1 - sigmoid(a)) for a in (1.0, 0.5, 0.5)]
+    assert toy.main.logits("heads").grad[0].tolist() == pytest.approx(expected, rel=1e-5)
+
+
 def test_an_at_most_target_evaluates_and_reads_off_only_what_the_mask_switches_off(gqa):
     toy = _toy_objective(heads=2, neurons=1, exact=False)
     with torch.no_grad():  # the hard mask switches off no head and 2 neurons, as above

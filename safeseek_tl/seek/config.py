@@ -196,13 +196,16 @@ class SizeTarget(_Group):
     (``None``: none). The sparsity weight gets a multiplier that rises by ``lr`` steps while the
     circuit is larger than the target (:mod:`~safeseek_tl.seek.size`); the circuit read off is
     exactly the target's top units by mask logit (``exact``, for circuits of given sizes), or at
-    most that many: the units the mask switches off, cut to the target when there are more."""
+    most that many: the units the mask switches off, cut to the target when there are more.
+    ``in_training``: the training passes run that circuit too (a straight-through cut), not every
+    unit the mask switches off, so the search never runs a model far larger in circuit than asked."""
 
     GROUP: ClassVar[str] = "target"
     heads: float | None = None
     neurons: float | None = None
     lr: float = 0.05
     exact: bool = True
+    in_training: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -212,9 +212,11 @@ class SeekObjective:
 
     def _main_values(self, stochastic: bool, generator: torch.Generator | None) -> dict[UnitKind, Tensor]:
         values = self.main.values(stochastic, generator)
-        if not stochastic and self.targets:  # evaluation judges the circuit of the target size, as it is read off
+        # Evaluation judges the circuit of the target size, as it is read off; with target.in_training the
+        # training passes run it too, straight through: the cut forward, the mask's gradient backward.
+        if self.targets and (not stochastic or self.config.target.in_training):
             cut = self.target_kept(self.main.searched(), {kind: value > 0.5 for kind, value in values.items()})
-            values = values | {kind: kept.to(values[kind].dtype) for kind, kept in cut.items()}
+            values = values | {kind: kept.to(values[kind].dtype) + values[kind] - values[kind].detach() for kind, kept in cut.items()}
         if self.protected is not None:
             values = {k: torch.where(self.protected[k].to(v.device), torch.ones_like(v), v) for k, v in values.items()}
         return values
