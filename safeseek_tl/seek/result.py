@@ -73,7 +73,8 @@ class SeekResult:
     def masked_off(self) -> Circuit:
         """The units the main mask itself switches off, before a size target's cut: with an exact
         target (``target.exact``) ``circuit`` may hold units the mask kept on, or leave out some it
-        switched off; their intersection is the circuit of the target read as a cap."""
+        switched off; their intersection is the circuit of the target read as a cap. A complete
+        search's result holds its first round's mask."""
         return removed_units(self.circuit.shape, main_mask(self.config, self.circuit.shape, self.main_logits).kept(), {"method": "safeseek", "role": "main mask"})
 
     @property
