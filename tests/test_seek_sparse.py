@@ -146,6 +146,24 @@ def test_the_full_model_runs_on_the_kl_paths_rows_only():
     assert batches == [2]  # no KL path: no full pass
 
 
+def test_the_cached_full_model_targets_replace_its_pass():
+    toy = _toy_objective()
+    batches = []
+    forward = toy.model.forward
+    toy.model.forward = lambda input_ids, attention_mask=None: batches.append(len(input_ids)) or forward(input_ids, attention_mask)
+    paths = [MaskPath("accept", ROWS, "main", 2.0, loss="comply", refusal_ids=(1,)), MaskPath("main_benign", ROWS, "main", 1.0, loss="last_kl")]
+    toy.cache_full_last(paths)
+    assert batches == [2]  # one pass over the KL path's rows; the comply path needs no target
+    assert paths[0].full_last is None
+    # the full model (s = 5) at each row's last prompt position: row A's token 2, row B's token 1 (not its padding 7)
+    assert paths[1].full_last.tolist() == [[0.0, 7.0], [0.0, 6.0]]
+    batches.clear()
+    terms = toy.task_terms(paths, torch.tensor([1]))  # record B alone: its own cached row is the target
+    assert batches == [2]  # the masked pass over both paths' row, no pass of the full model
+    # masked s = 1: logits [0, 2] against the cached [0, 6]
+    assert terms["main_benign"].item() == pytest.approx(bernoulli_kl(sigmoid(6.0), sigmoid(2.0)), rel=1e-4)
+
+
 def test_refusal_score_objective_builds_prompt_only_paths(monkeypatch):
     monkeypatch.setattr(objective, "tokenize_pairs", lambda chat, pairs, max_length, source: ("tokens", list(pairs)))
     monkeypatch.setattr(objective, "tokenize_prompt_rows", lambda chat, pairs, max_length, source: ("prompts", [p for p, _ in pairs]))

