@@ -105,8 +105,9 @@ class StepWorkload:
     max_grad_norm: float
 
     @classmethod
-    def build(cls, loaded: LoadedModel, batch_size: int, scenario: str = "backdoor") -> StepWorkload:
-        config = SeekConfig.of(scenario, "both", schedule={"batch_size": batch_size})
+    def build(cls, loaded: LoadedModel, batch_size: int, scenario: str = "backdoor", alignment_objective: str = "necessity") -> StepWorkload:
+        settings = {"loss.alignment_objective": alignment_objective} if scenario == "alignment" else {}
+        config = SeekConfig.of(scenario, "both", schedule={"batch_size": batch_size}, **settings)
         benign = load_data("benign", "train")[:batch_size] if scenario == "alignment" else ()
         paths = mask_paths(config, load_data(scenario, "train")[:batch_size], loaded.chat, "benchmark data", benign=benign)
         index = torch.arange(batch_size)
@@ -114,6 +115,7 @@ class StepWorkload:
         used = int(rows.attention_mask.sum(0).nonzero().max()) + 1
         rows = TokenizedPairs(rows.input_ids[:, :used], rows.attention_mask[:, :used], rows.labels[:, :used])
         objective = SeekObjective(loaded.model, config, loaded.shape)
+        objective.cache_full_last(paths)  # as SafeSeek.fit does before its first step
         optimizer = torch.optim.AdamW(objective.parameters(), lr=config.schedule.lr, weight_decay=0.0)
         return cls(loaded, objective, optimizer, paths, index, rows, config.schedule.max_grad_norm)
 
@@ -226,7 +228,7 @@ def probe_peak(args: argparse.Namespace) -> None:
     loaded = load(args)
     method, _, count = args.probe.partition(":")
     if method in STEPS:
-        run = getattr(StepWorkload.build(loaded, args.batch_size, args.scenario), method)
+        run = getattr(StepWorkload.build(loaded, args.batch_size, args.scenario, args.alignment_objective), method)
         run()
     else:
         _streaming_run(loaded, method, 8)()
@@ -251,7 +253,7 @@ def probe_peak(args: argparse.Namespace) -> None:
 
 def peak_memory(args: argparse.Namespace, probe: str) -> dict[str, int]:
     command = [sys.executable, __file__, "--probe", probe, "--model-path", str(args.model_path), "--device", args.device,
-               "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--scenario", args.scenario]  # fmt: skip
+               "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--scenario", args.scenario, "--alignment-objective", args.alignment_objective]  # fmt: skip
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"the memory probe {probe!r} failed:\n{done.stderr[-3000:]}")
@@ -304,6 +306,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch-size", type=int, default=8, help="records per mask path in the SafeSeek step")
     parser.add_argument("--scenario", default="backdoor", choices=["backdoor", "alignment"], help="the SafeSeek step's scenario (alignment: its default objective, with benign records)")
+    parser.add_argument("--alignment-objective", default="necessity", choices=["necessity", "refusal_score", "official"], help="the alignment step's objective")
     parser.add_argument("--prompts", type=int, default=8, help="prompts for Ships and pairs for attribution patching")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -323,7 +326,7 @@ def main() -> None:
             build_mid_model(Path(args.model_path))
         loaded = load(args)
         device = loaded.device
-        workload = StepWorkload.build(loaded, args.batch_size, args.scenario)
+        workload = StepWorkload.build(loaded, args.batch_size, args.scenario, args.alignment_objective)
         memory = not args.no_memory
         prompts = [r.input for r in load_data("backdoor", "test")[: args.prompts]]
         triggered = [r.backdoor_input for r in load_data("backdoor", "test")[: args.prompts]]
@@ -341,7 +344,7 @@ def main() -> None:
           f"median of {args.rounds} interleaved rounds, {clock}")  # fmt: skip
     print(f"model {args.model} ({args.dtype}): {shape.n_layers} layers, {shape.size('heads')[1]} heads, d_mlp {shape.size('neurons')[1]}, "
           f"d_model {loaded.model.cfg.d_model}, vocabulary {loaded.model.cfg.d_vocab}")  # fmt: skip
-    print(f"SafeSeek step: {args.scenario} ({', '.join(p.name for p in workload.paths)}), heads and neurons, {args.batch_size} records x {len(workload.paths)} paths = "
+    print(f"SafeSeek step: {args.scenario}{'/' + args.alignment_objective if args.scenario == 'alignment' else ''} ({', '.join(p.name for p in workload.paths)}), heads and neurons, {args.batch_size} records x {len(workload.paths)} paths = "
           f"{len(workload.rows)} rows x {workload.rows.input_ids.shape[1]} positions ({workload.n_tokens} real tokens); "
           f"Ships / patching: {len(prompts)} prompts / pairs\n")  # fmt: skip
     print("| measurement | seconds | reference | ratio | target | peak memory | memory ratio | target |")
