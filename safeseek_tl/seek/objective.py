@@ -325,7 +325,7 @@ class SeekObjective:
     def cache_full_last(self, paths: Sequence[MaskPath]) -> None:
         """Compute once what each ``last_kl`` path compares with: the unmasked model's logits at every
         row's last prompt position (``path.full_last``). The model is frozen, so the steps read them
-        instead of running it again on those rows (a sixth of the step's time on the benchmark's mid-size model);
+        instead of running it again on those rows (about a fifth of the step's time on the benchmark's mid-size model);
         one row of the vocabulary per record is kept (151,936 floats for Qwen2.5)."""
         for path in paths:
             if path.loss != "last_kl" or path.full_last is not None:
