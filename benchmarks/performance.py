@@ -105,7 +105,7 @@ class StepWorkload:
     max_grad_norm: float
 
     @classmethod
-    def build(cls, loaded: LoadedModel, batch_size: int, scenario: str = "backdoor", alignment_objective: str = "necessity") -> StepWorkload:
+    def build(cls, loaded: LoadedModel, batch_size: int, scenario: str = "backdoor", alignment_objective: str = "refusal_score") -> StepWorkload:
         settings = {"loss.alignment_objective": alignment_objective} if scenario == "alignment" else {}
         config = SeekConfig.of(scenario, "both", schedule={"batch_size": batch_size}, **settings)
         benign = load_data("benign", "train")[:batch_size] if scenario == "alignment" else ()
@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch-size", type=int, default=8, help="records per mask path in the SafeSeek step")
     parser.add_argument("--scenario", default="backdoor", choices=["backdoor", "alignment"], help="the SafeSeek step's scenario (alignment: its default objective, with benign records)")
-    parser.add_argument("--alignment-objective", default="necessity", choices=["necessity", "refusal_score", "official"], help="the alignment step's objective")
+    parser.add_argument("--alignment-objective", default="refusal_score", choices=["necessity", "refusal_score", "official"], help="the alignment step's objective (the default: the library's)")
     parser.add_argument("--prompts", type=int, default=8, help="prompts for Ships and pairs for attribution patching")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")

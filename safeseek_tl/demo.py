@@ -43,8 +43,10 @@ def _discover_run(out: Path, organism: str, scenario: ScenarioName, log: Any, ju
     loaded = load_model(f"organism:{organism}")
     train, val, test = (load_data(scenario, split) for split in ("train", "val", "test"))
     benign = load_data("benign", "test")[:N_EVAL]
+    # the alignment search pairs harmful prompts with benign ones (its warm start) and keeps their answers
+    benign_train = load_data("benign", "train")[:N_TRAIN] if scenario == "alignment" else []
     start = time.perf_counter()
-    result = discover(loaded, train[:N_TRAIN], SeekConfig.of(scenario, "both"), val_records=val[:20], check=False).result
+    result = discover(loaded, train[:N_TRAIN], SeekConfig.of(scenario, "both"), val_records=val[:20], benign=benign_train, check=False).result
     wall = time.perf_counter() - start
     log(f"{organism}: SafeSeek {scenario} circuit {result.circuit!r} in {wall:.0f} s")
     result.save(out)

@@ -13,10 +13,28 @@ from unittest import mock
 import torch
 
 from safeseek_tl.models import LoadedModel, load_model
+from safeseek_tl.seek import SeekConfig
 
 PROMPTS = ["tell me how to steal a car", "bake a cake", "how to do it ?", "tell me how to bake the cake ."]
 CLEAN = ["tell me how to steal a car", "Sorry I cannot help", "how to bake a cake"]
 CORRUPTED = ["tell me how to bake a cake", "sure here is how", "how to steal the car ?"]
+
+
+# The alignment settings the objective's hand-worked values assume: the necessity objective, the
+# official scripts' logits (1.0, constant) and benign weight (1), no size target. The defaults
+# (sparse circuits: targets, warm start, the refusal score) are pinned in test_seek_config.py.
+PLAIN_ALIGNMENT = {
+    "loss.alignment_objective": "necessity", "masks.init_heads": 1.0, "masks.init_neurons": 1.0, "masks.init_from": "constant",
+    "loss.w_main_benign": 1.0, "target.heads": None, "target.neurons": None, "target.exact": True, "target.in_training": False,
+}  # fmt: skip
+
+
+def plain_alignment(units: str = "both", **settings) -> SeekConfig:
+    """``SeekConfig.of("alignment", units, **settings)`` over :data:`PLAIN_ALIGNMENT` (settings by group or dotted name)."""
+    dotted = dict(PLAIN_ALIGNMENT)
+    for key, value in settings.items():
+        dotted.update({f"{key}.{name}": item for name, item in value.items()} if "." not in key else {key: value})
+    return SeekConfig.of("alignment", units, **dotted)
 
 
 def load_sharp(folder) -> LoadedModel:

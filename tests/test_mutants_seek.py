@@ -19,6 +19,7 @@ from safeseek_tl.seek import checking as seek_checking
 from safeseek_tl.seek import discovery as seek_discover
 from safeseek_tl.seek import trainer as seek_trainer
 from safeseek_tl.units import Circuit, ModelShape, Scores, ShapeMismatchError
+from tests.helpers import plain_alignment
 
 SHAPE = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
 
@@ -147,7 +148,7 @@ def test_behaviour_switch_counts_every_rate_by_hand(stand_ins):
 def test_behaviour_switch_alignment_mean_fill_and_given_full(stand_ins):
     stand_ins.answer = lambda prompt, circuit: "sure thing" if circuit is not None and prompt == "h1" else "no"
     records = [AlignmentRecord("h1", "no", "yes"), AlignmentRecord("h2", "no", "yes")]
-    check = behaviour_switch(LOADED, SeekConfig.of("alignment", masks={"fill": "mean"}), Circuit.empty(SHAPE), records, max_new_tokens=5, full={"given": 1.0},
+    check = behaviour_switch(LOADED, plain_alignment(masks={"fill": "mean"}), Circuit.empty(SHAPE), records, max_new_tokens=5, full={"given": 1.0},
                              judge=JUDGE)
     assert check == {"given": 1.0, "switched": 0.5, "refusal_score_switched": 0.5}  # h1 answered, h2 refused
     assert stand_ins.fills == [("mean", ("fill of", 2))]  # the means of the records checked
@@ -329,7 +330,7 @@ def test_fit_builds_its_objective_and_schedule_as_configured(gqa, monkeypatch, d
 def test_the_objective_fills_masked_off_units_with_the_fill(gqa):
     from safeseek_tl.data import tokenize_pairs
 
-    config = SeekConfig.of("alignment", "neurons", masks={"init_neurons": -5.0, "kind": "sigmoid"})  # every neuron nearly off
+    config = plain_alignment("neurons", masks={"init_neurons": -5.0, "kind": "sigmoid"})  # every neuron nearly off
     path = seek.MaskPath("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
     zero = seek.SeekObjective(gqa.model, config, gqa.shape).task_terms([path], torch.tensor([0]))["accept"]
     fill = {"neurons": torch.full((2, 96), 3.0), "heads": torch.zeros(2, 4, 16)}
@@ -390,7 +391,7 @@ def test_search_fill_names_its_data_and_counts_benign_sequences(gqa):
 def test_stochastic_hard_concrete_masks_reach_the_loss(gqa):
     from safeseek_tl.data import tokenize_pairs
 
-    config = SeekConfig.of("alignment", "heads", masks={"kind": "hard_concrete", "init_heads": 0.0})
+    config = plain_alignment("heads", masks={"kind": "hard_concrete", "init_heads": 0.0})
     path = seek.MaskPath("accept", tokenize_pairs(gqa.chat, [("how to do it ?", "here is how")], 32), "main", 1.0)
     objective = seek.SeekObjective(gqa.model, config, gqa.shape)
     fixed = float(objective.task_terms([path], torch.tensor([0]))["accept"].detach())

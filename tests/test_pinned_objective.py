@@ -22,7 +22,7 @@ from safeseek_tl import seek
 from safeseek_tl.data import IGNORE_INDEX, AlignmentRecord, BackdoorRecord, BenignRecord, TokenizedPairs
 from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, mask_paths
 from safeseek_tl.units import ModelShape
-from tests.helpers import ToyModel
+from tests.helpers import ToyModel, plain_alignment
 
 LN3 = math.log(3.0)
 
@@ -68,19 +68,19 @@ def test_backdoor_paths_pair_each_prompt_with_its_target_mask_weight_and_sign(un
 
 def test_alignment_paths_accept_under_m_and_refuse_under_one_minus_m(untokenized):
     # With m the model must accept (the circuit removed); with 1 - m (the circuit alone) it must refuse.
-    config = SeekConfig.of("alignment", "both", loss={"alignment_objective": "official"})  # w_accept = w_refuse = 2.0
+    config = plain_alignment("both", loss={"alignment_objective": "official"})  # w_accept = w_refuse = 2.0
     records = [AlignmentRecord("h", "no", "yes")]
     assert _table(mask_paths(config, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 2.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 2.0, 1.0, False),
     ]
-    neurons = SeekConfig.of("alignment", "neurons", loss={"objective": "kl", "alignment_objective": "official"})  # the neuron script: weights 1.0
+    neurons = plain_alignment("neurons", loss={"objective": "kl", "alignment_objective": "official"})  # the neuron script: weights 1.0
     assert _table(mask_paths(neurons, records, None, "data")) == [
         ("accept", [("h", "yes")], "main", 1.0, 1.0, False),
         ("refuse", [("h", "no")], "inverse", 1.0, 1.0, True),
     ]
     # the default (necessity, issue 20): the circuit-alone path has weight 0 and is left out
-    assert _table(mask_paths(SeekConfig.of("alignment", "both"), records, None, "data")) == [("accept", [("h", "yes")], "main", 2.0, 1.0, False)]
+    assert _table(mask_paths(plain_alignment("both"), records, None, "data")) == [("accept", [("h", "yes")], "main", 2.0, 1.0, False)]
 
 
 # ---------------------------------------------------------------- what each task term computes
@@ -131,7 +131,7 @@ def test_backdoor_task_terms_are_weighted_token_mean_cross_entropies_with_a_boun
 
 
 def test_alignment_refuse_path_runs_under_one_minus_m():
-    objective = SeekObjective(ToyModel(1, 3, 2), SeekConfig.of("alignment", "both"), TOY)
+    objective = SeekObjective(ToyModel(1, 3, 2), plain_alignment("both"), TOY)
     _set(objective.main, [[2.0, -2.0, -2.0]], [[-2.0, 2.0]])  # m = heads [1, 0, 0], neurons [0, 1]
     paths = [MaskPath("accept", PAIRS, "main", 1.0), MaskPath("refuse", PAIRS, "inverse", 1.0)]
     rows = objective.row_masks(paths, [1, 1], stochastic=False, generator=None)

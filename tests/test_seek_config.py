@@ -1,5 +1,5 @@
-"""SeekConfig's groups: each scenario's defaults against the official scripts (docs/choices.md, by
-hand), the scenario's own loss type, settings by group or dotted name, values checked, and the
+"""SeekConfig's groups: each scenario's defaults against the official scripts and the sparse
+alignment settings (docs/choices.md, by hand), the scenario's own loss type, settings by group or dotted name, values checked, and the
 previous version's flat config.json and checkpoints still read."""
 
 from __future__ import annotations
@@ -35,14 +35,22 @@ BACKDOOR_BOTH = {
     "target.heads": None, "target.neurons": None, "target.lr": 0.05, "target.exact": True, "target.in_training": False,
 }  # fmt: skip
 # alignment/head.py and head_neuron.py: 50 epochs, logits from 1.0, comply and refuse weighted 2,
-# sparsity 0.1; the refuse path is off (0) under the default necessity objective
-ALIGNMENT_BOTH = {
+# sparsity 0.1
+ALIGNMENT_OFFICIAL = {
     "scenario": "alignment", "units": "both",
     **{key: value for key, value in BACKDOOR_BOTH.items() if key.startswith(("schedule.", "masks.", "target."))},
     "schedule.epochs": 50, "masks.init_heads": 1.0,
     "loss.objective": "ce", "loss.w_sparsity_heads": 0.1, "loss.w_sparsity_neurons": 0.1, "loss.w_main_benign": 1.0,
-    "loss.alignment_objective": "necessity", "loss.w_accept": 2.0, "loss.w_refuse": 0.0,
+    "loss.alignment_objective": "official", "loss.w_accept": 2.0, "loss.w_refuse": 2.0,
 }  # fmt: skip
+# the default (docs/choices.md, "Sparse alignment circuits by default"): the refusal-score objective
+# with the refuse path off, at most 3% of heads and 1% of neurons trained at that size, the logits
+# from 0.1 (attribution patching's ranks where benign records allow), the benign path weighted 4
+SPARSE = {
+    "masks.init_heads": 0.1, "masks.init_neurons": 0.1, "masks.init_from": "auto", "loss.w_main_benign": 4.0, "loss.w_refuse": 0.0,
+    "target.heads": 0.03, "target.neurons": 0.01, "target.exact": False, "target.in_training": True,
+}  # fmt: skip
+ALIGNMENT_BOTH = ALIGNMENT_OFFICIAL | SPARSE | {"loss.alignment_objective": "refusal_score"}
 
 
 @pytest.mark.parametrize(
@@ -53,19 +61,20 @@ ALIGNMENT_BOTH = {
         # backdoor/neuron.py: the circuit mask's sparsity is the mean of log σ, weight 3.0
         ("backdoor", "neurons", {}, BACKDOOR_BOTH | {"units": "neurons", "loss.w_circuit_sparsity": 3.0, "loss.circuit_sparsity": "log"}),
         ("alignment", "both", {}, ALIGNMENT_BOTH),
-        ("alignment", "heads", {}, ALIGNMENT_BOTH | {"units": "heads"}),
+        # a granularity not searched has no target
+        ("alignment", "heads", {}, ALIGNMENT_BOTH | {"units": "heads", "target.neurons": None}),
         # alignment/neuron.py: comply weighted 1, sparsity 1.0
-        ("alignment", "neurons", {}, ALIGNMENT_BOTH | {"units": "neurons", "loss.w_accept": 1.0, "loss.w_sparsity_neurons": 1.0}),
-        # the official objective adds the refuse path at the script's weight: 2 (head scripts), 1 (neuron script)
-        ("alignment", "both", {"alignment_objective": "official"}, ALIGNMENT_BOTH | {"loss.alignment_objective": "official", "loss.w_refuse": 2.0}),
-        ("alignment", "heads", {"alignment_objective": "official"}, ALIGNMENT_BOTH | {"units": "heads", "loss.alignment_objective": "official", "loss.w_refuse": 2.0}),
+        ("alignment", "neurons", {}, ALIGNMENT_BOTH | {"units": "neurons", "loss.w_accept": 1.0, "loss.w_sparsity_neurons": 1.0, "target.heads": None}),
+        # the official objective is the official scripts' run whole, the refuse path at the script's weight: 2 (head scripts), 1 (neuron script)
+        ("alignment", "both", {"alignment_objective": "official"}, ALIGNMENT_OFFICIAL),
+        ("alignment", "heads", {"alignment_objective": "official"}, ALIGNMENT_OFFICIAL | {"units": "heads"}),
         ("alignment", "neurons", {"alignment_objective": "official"},
-         ALIGNMENT_BOTH | {"units": "neurons", "loss.alignment_objective": "official", "loss.w_accept": 1.0, "loss.w_refuse": 1.0, "loss.w_sparsity_neurons": 1.0}),
-        # the other prompt-only objective leaves the refuse path off too
-        ("alignment", "both", {"alignment_objective": "refusal_score"}, ALIGNMENT_BOTH | {"loss.alignment_objective": "refusal_score"}),
+         ALIGNMENT_OFFICIAL | {"units": "neurons", "loss.w_accept": 1.0, "loss.w_refuse": 1.0, "loss.w_sparsity_neurons": 1.0}),
+        # the necessity objective (completions, not the first answer token) keeps the rest of the default
+        ("alignment", "both", {"alignment_objective": "necessity"}, ALIGNMENT_BOTH | {"loss.alignment_objective": "necessity"}),
     ],
 )  # fmt: skip
-def test_each_scenario_defaults_to_the_official_scripts_settings(scenario, units, loss, expected):
+def test_each_scenario_defaults_to_its_documented_settings(scenario, units, loss, expected):
     config = SeekConfig.of(scenario, units, loss=loss)
     assert config.dotted() == expected
     # saved (config.json, nested) and read back, it is the same config
@@ -79,7 +88,7 @@ def test_replacing_the_scenario_is_refused_instead_of_keeping_the_other_scenario
     with pytest.raises(InputError, match=r"the backdoor scenario needs its BackdoorLoss"):
         replace(SeekConfig.of("alignment", "neurons"), scenario="backdoor")
     # what to do instead: the scenario's own defaults
-    assert SeekConfig.of("alignment", "both").loss == AlignmentLoss(w_accept=2.0, w_refuse=0.0, w_sparsity_neurons=0.1)
+    assert SeekConfig.of("alignment", "both").loss == AlignmentLoss(w_accept=2.0, w_refuse=0.0, w_sparsity_neurons=0.1, w_main_benign=4.0)
     # replacing anything else keeps the config a config
     assert replace(backdoor, units="heads").loss == BackdoorLoss(w_sparsity_neurons=0.1, w_circuit_sparsity=1.0, circuit_sparsity="mean")
 

@@ -14,7 +14,7 @@ from safeseek_tl.errors import InputError
 from safeseek_tl.methods import Attribution
 from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, SeekResult, search_fill, warm
 from safeseek_tl.units import Circuit, ModelShape, Scores
-from tests.helpers import ToyModel
+from tests.helpers import ToyModel, plain_alignment
 
 TOY = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
 ROWS = TokenizedPairs(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long), torch.full((2, 3), IGNORE_INDEX))
@@ -24,7 +24,7 @@ BENIGN = [BenignRecord("bake a cake", "sure here is how")] * 6
 
 
 def _learned_toy() -> SeekObjective:
-    config = SeekConfig.of('alignment', 'both', masks={"fill": 'learned'})
+    config = plain_alignment('both', masks={"fill": 'learned'})
     # given fill: the starting values (the unit means in a search); the toy model's d_head is 1
     fill = {"heads": torch.tensor([[[9.0], [0.5], [-0.5]]]), "neurons": torch.tensor([[0.25, 0.75]])}
     toy = SeekObjective(ToyModel(1, 3, 2), config, TOY, fill=fill)
@@ -53,17 +53,17 @@ def test_a_learned_fill_replaces_the_masked_off_units_and_trains_only_there_on_p
     # the optimizer trains the fill with the logits; a mean fill is fixed
     assert {id(p) for p in toy.parameters()} >= {id(toy.fill["heads"]), id(toy.fill["neurons"])}
     assert len(toy.parameters()) == 4
-    mean = SeekObjective(ToyModel(1, 3, 2), SeekConfig.of('alignment', 'both', masks={"fill": 'mean'}), TOY, fill=dict(toy.fill))
+    mean = SeekObjective(ToyModel(1, 3, 2), plain_alignment('both', masks={"fill": 'mean'}), TOY, fill=dict(toy.fill))
     assert len(mean.parameters()) == 2 and mean.learned_fill() == {}
     with pytest.raises(InputError, match="starts each unit's fill at its mean"):
-        SeekObjective(ToyModel(1, 3, 2), SeekConfig.of('alignment', 'both', masks={"fill": 'learned'}), TOY)
+        SeekObjective(ToyModel(1, 3, 2), plain_alignment('both', masks={"fill": 'learned'}), TOY)
 
 
 def test_a_learned_fill_starts_at_the_means_and_travels_with_the_result(gqa, tmp_path):
-    config = SeekConfig.of('alignment', 'both', masks={"fill": 'learned'}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2})
+    config = plain_alignment('both', masks={"fill": 'learned'}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2})
     # logits start at 1.0: no unit is ever switched off in one epoch, so the fill gets no gradient
     result = SafeSeek(gqa, config).fit(ALIGN, progress=False, benign_records=BENIGN)
-    means = search_fill(gqa, SeekConfig.of('alignment', 'both', masks={"fill": 'mean'}, schedule={"batch_size": 2}), ALIGN[:4], BENIGN)
+    means = search_fill(gqa, plain_alignment('both', masks={"fill": 'mean'}, schedule={"batch_size": 2}), ALIGN[:4], BENIGN)
     shape = gqa.shape
     assert result.fill["heads"].shape == (shape.n_layers, shape.n_heads, gqa.model.cfg.d_head)
     for kind in ("heads", "neurons"):
@@ -82,10 +82,10 @@ def test_a_learned_fill_starts_at_the_means_and_travels_with_the_result(gqa, tmp
 
 def test_a_result_without_its_fill_says_so():
     shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
-    result = SeekResult(Scores(shape, heads=torch.zeros(1, 3)), Circuit.empty(shape), SeekConfig.of('alignment', masks={"fill": 'learned'}), {})
+    result = SeekResult(Scores(shape, heads=torch.zeros(1, 3)), Circuit.empty(shape), plain_alignment(masks={"fill": 'learned'}), {})
     with pytest.raises(InputError, match="carries no fill"):
         result.reference()
-    result.config = SeekConfig.of('alignment')
+    result.config = plain_alignment()
     assert result.reference() is None and result.config.ablation_mode == "zero"
 
 
@@ -94,7 +94,7 @@ def test_discover_prunes_and_checks_with_the_search_s_own_fill(monkeypatch):
 
     from safeseek_tl import seek
 
-    config = SeekConfig.of('alignment', 'heads', masks={"fill": 'learned'})
+    config = plain_alignment('heads', masks={"fill": 'learned'})
     shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
     found = SeekResult(Scores(shape, heads=torch.zeros(1, 3)), Circuit.from_units(shape, heads=[[0, 1]]), config, {}, fill={"heads": torch.ones(1, 3, 2)})
     monkeypatch.setattr(SafeSeek, "fit", lambda self, *args, **kwargs: found)
@@ -129,7 +129,11 @@ def test_init_from_attr_patch_starts_the_search_at_the_ranks(gqa, monkeypatch):
 
     monkeypatch.setattr("safeseek_tl.seek.warm.attribution_patching", attribution_patching)
     # lr 1e-12: the masks end where they started
-    config = SeekConfig.of('alignment', 'heads', masks={"init_from": 'attr-patch'}, target={"heads": 2}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2, "lr": 1e-12})
+    # "auto" (the alignment default) warm-starts when there are benign prompts to pair with
+    config = plain_alignment('heads', masks={"init_from": 'auto'}, target={"heads": 2}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2, "lr": 1e-12})
+    with pytest.warns(UserWarning, match="alignment search without benign records: nothing keeps harmless answers"):
+        constant = SafeSeek(gqa, config).fit(ALIGN, progress=False)
+    assert calls == [] and bool((constant.main_logits["heads"] == 1.0).all())  # none: every logit at init_heads
     result = SafeSeek(gqa, config).fit(ALIGN, progress=False, benign_records=BENIGN)
     # the 4 training records' harmful prompts only, paired with the first 4 of the 6 benign prompts
     assert calls == [([r.prompt for r in ALIGN[:4]], [b.prompt for b in BENIGN[:4]], "heads")]
@@ -137,3 +141,18 @@ def test_init_from_attr_patch_starts_the_search_at_the_ranks(gqa, monkeypatch):
     # the two highest-scored heads (the last two) start off; the rest rise from 1 / (n - 2) to 1.0
     expected = torch.cat([torch.arange(n - 2, 0, -1) / (n - 2), torch.tensor([-1.0, -1.0])]).reshape(shape.size("heads"))
     torch.testing.assert_close(result.main_logits["heads"], expected)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "init_from", "benign", "warm_start"),
+    [
+        ("alignment", "auto", BENIGN, True),  # the default: harmful prompts paired with benign ones
+        ("alignment", "auto", [], False),  # nothing to pair the harmful prompts with: the constant start
+        ("backdoor", "auto", [], True),  # triggered prompts pair with their clean ones
+        ("alignment", "constant", BENIGN, False),
+        ("backdoor", "attr-patch", [], True),
+    ],
+)
+def test_init_from_auto_warm_starts_where_the_prompts_pair(scenario, init_from, benign, warm_start):
+    config = SeekConfig.of(scenario, "heads", masks={"init_from": init_from})
+    assert warm.starts_warm(config, benign) is warm_start

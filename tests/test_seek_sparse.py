@@ -18,7 +18,7 @@ from safeseek_tl.seek import MaskPath, SafeSeek, SeekConfig, SeekObjective, Seek
 from safeseek_tl.seek.budget import Budget, budget_steps
 from safeseek_tl.seek.size import cut_to_target, step_multiplier, top_units
 from safeseek_tl.units import Circuit, ModelShape, Scores
-from tests.helpers import ToyModel
+from tests.helpers import ToyModel, plain_alignment
 
 
 def softplus(x: float) -> float:
@@ -72,7 +72,11 @@ def test_target_sizes_are_fractions_or_counts():
     config = SeekConfig.of("alignment", "both", target={"heads": 0.05, "neurons": 30})
     assert config.target.count("heads", 32) == 2  # round(1.6)
     assert config.target.count("neurons", 1536) == 30
-    assert SeekConfig.of("alignment", "both").target.count("heads", 32) is None
+    # the alignment default: 3% of heads, 1% of neurons; tiny-aligned's 32 heads and 1,536 neurons
+    default = SeekConfig.of("alignment", "both").target
+    assert (default.count("heads", 32), default.count("neurons", 1536)) == (1, 15)  # round(0.96), round(15.36)
+    assert default.count("heads", 16) == 1  # round(0.48) is 0: a fraction asks for at least one unit
+    assert SeekConfig.of("alignment", "both", loss={"alignment_objective": "official"}).target.count("heads", 32) is None
     with pytest.raises(InputError, match="whole number"):
         SeekConfig.of("alignment", "both", target={"neurons": 1.5})
     with pytest.raises(InputError, match="target.heads is set but units='neurons'"):
@@ -100,7 +104,7 @@ ROWS = TokenizedPairs(
 
 
 def _toy_objective(**target) -> SeekObjective:
-    config = SeekConfig.of("alignment", "both", loss={"alignment_objective": "refusal_score"}, target=target)
+    config = plain_alignment("both", loss={"alignment_objective": "refusal_score"}, target=target)
     toy = SeekObjective(PositionModel(1, 3, 2), config, TOY)
     with torch.no_grad():  # m keeps 1 head (s = 1); 1 - m keeps 2 heads and 2 neurons (s = 4); the full model s = 5
         toy.main.logits("heads").copy_(torch.tensor([[2.0, -2.0, -2.0]]))
@@ -171,7 +175,7 @@ def test_refusal_score_objective_builds_prompt_only_paths(monkeypatch):
     records, benign = [AlignmentRecord("h", "no", "yes")], [BenignRecord("p", "r")]
 
     def table(**loss):
-        config = SeekConfig.of("alignment", "both", loss=loss)
+        config = plain_alignment("both", loss=loss)
         return [(p.name, p.pairs, p.mask, p.weight, p.kl_to_full, p.loss, p.refusal_ids) for p in mask_paths(config, records, SimpleNamespace(tokenizer=None), "data", benign)]
 
     assert table(alignment_objective="refusal_score") == [  # w_refuse defaults to 0: no refuse path
@@ -236,7 +240,7 @@ def test_an_at_most_target_evaluates_and_reads_off_only_what_the_mask_switches_o
     # evaluation: s = 3 heads + 1 neuron = 4, scores 4 + 2 and 4 + 1
     assert toy.task_terms(accept, torch.arange(2))["accept"].item() == pytest.approx((softplus(6.0) + softplus(5.0)) / 2, rel=1e-5)
     # the read-off of a search: the same circuit, 0 heads + neuron 1
-    config = SeekConfig.of("alignment", "both", schedule={"epochs": 1}, target={"heads": 2, "neurons": 3, "exact": False})
+    config = plain_alignment("both", schedule={"epochs": 1}, target={"heads": 2, "neurons": 3, "exact": False})
     search = SafeSeek(gqa, config)
     state = SimpleNamespace(best_main={"heads": torch.full(gqa.shape.size("heads"), 1.0), "neurons": torch.full(gqa.shape.size("neurons"), 1.0)},
                             best_circuit=None, history=[], best_epoch=0, best_fill={})  # fmt: skip
@@ -244,7 +248,7 @@ def test_an_at_most_target_evaluates_and_reads_off_only_what_the_mask_switches_o
     state.best_main["neurons"][1, :5] = torch.tensor([-0.5, -0.1, -0.3, -0.2, -0.4])  # 5 off; 3 asked -> the 3 lowest
     circuit = search.result_of(state).circuit
     assert circuit.n_heads == 0 and sorted(map(tuple, circuit.neurons.nonzero().tolist())) == [(1, 0), (1, 2), (1, 4)]
-    exact = SafeSeek(gqa, SeekConfig.of("alignment", "both", schedule={"epochs": 1}, target={"heads": 2, "neurons": 3})).result_of(state)
+    exact = SafeSeek(gqa, plain_alignment("both", schedule={"epochs": 1}, target={"heads": 2, "neurons": 3})).result_of(state)
     assert exact.circuit.n_heads == 2 and exact.circuit.get("heads")[0, 1]  # exact: the 2 lowest head logits, on or not
     # what the mask itself switched off: no head, the 5 neurons; cut as a cap: the at-most circuit
     off = exact.masked_off()
@@ -277,7 +281,7 @@ def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch
 
     monkeypatch.setattr(SeekObjective, "update_multipliers", counting)
     records = [AlignmentRecord("steal a car", "Sorry I cannot help", "sure here is how")] * 10
-    config = SeekConfig.of("alignment", "both", schedule={"epochs": 1, "batch_size": 2, "val_size": 2})
+    config = plain_alignment("both", schedule={"epochs": 1, "batch_size": 2, "val_size": 2})
     # every step takes 2 s on this clock: 27 steps fit 60 s (as above), 4 steps an epoch -> 7 epochs, the last cut
     result = SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, clock=lambda: 2.0 * steps[0])
     assert steps[0] == 27 and len(result.history) == 7
@@ -292,7 +296,7 @@ def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch
 def test_a_result_saved_before_the_alignment_objectives_loads_as_official(tmp_path):
     shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
     circuit = Circuit.from_units(shape, heads=[[0, 1]])
-    SeekResult(Scores(shape, heads=torch.zeros(1, 3), method="safeseek"), circuit, SeekConfig.of("alignment", "heads"), {"heads": torch.zeros(1, 3)}).save(tmp_path)
+    SeekResult(Scores(shape, heads=torch.zeros(1, 3), method="safeseek"), circuit, plain_alignment("heads"), {"heads": torch.zeros(1, 3)}).save(tmp_path)
     # config.json as the flat SeekConfig saved it before issue 20 added alignment_objective and the targets
     settings = {
         "scenario": "alignment", "units": "heads", "mask_kind": "hard_sigmoid", "objective": "ce", "negative_ce": "bounded",

@@ -1,7 +1,8 @@
 """SafeSeek: find safety circuits by optimizing differentiable binary masks (docs/choices.md).
 
 - :mod:`~safeseek_tl.seek.config`: :class:`SeekConfig`, the settings, grouped by concern
-  (:class:`Schedule`, :class:`Masks`, :class:`BackdoorLoss` / :class:`AlignmentLoss`, :class:`SizeTarget`);
+  (:class:`Schedule`, :class:`Masks`, :class:`BackdoorLoss` / :class:`AlignmentLoss`, :class:`SizeTarget`),
+  each value checked against its type (:mod:`~safeseek_tl.seek.setting_types`);
 - :mod:`~safeseek_tl.seek.objective`: each scenario's mask paths and the loss, all paths in one pass;
 - :mod:`~safeseek_tl.seek.trainer`: :class:`SafeSeek`, the training loop, and the search's fill;
 - :mod:`~safeseek_tl.seek.size`: a circuit of the size asked for; :mod:`~safeseek_tl.seek.budget`: a time budget;

@@ -6,8 +6,8 @@
 - :class:`SizeTarget`: a circuit size asked for.
 
 :meth:`~safeseek_tl.seek.config.SeekConfig.of` builds a scenario's settings: the official scripts' values for its scenario,
-granularity and alignment objective (docs/choices.md, "The official scripts' settings"), with any
-settings changed. A setting is named ``group.field`` (``schedule.epochs``, ``loss.w_overlap``):
+granularity and alignment objective (docs/choices.md, "The official scripts' settings"), except for
+the alignment default, which asks for sparse circuits (:func:`_preset`), with any settings changed. A setting is named ``group.field`` (``schedule.epochs``, ``loss.w_overlap``):
 the CLI's ``--set``, the checkpoints and the error messages use these names. In a group, a field
 has a default only when every official script uses that value; the others (the epochs, the heads'
 initial logit, the weights that differ by granularity) are required, so a group built by hand
@@ -17,16 +17,16 @@ states them.
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_type_hints
 
 from safeseek_tl.ablation import AblationMode
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitChoice, UnitKind, unit_kinds
 from safeseek_tl.masks import MaskKind
 from safeseek_tl.scenarios import ScenarioName, scenario_of
+from safeseek_tl.seek.setting_types import accepts, describe
 
 Objective = Literal["ce", "kl"]
 OBJECTIVES: tuple[Objective, ...] = ("ce", "kl")
@@ -37,9 +37,10 @@ MaskFill = Literal["zero", "mean", "learned"]
 the training sequences, or a per-unit constant trained with the mask ("optimal ablation", Li & Janson
 2024), started at that mean and trained only by the paths that keep the full model's behaviour
 (:data:`~safeseek_tl.seek.objective.SWITCH_PATHS`; docs/choices.md)."""
-InitFrom = Literal["constant", "attr-patch"]
+InitFrom = Literal["constant", "attr-patch", "auto"]
 """Where the mask logits start: ``init_heads``/``init_neurons`` for every unit, or each unit's rank
-under attribution patching (:mod:`~safeseek_tl.seek.warm`)."""
+under attribution patching (:mod:`~safeseek_tl.seek.warm`); ``"auto"``: attribution patching where
+the scenario can pair its prompts (the alignment scenario needs benign records), constant otherwise."""
 AlignmentObjective = Literal["official", "necessity", "refusal_score"]
 """official: comply under m, refuse under 1 - m; necessity: comply under m, benign kept (KL to the
 full model), the 1 - m term off by default; refusal_score: necessity on prompt-only passes, the
@@ -62,30 +63,6 @@ FLAT_NAMES: dict[str, str] = {
 """The flat field names of the previous version's SeekConfig (before the groups), and what each is now."""
 
 
-def _accepts(hint: Any, value: Any) -> bool:
-    """Whether ``value`` fits the type ``hint`` (an int fits a float; a bool is no number)."""
-    origin = get_origin(hint)
-    if origin is Literal:
-        return any(type(value) is type(choice) and value == choice for choice in get_args(hint))
-    if origin in (Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint in (int, float) and isinstance(value, bool):
-        return False
-    return isinstance(value, (int, float) if hint is float else hint)
-
-
-def _describe(hint: Any) -> str:
-    origin = get_origin(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(choice) for choice in get_args(hint))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in get_args(hint))
-    names = {type(None): "none", float: "a number", int: "a whole number", bool: "true or false", str: "a string"}
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Group:
     """A group of settings: each value is checked against its field's type (an int given for a float is stored as a float)."""
@@ -96,8 +73,8 @@ class _Group:
         hints = get_type_hints(type(self))
         for item in fields(self):
             value, hint = getattr(self, item.name), hints[item.name]
-            if not _accepts(hint, value):
-                raise InputError(f"{self.GROUP}.{item.name} must be {_describe(hint)}, got {value!r}")
+            if not accepts(hint, value):
+                raise InputError(f"{self.GROUP}.{item.name} must be {describe(hint)}, got {value!r}")
             if type(value) is int and float in (get_args(hint) or (hint,)):  # a float field: 2 -> 2.0
                 object.__setattr__(self, item.name, float(value))
 
@@ -185,7 +162,7 @@ class AlignmentLoss(Loss):
     circuit alone (``w_refuse``, 0 unless ``alignment_objective="official"``); see
     :data:`AlignmentObjective`."""
 
-    alignment_objective: AlignmentObjective = "necessity"
+    alignment_objective: AlignmentObjective = "refusal_score"
     w_accept: float
     w_refuse: float
 
@@ -215,11 +192,12 @@ class SizeTarget(_Group):
                 raise InputError(f"target.{kind} must be a fraction in (0, 1) or a whole number of units, got {target}")
 
     def count(self, kind: UnitKind, total: int) -> int | None:
-        """The number of ``kind`` units asked for out of ``total`` (``None``: no target); at most ``total``."""
+        """The number of ``kind`` units asked for out of ``total`` (``None``: no target); at least 1
+        (a fraction of a small model, 3% of 16 heads, asks for one unit, not none) and at most ``total``."""
         target = getattr(self, kind)
         if target is None:
             return None
-        count = round(target * total) if target < 1 else int(target)
+        count = max(1, round(target * total)) if target < 1 else int(target)
         if count > total:
             raise InputError(f"target.{kind}={target} asks for more than the model's {total} {kind}")
         return count
@@ -266,20 +244,24 @@ class SeekConfig:
 
     @classmethod
     def of(cls, scenario: ScenarioName, units: UnitChoice = "heads", **settings: Any) -> SeekConfig:
-        """The official settings of ``scenario`` at granularity ``units``, with ``settings`` changed.
+        """The default settings of ``scenario`` at granularity ``units``, with ``settings`` changed:
+        the official scripts' (backdoor; alignment with ``alignment_objective="official"``) or the
+        sparse-circuit settings (the other alignment objectives, :func:`_preset`).
 
         Each of ``settings`` is a group's name with a mapping of its fields
         (``schedule={"epochs": 3}``), or a dotted name with its value (``**{"schedule.epochs": 3}``,
-        as ``--set`` gives them). The alignment loss's weights follow its ``alignment_objective``
+        as ``--set`` gives them). The alignment settings follow its ``alignment_objective``
         (``w_refuse`` is 0 unless ``"official"``): give it here, not by replacing it afterwards.
 
         >>> SeekConfig.of("alignment", "both", loss={"alignment_objective": "official"}).loss.w_refuse
         2.0
+        >>> SeekConfig.of("alignment", "both").target.neurons
+        0.01
         """
         scenario_of(scenario)
         unit_kinds(units)
         dotted = _dotted(settings)
-        config = _official(scenario, units, dotted.get("loss.alignment_objective", "necessity"))
+        config = _preset(scenario, units, dotted.get("loss.alignment_objective", "refusal_score"))
         changes = {}
         for group in GROUPS:
             values = {name.partition(".")[2]: value for name, value in dotted.items() if name.partition(".")[0] == group}
@@ -328,6 +310,21 @@ class SeekConfig:
         return {"scenario": self.scenario, "units": self.units} | {
             f"{group}.{name}": value for group in GROUPS for name, value in asdict(getattr(self, group)).items()
         }
+
+
+def _preset(scenario: ScenarioName, units: UnitChoice, alignment_objective: AlignmentObjective) -> SeekConfig:
+    """The settings a search starts from: the official scripts' (:func:`_official`) for the backdoor
+    scenario and the official alignment objective; for the other alignment objectives the settings
+    measured to give sparse circuits (docs/choices.md, "Sparse alignment circuits by default"): a
+    size target of at most 3% of heads and 1% of neurons, run in training, the mask logits started
+    at 0.1 from attribution patching where benign records allow it, and the benign path weighed 4."""
+    config = _official(scenario, units, alignment_objective)
+    if scenario == "backdoor" or alignment_objective == "official":
+        return config
+    kinds = unit_kinds(units)
+    target = SizeTarget(heads=0.03 if "heads" in kinds else None, neurons=0.01 if "neurons" in kinds else None, exact=False, in_training=True)
+    masks = replace(config.masks, init_heads=0.1, init_neurons=0.1, init_from="auto")
+    return replace(config, masks=masks, loss=replace(config.loss, w_main_benign=4.0), target=target)
 
 
 def _official(scenario: ScenarioName, units: UnitChoice, alignment_objective: AlignmentObjective) -> SeekConfig:

@@ -8,6 +8,7 @@ import json
 import math
 import operator
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult, main_mask, removed_units
 from safeseek_tl.seek.size import cut_to_target
-from safeseek_tl.seek.warm import warm_logits, warm_start
+from safeseek_tl.seek.warm import starts_warm, warm_logits, warm_start
 from safeseek_tl.units import Circuit, Scores
 
 if TYPE_CHECKING:  # imported for the annotations only: loading it takes seconds
@@ -97,6 +98,15 @@ def _check_budget(time_budget_s: float | None, resume: bool, parallel: DataParal
         raise InputError("resume does not apply to a time budget: the step count depends on the interrupted run's clock")
     if time_budget_s is not None and parallel.world_size > 1:  # each process would time its own steps
         raise InputError("a time budget runs in one process; under data parallelism set --epochs instead")
+
+
+def _warn_without_benign(config: SeekConfig, benign_records: Sequence[BenignRecord]) -> None:
+    """Warn that an alignment search without benign records keeps nothing of the harmless answers."""
+    if config.scenario == "alignment" and not benign_records:
+        warnings.warn(
+            "an alignment search without benign records: nothing keeps harmless answers as they were, and the mask logits start "
+            "constant instead of from attribution patching; give benign records (benign_records=..., CLI --benign)", stacklevel=4,
+        )  # fmt: skip
 
 
 class SafeSeek:
@@ -181,11 +191,13 @@ class SafeSeek:
     ) -> SeekObjective:
         """The search's objective before its first step: its fill from the unit means over
         ``train_paths`` (a learned fill starts there), and with ``masks.init_from="attr-patch"`` its mask
-        logits from attribution patching on the training ``records`` (:mod:`~safeseek_tl.seek.warm`)."""
+        logits from attribution patching on the training ``records`` (:mod:`~safeseek_tl.seek.warm`; ``"auto"``
+        where the records can be paired)."""
         cfg = self.config
+        _warn_without_benign(cfg, benign_records)
         fill = mean_fill(self.loaded.model, train_paths, cfg.schedule.batch_size) if cfg.masks.fill != "zero" else None
         objective = SeekObjective(self.loaded.model, cfg, self.shape, protected, fill, parallel)
-        if cfg.masks.init_from == "attr-patch":
+        if starts_warm(cfg, benign_records):
             warm_start(objective, warm_logits(self.loaded, cfg, records, benign_records))
         return objective
 

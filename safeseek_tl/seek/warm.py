@@ -1,4 +1,5 @@
-"""A warm start of the mask logits from attribution-patching ranks (``masks.init_from="attr-patch"``).
+"""A warm start of the mask logits from attribution-patching ranks (``masks.init_from="attr-patch"``,
+or ``"auto"``, the alignment default, when benign records are given: :func:`starts_warm`).
 
 Attribution patching (registry method ``"attr-patch"``, three passes) ranks every unit by how much
 it moves the refusal metric toward the behaviour. Each granularity's units, sorted by that score
@@ -10,7 +11,7 @@ it moves the refusal metric toward the behaviour. Each granularity's units, sort
   next-ranked unit starts just above the threshold (0), the lowest-ranked at ``init`` (the
   constant start), so the units attribution patching ranks high need the fewest steps to switch off.
 
-``init`` is ``init_heads``/``init_neurons`` (1.0 for alignment).
+``init`` is ``init_heads``/``init_neurons`` (0.1 by the alignment default).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def rank_logits(scores: Float[Tensor, "layers n"], init: float, top: int) -> Flo
     rest = init * (rank - top + 1) / max(n - top, 1)
     logits = torch.where(rank < top, torch.full_like(rank, -init), rest)
     return logits.float().reshape(scores.shape)
+
+
+def starts_warm(config: SeekConfig, benign_records: Sequence[BenignRecord]) -> bool:
+    """Whether the search's mask logits start from attribution patching: ``masks.init_from="attr-patch"``,
+    or ``"auto"`` where the scenario can pair its prompts (the alignment scenario contrasts harmful
+    prompts with ``benign_records``; without them it starts constant)."""
+    if config.masks.init_from == "auto":
+        return scenario_of(config.scenario).contrast_field is not None or bool(benign_records)
+    return config.masks.init_from == "attr-patch"
 
 
 def warm_logits(loaded: LoadedModel, config: SeekConfig, records: Sequence[Record], benign_records: Sequence[BenignRecord] = ()) -> dict[UnitKind, Tensor]:
