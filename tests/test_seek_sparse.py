@@ -293,6 +293,24 @@ def test_fit_runs_the_steps_that_fit_the_budget_on_a_fake_clock(gqa, monkeypatch
         SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0)
 
 
+def test_the_budget_is_fitted_again_at_each_epoch_on_the_pace_so_far(gqa, monkeypatch):
+    steps = [0]
+    update = SeekObjective.update_multipliers
+    monkeypatch.setattr(SeekObjective, "update_multipliers", lambda self: steps.__setitem__(0, steps[0] + 1) or update(self))
+    records = [AlignmentRecord("steal a car", "Sorry I cannot help", "sure here is how")] * 10
+    config = plain_alignment("both", schedule={"epochs": 1, "batch_size": 2, "val_size": 2})  # 4 steps an epoch
+
+    def clock() -> float:  # the first 3 steps take 4 s each (a busy machine), the later ones 1 s
+        return 4.0 * min(steps[0], 3) + 1.0 * max(steps[0] - 3, 0)
+
+    # 54 s for steps. After step 3 (12 s): 3 + int(42 / 4) = 13 steps. Fitted again at each epoch's
+    # first step on the mean pace so far: step 5 (14 s) -> 5 + int(40 / 2.8) = 19; step 9 (18 s)
+    # -> 9 + 18 = 27; step 13 (22 s) -> 13 + int(32 / (22/13)) = 31; then 35, 37, 39, 41, 42, 43 and
+    # at step 41 (50 s) 41 + int(4 / (50/41)) = 44: 44 steps in 11 epochs, 53 s of the 54
+    result = SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, clock=clock)
+    assert steps[0] == 44 and len(result.history) == 11
+
+
 def test_a_result_saved_before_the_alignment_objectives_loads_as_official(tmp_path):
     shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
     circuit = Circuit.from_units(shape, heads=[[0, 1]])

@@ -76,7 +76,7 @@ def discover(
     val_data: Annotated[Path | None, typer.Option(help="Validation records; default: the last --val-size training records.")] = None,
     complete: Annotated[bool, typer.Option("--complete", help="Repeat the search holding found units in place, to surface backup parts.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Cut the circuit to a minimal set of its units whose ablation still switches the validation prompts (--complete prunes each round anyway).")] = False,
-    benign: Annotated[Path | None, typer.Option(help="Benign records (prompt, response): the main mask must keep them answered; the check (with --complete, each round's) judges the first as many as the validation records.")] = None,
+    benign: Annotated[Path | None, typer.Option(help="Benign records (prompt, response): the main mask must keep them answered (the alignment default also ranks the units from them for its warm start; without them it warns); the check (with --complete, each round's) judges the first as many as the validation records.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the official script's, 20 backdoor, 50 alignment).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 8).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-2).")] = None,

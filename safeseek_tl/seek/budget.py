@@ -1,4 +1,5 @@
-"""A search that fits a time budget: how many steps the minutes given allow, from the first steps' time."""
+"""A search that fits a time budget: how many steps the minutes given allow, from the steps' time so far
+(after the first steps, then at each epoch: :class:`~safeseek_tl.seek.trainer.SafeSeek`)."""
 
 from __future__ import annotations
 

@@ -147,7 +147,7 @@ class SafeSeek:
 
         ``time_budget_s``: the first :data:`~safeseek_tl.seek.budget.PROBE_STEPS` steps are timed on
         ``clock`` and the number of steps (and the learning-rate decay) is set to what fits the
-        budget, less a share for validation; the search stops there, or when the clock says the time
+        budget, less a share for validation, and set again at each epoch's first step; the search stops there, or when the clock says the time
         is up, with the best masks so far (``config.schedule.epochs`` no longer counts).
         """
         cfg, schedule = self.config, self.config.schedule
@@ -245,7 +245,9 @@ class SafeSeek:
             run.schedule.step()
             objective.update_multipliers()
             run.state.step += 1
-            if run.budget is not None and run.state.step == PROBE_STEPS:
+            if run.budget is not None and (run.state.step == PROBE_STEPS or (batch == 0 and run.state.step > PROBE_STEPS)):
+                # fitted after the first steps, then again at each epoch's first step, at the pace so
+                # far (validation included): the first steps' pace alone misjudges a machine whose load changes
                 run.total_steps = bar.total = run.budget.steps(run.clock(), run.state.step)
             bar.update(1)
             bar.set_postfix({"loss": f"{_total(terms.values()).item():.3g}"} | objective.circuit_sizes(), refresh=False)
