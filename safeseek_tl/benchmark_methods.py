@@ -108,19 +108,21 @@ def seek_config(scenario: Scenario, units: UnitChoice, options: Mapping[str, Any
                 targets: Mapping[UnitKind, int] | None = None) -> SeekConfig:
     """The benchmark's one construction of a :class:`~safeseek_tl.seek.SeekConfig`: the user's SafeSeek
     options (settings by dotted name, e.g. ``{"schedule.epochs": 5}``, or ``config=``) at granularity
-    ``units``, with the seed and size targets when given (a kind without a target has none)."""
+    ``units``, with the seed and size targets when given (a kind without a target has none; a
+    target is exact: the benchmark measures circuits of the sizes it asks for)."""
     from safeseek_tl.seek import SeekConfig
 
     fields: dict[str, Any] = {}
     if seed is not None:
         fields["schedule.seed"] = seed
     if targets is not None:
-        fields |= {f"target.{kind}": targets.get(kind) for kind in UNIT_KINDS}
+        fields |= {f"target.{kind}": targets.get(kind) for kind in UNIT_KINDS} | {"target.exact": True}
     if "config" in options:
         if len(options) > 1:
             raise InputError(f"safeseek options: give either config=SeekConfig.of(...) or its settings ({', '.join(k for k in options if k != 'config')}), not both")
         given: SeekConfig = options["config"]
         settings = {name: value for name, value in given.dotted().items() if "." in name}  # its settings keep their values at the new granularity
+        settings |= {f"target.{kind}": None for kind in UNIT_KINDS if kind not in unit_kinds(units)}  # but a kind not searched has no target
         return SeekConfig.of(given.scenario, units, **{**settings, **fields})
     return SeekConfig.of(scenario.name, units, **{**options, **fields})
 

@@ -14,7 +14,8 @@ from safeseek_tl.benchmark_methods import MethodSpec, Setting, counting_passes, 
 from safeseek_tl.hooks import count_hooks
 from safeseek_tl.models import load_model
 from safeseek_tl.organisms import load_data
-from safeseek_tl.scenarios import BACKDOOR
+from safeseek_tl.scenarios import ALIGNMENT, BACKDOOR
+from safeseek_tl.seek import SeekConfig
 from safeseek_tl.units import Circuit, ModelShape
 
 
@@ -83,3 +84,9 @@ def test_search_points_are_safeseek_s_and_the_seek_config_takes_seed_and_targets
     assert (again.units, again.schedule.seed, again.schedule.epochs, again.target.count("heads", 32), again.target.neurons) == ("heads", 7, 3, 5, None)
     with pytest.raises(ValueError, match="either config=SeekConfig"):
         seek_config(BACKDOOR, "heads", {"config": config, "schedule.epochs": 2})
+    # the alignment default caps its circuits (at most 3% of heads, 1% of neurons); the benchmark's
+    # targets are exact sizes, and a config of both granularities loses its neuron cap at heads only
+    exact = seek_config(ALIGNMENT, "neurons", {}, targets={"neurons": 40})
+    assert (exact.target.heads, exact.target.neurons, exact.target.exact) == (None, 40, True)
+    heads_only = seek_config(ALIGNMENT, "heads", {"config": SeekConfig.of("alignment", "both")})
+    assert (heads_only.target.heads, heads_only.target.neurons, heads_only.target.exact) == (0.03, None, False)
