@@ -7,7 +7,8 @@
 
 :meth:`~safeseek_tl.seek.config.SeekConfig.of` builds a scenario's settings: the official scripts' values for its scenario,
 granularity and alignment objective (docs/choices.md, "The official scripts' settings"), except for
-the alignment default, which asks for sparse circuits (:func:`_preset`), with any settings changed. A setting is named ``group.field`` (``schedule.epochs``, ``loss.w_overlap``):
+the alignment default, which asks for sparse circuits (docs/choices.md, "Sparse alignment
+circuits by default"), with any settings changed. A setting is named ``group.field`` (``schedule.epochs``, ``loss.w_overlap``):
 the CLI's ``--set``, the checkpoints and the error messages use these names. In a group, a field
 has a default only when every official script uses that value; the others (the epochs, the heads'
 initial logit, the weights that differ by granularity) are required, so a group built by hand
@@ -246,7 +247,7 @@ class SeekConfig:
     def of(cls, scenario: ScenarioName, units: UnitChoice = "heads", **settings: Any) -> SeekConfig:
         """The default settings of ``scenario`` at granularity ``units``, with ``settings`` changed:
         the official scripts' (backdoor; alignment with ``alignment_objective="official"``) or the
-        sparse-circuit settings (the other alignment objectives, :func:`_preset`).
+        sparse-circuit settings (the other alignment objectives; docs/choices.md, "Sparse alignment circuits by default").
 
         Each of ``settings`` is a group's name with a mapping of its fields
         (``schedule={"epochs": 3}``), or a dotted name with its value (``**{"schedule.epochs": 3}``,
@@ -313,7 +314,7 @@ class SeekConfig:
 
 
 def _preset(scenario: ScenarioName, units: UnitChoice, alignment_objective: AlignmentObjective) -> SeekConfig:
-    """The settings a search starts from: the official scripts' (:func:`_official`) for the backdoor
+    """The settings a search starts from: the official scripts' (``_official``) for the backdoor
     scenario and the official alignment objective; for the other alignment objectives the settings
     measured to give sparse circuits (docs/choices.md, "Sparse alignment circuits by default"): a
     size target of at most 3% of heads and 1% of neurons, run in training, the mask logits started
