@@ -20,6 +20,7 @@ is the one benchmarks/real_model.py chose and saved (``--direction``), so it is 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
@@ -104,7 +105,9 @@ def main() -> None:
     for row in table.to_dict(orient="records"):
         refused = f"{1 - row['asr_harmful']:.0%} / {1 - row['asr_harmful_arditi']:.0%}"
         answered = f"{row['benign_answered']:.0%} / {row['benign_answered_arditi']:.0%}"
-        print(f"| {row['method']} | {row['size']} | {refused} | {row['refusal_score_harmful']:.2f} | {answered} | {row['kl']:.3f} | {row['wall_time_s']:.0f} s |")
+        seconds = row["wall_time_s"]  # none for SafeSeek (its search's budget) and the direction (found before)
+        scoring = "—" if math.isnan(seconds) else f"{seconds:.0f} s"
+        print(f"| {row['method']} | {row['size']} | {refused} | {row['refusal_score_harmful']:.2f} | {answered} | {row['kl']:.3f} | {scoring} |")
     log(started, "done")
 
 
