@@ -18,12 +18,13 @@ import argparse
 import os
 import time
 
+from recorded_settings import config_as_recorded  # benchmarks/ is the script's folder
 from safeseek_organisms import report  # benchmarks/ is the script's folder
 
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData
 from safeseek_tl.organisms import load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig, discover_complete, search_fill
+from safeseek_tl.seek import SafeSeek, discover_complete, search_fill
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -49,13 +50,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for overrides in () if args.pruned_only else GRID:
         start = time.perf_counter()
-        config = SeekConfig.of("alignment", "both", **overrides)
+        config = config_as_recorded("alignment", "both", **overrides)
         result = SafeSeek(loaded, config).fit(train, val, progress=False)
         wall = time.perf_counter() - start
         label = ", ".join(f"{k}={v}" for k, v in overrides.items())
         report(f"tiny-aligned, {label}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train))
     start = time.perf_counter()
-    config = SeekConfig.of("alignment", "both", **PRUNED)
+    config = config_as_recorded("alignment", "both", **PRUNED)
     result = discover_complete(loaded, train, config, val, max_rounds=1, benign_records=load_data("benign", "val")[:20], progress=False)
     label = ", ".join(f"{k}={v}" for k, v in PRUNED.items())
     report(f"tiny-aligned, {label}, benign in objective, pruned", loaded, result, data, "asr_harmful", time.perf_counter() - start)

@@ -32,12 +32,13 @@ from collections.abc import Callable, Sequence
 from datetime import date
 
 import torch
+from recorded_settings import config_as_recorded  # benchmarks/ is the script's folder
 
 from safeseek_tl import Circuit, load_model
 from safeseek_tl.baselines.contrasting import random_like
 from safeseek_tl.evaluate import BehaviourData, measure
 from safeseek_tl.organisms import ground_truth, load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig
+from safeseek_tl.seek import SafeSeek
 from safeseek_tl.tuning import TuneConfig, tune
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,7 +101,7 @@ def seek_circuit(organism: str, scenario: str, path: str | None) -> tuple[Circui
         return Circuit.load(path, expected=loaded.shape), f"loaded from {path}"
     train, val = load_data(scenario, "train")[:100], load_data(scenario, "val")[:20]
     start = time.perf_counter()
-    result = SafeSeek(loaded, SeekConfig.of(scenario, "both")).fit(train, val, progress=False)
+    result = SafeSeek(loaded, config_as_recorded(scenario, "both")).fit(train, val, progress=False)
     return result.circuit, f"SafeSeek {scenario} defaults, units both, 100 training + 20 validation records, {time.perf_counter() - start:.0f} s"
 
 

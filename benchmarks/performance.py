@@ -3,7 +3,8 @@
 One table of ratios, all from this run:
 
 - a SafeSeek training step (``--scenario``: backdoor, four mask paths, or alignment's default
-  necessity objective, two paths and the unmasked pass its KL reads; heads and neurons; every path
+  refusal-score objective, two prompt-only paths whose KL reads cached targets, or
+  ``--alignment-objective necessity``, whose KL needs an unmasked pass; heads and neurons; every path
   in ONE forward and backward, per-row masks) against one plain forward+backward of the frozen model without
   hooks over the same rows (the floor: the model must run forward and backward once over every
   row); the naive design (one forward+backward per mask path) beside it; peak memory of each;
@@ -92,9 +93,9 @@ def load(args: argparse.Namespace) -> LoadedModel:
 # ---------------------------------------------------------------- the SafeSeek step and its references
 @dataclass
 class StepWorkload:
-    """One training batch of a scenario (backdoor: 4 mask paths; alignment, the necessity default: the
-    ``accept`` path and the benign KL path, whose target needs the unmasked model's pass over its rows)
-    and the three ways to run it."""
+    """One training batch of a scenario (backdoor: 4 mask paths; alignment: the ``accept`` path and the
+    benign KL path, whose targets the refusal-score default caches and necessity computes by an
+    unmasked pass over its rows) and the three ways to run it."""
 
     loaded: LoadedModel
     objective: SeekObjective

@@ -32,6 +32,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from recorded_settings import config_as_recorded  # benchmarks/ is the script's folder
 
 from safeseek_tl import (
     Circuit,
@@ -58,7 +59,7 @@ from safeseek_tl.safeguard import (
     labelled_prompts,
     unsafe_labels,
 )
-from safeseek_tl.seek import SafeSeek, SeekConfig
+from safeseek_tl.seek import SafeSeek
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -83,7 +84,7 @@ def safeseek_circuit(loaded: LoadedModel, scenario: str, cache: Path) -> Circuit
     folder = cache / f"{loaded.name}-{scenario}"
     if (folder / "circuit.json").is_file():
         return Circuit.load(folder / "circuit.json", expected=loaded.shape)
-    config = SeekConfig.of(scenario, "both")
+    config = config_as_recorded(scenario, "both")
     result = SafeSeek(loaded, config).fit(load_data(scenario, "train")[:N_TRAIN], load_data(scenario, "val")[:20], progress=False)
     result.save(folder)
     return result.circuit

@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from recorded_settings import config_as_recorded  # benchmarks/ is the script's folder
 
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData, evaluate
@@ -76,7 +77,7 @@ def smollm2(n_eval: int, device: str, official: bool, out: Path | None, skip: in
         truth = ground_truth(name, loaded)
         data = BehaviourData.from_records(load_data(scenario, "test", name)[:n_eval], benign)
         train, val = load_data(scenario, "train", name), load_data(scenario, "val", name)[:20]
-        config = SeekConfig.of(scenario, units, **{"schedule.max_length": 96, **overrides})
+        config = config_as_recorded(scenario, units, **{"schedule.max_length": 96, **overrides})
         start = time.perf_counter()
         result = SafeSeek(loaded, config).fit(train, val, progress=not official)
         wall = time.perf_counter() - start
@@ -134,7 +135,7 @@ def main() -> None:
     train, val = load_data("alignment", "train")[:100], load_data("alignment", "val")[:20]
     for label, overrides in (("defaults", {}), ("ablation=mean, w_refuse=0.2", {"masks.fill": "mean", "loss.w_refuse": 0.2})):
         start = time.perf_counter()
-        config = SeekConfig.of("alignment", "both", **overrides)
+        config = config_as_recorded("alignment", "both", **overrides)
         result = SafeSeek(loaded, config).fit(train, val, progress=False)
         wall = time.perf_counter() - start
         report(f"tiny-aligned, alignment, both, {label}", loaded, result, data, "asr_harmful", wall, fill=search_fill(loaded, config, train))

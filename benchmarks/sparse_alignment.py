@@ -16,12 +16,13 @@ import argparse
 import os
 import time
 
+from recorded_settings import config_as_recorded  # benchmarks/ is the script's folder
 from safeseek_organisms import report  # benchmarks/ is the script's folder
 
 from safeseek_tl import load_model
 from safeseek_tl.evaluate import BehaviourData
 from safeseek_tl.organisms import load_data
-from safeseek_tl.seek import SafeSeek, SeekConfig
+from safeseek_tl.seek import SafeSeek
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -62,7 +63,7 @@ def main() -> None:
     for label, overrides, budget in RUNS:
         if args.only and args.only not in label:
             continue
-        config = SeekConfig.of("alignment", "both", **overrides)
+        config = config_as_recorded("alignment", "both", **overrides)
         start = time.perf_counter()
         result = SafeSeek(loaded, config).fit(train, val, progress=False, benign_records=benign, time_budget_s=budget)
         wall = time.perf_counter() - start

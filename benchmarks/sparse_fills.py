@@ -4,7 +4,8 @@
     python benchmarks/sparse_fills.py curve --ablation learned --init-from attr-patch [--sizes 30,60,120,240]
     python benchmarks/sparse_fills.py stability [--seeds 0,1,2] [--splits 2] [--set key=value ...]
 
-Every search: heads and neurons, the default necessity objective and schedule (50 epochs), the
+Every search: heads and neurons, the necessity objective's settings of sessions 8-13 (grid and curve:
+``recorded_settings.py``; ``stability``: the library's defaults) and schedule (50 epochs), the
 first 100 alignment training records with 100 benign training records in the objective, 20
 validation records; measured on the test split (40 harmful, 40 benign prompts: ``evaluate``,
 greedy, 32 new tokens, keyword judge; the circuit ablated as the search masked it, with its fill).
@@ -29,7 +30,8 @@ import time
 from datetime import date
 
 import torch
-from safeseek_organisms import report  # benchmarks/ is the script's folder
+from recorded_settings import config_as_recorded  # benchmarks/ is the script's folder
+from safeseek_organisms import report
 
 from safeseek_tl import load_model
 from safeseek_tl.ablation import ReferenceActivations
@@ -48,7 +50,7 @@ HEADER = "| run | epochs run, best, mask before the cut | heads | neurons | beha
 
 def _search(loaded, data, train, val, benign, label: str, **settings) -> None:
     """One search; ``settings`` by dotted name (``masks.fill``, ``target.neurons``, ...)."""
-    config = SeekConfig.of("alignment", "both", **settings)
+    config = config_as_recorded("alignment", "both", **settings)
     start = time.perf_counter()
     result = SafeSeek(loaded, config).fit(train, val, progress=False, benign_records=benign)
     wall = time.perf_counter() - start
@@ -74,12 +76,12 @@ def curve(loaded, data, train, val, benign, ablation: str, init_from: str, sizes
     start = time.perf_counter()
     scores = attribute("attr-patch", loaded, train, "alignment", benign=benign, units="both", progress=False).scores
     wall = time.perf_counter() - start
-    config = SeekConfig.of("alignment", "both")
+    config = config_as_recorded("alignment", "both")
     means = path_means(loaded.model, mask_paths(config, train, loaded.chat, "training data", benign), config.schedule.batch_size)
     for n in sizes:
         circuit = Circuit.top_k(scores, heads=1, neurons=n)
         for mode, reference in (("zero", None), ("mean", ReferenceActivations(means.means, {}))):
-            row = _Ranked(circuit, SeekConfig.of("alignment", "both", masks={"fill": mode}), reference)
+            row = _Ranked(circuit, config_as_recorded("alignment", "both", **{"masks.fill": mode}), reference)
             report(f"attribution patching's top 1 head + {n} neurons, {mode}-ablated | -", loaded, row, data, "asr_harmful", wall)
 
 

@@ -181,6 +181,23 @@ def test_a_flat_config_of_the_previous_version_reads_as_the_same_settings():
     assert set(FLAT_BACKDOOR) - {"scenario", "units"} | {"init_from"} == set(FLAT_NAMES)  # every old name is mapped
 
 
+def test_settings_an_older_file_lacks_are_the_official_scripts_not_the_sparse_defaults():
+    # the flat version's alignment search of both granularities, necessity objective, no target
+    flat = FLAT_BACKDOOR | {"scenario": "alignment", "units": "both", "mask_kind": "hard_sigmoid", "ablation": "zero", "init_heads": 1.0,
+                            "w_accept": 2.0, "w_refuse": 0.0, "w_sparsity_neurons": 0.1, "w_sparsity_heads": 0.1, "target_neurons": None,
+                            "epochs": 50, "patience": None, "w_overlap": 1.0}  # fmt: skip
+    expected = ALIGNMENT_OFFICIAL | {"loss.alignment_objective": "necessity", "loss.w_refuse": 0.0}  # no cap, logits from 1.0 constant, benign weight 1
+    assert SeekConfig.from_dict(flat).dotted() == expected
+    # a grouped config.json saved before target.exact, target.in_training and masks.init_from existed
+    grouped = SeekConfig.from_dict(expected).to_dict()
+    for group, name in (("target", "exact"), ("target", "in_training"), ("masks", "init_from")):
+        del grouped[group][name]
+    assert SeekConfig.from_dict(grouped).dotted() == expected
+    # ... and one saved before the alignment objective existed ran the official one
+    del grouped["loss"]["alignment_objective"]
+    assert SeekConfig.from_dict(grouped).loss.alignment_objective == "official"
+
+
 def test_a_checkpoint_of_the_previous_version_resumes(gqa, tmp_path):
     config = SeekConfig.of("backdoor", "both", schedule={"epochs": 3, "batch_size": 4, "val_size": 2})
     uninterrupted = SafeSeek(gqa, config).fit(BACKDOOR, progress=False)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -131,10 +132,12 @@ def test_init_from_attr_patch_starts_the_search_at_the_ranks(gqa, monkeypatch):
     # lr 1e-12: the masks end where they started
     # "auto" (the alignment default) warm-starts when there are benign prompts to pair with
     config = plain_alignment('heads', masks={"init_from": 'auto'}, target={"heads": 2}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2, "lr": 1e-12})
-    with pytest.warns(UserWarning, match="alignment search without benign records: nothing keeps harmless answers"):
+    with pytest.warns(UserWarning, match="without benign records: nothing keeps harmless answers as they were; the mask logits start constant"):
         constant = SafeSeek(gqa, config).fit(ALIGN, progress=False)
     assert calls == [] and bool((constant.main_logits["heads"] == 1.0).all())  # none: every logit at init_heads
-    result = SafeSeek(gqa, config).fit(ALIGN, progress=False, benign_records=BENIGN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 6 benign records for 4 training records pair without a warning
+        result = SafeSeek(gqa, config).fit(ALIGN, progress=False, benign_records=BENIGN)
     # the 4 training records' harmful prompts only, paired with the first 4 of the 6 benign prompts
     assert calls == [([r.prompt for r in ALIGN[:4]], [b.prompt for b in BENIGN[:4]], "heads")]
     n = heads.numel()
@@ -156,3 +159,14 @@ def test_init_from_attr_patch_starts_the_search_at_the_ranks(gqa, monkeypatch):
 def test_init_from_auto_warm_starts_where_the_prompts_pair(scenario, init_from, benign, warm_start):
     config = SeekConfig.of(scenario, "heads", masks={"init_from": init_from})
     assert warm.starts_warm(config, benign) is warm_start
+
+
+def test_the_missing_benign_warning_names_only_what_is_missing(gqa):
+    config = plain_alignment("heads", schedule={"epochs": 1, "batch_size": 2, "val_size": 2, "lr": 1e-12})
+    with pytest.warns(UserWarning, match=r"nothing keeps harmless answers as they were; give benign") as caught:
+        SafeSeek(gqa, config).fit(ALIGN, progress=False)  # a constant start: no warm start to miss
+    assert "attribution patching" not in str(caught[0].message)
+    official = SeekConfig.of("alignment", "heads", loss={"alignment_objective": "official"}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the official objective never had benign records
+        SafeSeek(gqa, official).fit(ALIGN, progress=False)

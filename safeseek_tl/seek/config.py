@@ -114,8 +114,8 @@ class Schedule(_Group):
 @dataclass(frozen=True, kw_only=True)
 class Masks(_Group):
     """The masks: their ``kind`` (straight-through hard sigmoid, the code's), the initial logits
-    (``init_heads`` 0.1 backdoor, 1.0 alignment; ``init_from``: the same for every unit, or from
-    attribution-patching ranks, :data:`InitFrom`) and what a masked-off unit becomes during the
+    (``init_heads`` 0.1 backdoor, 0.1 alignment, 1.0 with its official objective; ``init_from``: the
+    same for every unit, or from attribution-patching ranks, :data:`InitFrom`) and what a masked-off unit becomes during the
     search (``fill``, :data:`MaskFill`)."""
 
     GROUP: ClassVar[str] = "masks"
@@ -213,7 +213,8 @@ L = TypeVar("L", bound=Loss)
 class SeekConfig:
     """Settings of a SafeSeek run: the scenario, the granularity (``units``) and a group per concern.
 
-    Build one with :meth:`of`, which fills in the official scripts' values:
+    Build one with :meth:`of`, which fills in the official scripts' values (the alignment default:
+    the sparse-circuit settings):
     ``SeekConfig.of("backdoor", "both")``, or with settings changed,
     ``SeekConfig.of("alignment", "both", schedule={"epochs": 10}, loss={"alignment_objective": "official"})``.
 
@@ -274,7 +275,8 @@ class SeekConfig:
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> SeekConfig:
         """A config as saved: nested (:meth:`to_dict`, ``config.json``), dotted (:meth:`dotted`,
         checkpoints), or the flat fields of the previous version (its runs and checkpoints). A
-        setting the file lacks takes its default (files of older versions)."""
+        setting the file lacks takes the official scripts' value: the file predates it, and so the
+        sparse alignment defaults (an alignment file without an objective ran the official one)."""
         settings = dict(data)
         if "scenario" not in settings:
             raise InputError(f"{source}: no 'scenario' among the settings")
@@ -282,7 +284,9 @@ class SeekConfig:
         try:
             if any(name in FLAT_NAMES for name in settings):
                 settings = _from_flat(scenario, settings)
-            return cls.of(scenario, units, **settings)
+            saved = _dotted(settings)
+            official = _official(scenario, units, saved.get("loss.alignment_objective", "official")).dotted()
+            return cls.of(scenario, units, **({name: value for name, value in official.items() if "." in name} | saved))
         except InputError as err:
             raise InputError(f"{source}: {err}") from None
 

@@ -27,7 +27,7 @@ from safeseek_tl.hooks import UnitKind
 from safeseek_tl.masks import MaskLogits
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.budget import PROBE_STEPS, Budget
-from safeseek_tl.seek.config import SeekConfig
+from safeseek_tl.seek.config import AlignmentLoss, SeekConfig
 from safeseek_tl.seek.objective import MaskPath, SeekObjective, mask_paths
 from safeseek_tl.seek.result import SeekResult, main_mask, removed_units
 from safeseek_tl.seek.size import cut_to_target
@@ -101,12 +101,15 @@ def _check_budget(time_budget_s: float | None, resume: bool, parallel: DataParal
 
 
 def _warn_without_benign(config: SeekConfig, benign_records: Sequence[BenignRecord]) -> None:
-    """Warn that an alignment search without benign records keeps nothing of the harmless answers."""
-    if config.scenario == "alignment" and not benign_records:
-        warnings.warn(
-            "an alignment search without benign records: nothing keeps harmless answers as they were, and the mask logits start "
-            "constant instead of from attribution patching; give benign records (benign_records=..., CLI --benign)", stacklevel=4,
-        )  # fmt: skip
+    """Warn that a sparse alignment search without benign records keeps nothing of the harmless
+    answers (the official objective never had them), and starts cold where it would warm-start."""
+    if config.scenario != "alignment" or benign_records or config.loss_as(AlignmentLoss).alignment_objective == "official":
+        return
+    cold = "; the mask logits start constant instead of from attribution patching" if config.masks.init_from == "auto" else ""
+    warnings.warn(
+        f"an alignment search without benign records: nothing keeps harmless answers as they were{cold}; give benign records "
+        "(benign_records=..., CLI --benign)", stacklevel=4,
+    )  # fmt: skip
 
 
 class SafeSeek:

@@ -55,7 +55,8 @@ def starts_warm(config: SeekConfig, benign_records: Sequence[BenignRecord]) -> b
 def warm_logits(loaded: LoadedModel, config: SeekConfig, records: Sequence[Record], benign_records: Sequence[BenignRecord] = ()) -> dict[UnitKind, Tensor]:
     """Each searched granularity's starting logits from attribution patching on ``records`` (the
     alignment scenario contrasts them with ``benign_records``, which it then needs)."""
-    clean, corrupted = scenario_of(config.scenario).paired_prompts(records, list(benign_records) or None, "attr-patch")
+    # the first benign record pairs with the first harmful one, and so on; the rest are not needed
+    clean, corrupted = scenario_of(config.scenario).paired_prompts(records, list(benign_records)[: len(records)] or None, "attr-patch")
     scores = oriented(attribution_patching(loaded, clean, corrupted, units=config.units, progress=False))  # as the registry's "attr-patch" scores
     init = {"heads": config.masks.init_heads, "neurons": config.masks.init_neurons}
     shape = loaded.shape
