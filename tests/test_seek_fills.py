@@ -144,6 +144,10 @@ def test_init_from_attr_patch_starts_the_search_at_the_ranks(gqa, monkeypatch):
     # the two highest-scored heads (the last two) start off; the rest rise from 1 / (n - 2) to 1.0
     expected = torch.cat([torch.arange(n - 2, 0, -1) / (n - 2), torch.tensor([-1.0, -1.0])]).reshape(shape.size("heads"))
     torch.testing.assert_close(result.main_logits["heads"], expected)
+    # asked for by name, the warm start is the same
+    named = SafeSeek(gqa, plain_alignment('heads', masks={"init_from": 'attr-patch'}, target={"heads": 2}, schedule={"epochs": 1, "batch_size": 2, "val_size": 2, "lr": 1e-12}))
+    torch.testing.assert_close(named.fit(ALIGN, progress=False, benign_records=BENIGN).main_logits["heads"], expected)
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(
