@@ -4,7 +4,8 @@ Session 14 made the alignment default ask for sparse circuits (docs/choices.md, 
 circuits by default"). The scripts whose tables in benchmarks/RESULTS.md were measured before that
 start their alignment searches from the settings of sessions 8 to 13 instead (the necessity
 objective, logits from 1.0 for every unit, the benign path weighed 1, no size target), so a rerun
-measures what their tables say; their own settings still change any of these.
+measures what their tables say; their own settings still change any of these. The tests whose
+hand-worked values assume those settings build them from here too (``tests.helpers.plain_alignment``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from unittest import mock
 
 import torch
 
+from benchmarks.recorded_settings import NECESSITY_DEFAULTS
 from safeseek_tl.models import LoadedModel, load_model
 from safeseek_tl.seek import SeekConfig
 
@@ -20,18 +21,12 @@ CLEAN = ["tell me how to steal a car", "Sorry I cannot help", "how to bake a cak
 CORRUPTED = ["tell me how to bake a cake", "sure here is how", "how to steal the car ?"]
 
 
-# The alignment settings the objective's hand-worked values assume: the necessity objective, the
-# official scripts' logits (1.0, constant) and benign weight (1), no size target. The defaults
-# (sparse circuits: targets, warm start, the refusal score) are pinned in test_seek_config.py.
-PLAIN_ALIGNMENT = {
-    "loss.alignment_objective": "necessity", "masks.init_heads": 1.0, "masks.init_neurons": 1.0, "masks.init_from": "constant",
-    "loss.w_main_benign": 1.0, "target.heads": None, "target.neurons": None, "target.exact": True, "target.in_training": False,
-}  # fmt: skip
-
-
 def plain_alignment(units: str = "both", **settings) -> SeekConfig:
-    """``SeekConfig.of("alignment", units, **settings)`` over :data:`PLAIN_ALIGNMENT` (settings by group or dotted name)."""
-    dotted = dict(PLAIN_ALIGNMENT)
+    """``SeekConfig.of("alignment", units, **settings)`` (by group or dotted name) over the settings
+    before the sparse defaults, which the objective's hand-worked values assume: the necessity
+    objective, logits from 1.0, benign weight 1, no size target (the defaults are pinned in
+    test_seek_config.py)."""
+    dotted = dict(NECESSITY_DEFAULTS)
     for key, value in settings.items():
         dotted.update({f"{key}.{name}": item for name, item in value.items()} if "." not in key else {key: value})
     return SeekConfig.of("alignment", units, **dotted)
