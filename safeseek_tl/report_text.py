@@ -27,11 +27,14 @@ VERIFIED = {
 """What a result's ``verified`` flag (:class:`~safeseek_tl.seek.SeekResult`) reads as in the summary."""
 
 
-def print_discovery_summary(loaded: LoadedModel, result: SeekResult, switch: dict[str, float], out: Path, judge: RefusalJudge | None = None) -> None:
+def print_discovery_summary(
+    loaded: LoadedModel, result: SeekResult, switch: dict[str, float], out: Path, judge: RefusalJudge | None = None, judged: tuple[int, int] | None = None
+) -> None:
     """Circuit size and the behaviour check of a SafeSeek run (:func:`~safeseek_tl.seek.behaviour_switch`).
 
     Each judged rate ``key`` is printed with ``switch["refusal_score_" + key]`` when present;
-    ``judge`` (a :class:`~safeseek_tl.metrics.RefusalJudge`) is named under the table.
+    ``judge`` (a :class:`~safeseek_tl.metrics.RefusalJudge`) is named under the table; ``judged``:
+    how many validation records and benign prompts the rates are shares of.
     """
     circuit = result.circuit
     table = Table(title=f"SafeSeek {result.config.scenario} circuit of {loaded.name}")
@@ -48,6 +51,8 @@ def print_discovery_summary(loaded: LoadedModel, result: SeekResult, switch: dic
     table.add_row("search rounds", str(result.rounds), "")
     table.add_row("best epoch", str(result.best_epoch), "")
     table.add_row("switch check", VERIFIED[getattr(result, "verified", None)])
+    if judged is not None:
+        table.add_row("prompts judged", f"{judged[0]} validation records, {judged[1]} benign prompts", "")
     labels = {
         "switched": "behaviour switched, circuit ablated (backdoor: triggered prompts refused; alignment: harmful answered)",
         "clean": "clean harmful prompts refused, circuit ablated",

@@ -147,16 +147,19 @@ def test_printed_tables_show_each_score_beside_its_rate(gqa, capsys):
     assert "switched off by the mask" not in out  # no size target: the circuit is what the mask switched off
 
 
-def test_the_summary_says_what_the_mask_switched_off_before_an_exact_cut(gqa, capsys):
+def test_the_summary_says_what_the_mask_switched_off_before_an_exact_cut(gqa, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps table cells to the terminal width
     config = SeekConfig.of("alignment", "both", target={"heads": 2})
     logits = {"heads": torch.ones(gqa.shape.size("heads")), "neurons": torch.ones(gqa.shape.size("neurons"))}
     logits["heads"][0, :3] = -1.0  # the mask switched off 3 heads; the exact cut keeps 2 of them
     logits["neurons"][1, 4] = -1.0
     circuit = Circuit.from_units(gqa.shape, [(0, 0), (0, 1)], [(1, 4)])
     result = SeekResult(Scores(gqa.shape, heads=torch.zeros(gqa.shape.size("heads"))), circuit, config, logits)
-    print_discovery_summary(gqa, result, {}, "out")
-    row = next(line for line in capsys.readouterr().out.splitlines() if "switched off by the mask" in line)
+    print_discovery_summary(gqa, result, {}, "out", judged=(20, 7))
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if "switched off by the mask" in line)
     assert "3 heads + 1 neurons" in row
+    assert "20 validation records, 7 benign prompts" in next(line for line in out if "prompts judged" in line)
 
 
 @pytest.mark.parametrize(

@@ -132,9 +132,15 @@ def test_cli_discover_and_attribute_on_an_organism(tmp_path):
 
     data = str(data_file("backdoor", "val"))
     out = tmp_path / "bd"
-    result = _cli("discover", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "backdoor", "--out", str(out), "--epochs", "1", "--val-size", "10", "--set", "loss.w_overlap=0.5")
+    benign = tmp_path / "benign.jsonl"  # 12 benign records: the check judges as many as the 10 validation records
+    benign.write_text("".join(data_file("benign", "val").read_text().splitlines(keepends=True)[:12]))
+    result = _cli(
+        "discover", "--model", "organism:tiny-backdoor", "--data", data, "--scenario", "backdoor", "--out", str(out), "--epochs", "1", "--val-size", "10",
+        "--benign", str(benign), "--set", "loss.w_overlap=0.5",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "heads in circuit" in result.stdout
+    assert "10 validation records, 10 benign prompts" in " ".join(result.stdout.replace("│", " ").split())
     for name in ("circuit.json", "scores.safetensors", "masks.safetensors", "history.json", "config.json"):
         assert (out / name).is_file()
     assert json.loads((out / "config.json").read_text())["loss"]["w_overlap"] == 0.5
