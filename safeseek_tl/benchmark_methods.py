@@ -109,7 +109,8 @@ def seek_config(scenario: Scenario, units: UnitChoice, options: Mapping[str, Any
     """The benchmark's one construction of a :class:`~safeseek_tl.seek.SeekConfig`: the user's SafeSeek
     options (settings by dotted name, e.g. ``{"schedule.epochs": 5}``, or ``config=``) at granularity
     ``units``, with the seed and size targets when given (a kind without a target has none; a
-    target is exact: the benchmark measures circuits of the sizes it asks for)."""
+    target is exact: the benchmark measures circuits of the sizes it asks for). A ``config=`` keeps
+    its settings; a granularity it did not search takes the defaults' target at ``units``."""
     from safeseek_tl.seek import SeekConfig
 
     fields: dict[str, Any] = {}
@@ -121,8 +122,11 @@ def seek_config(scenario: Scenario, units: UnitChoice, options: Mapping[str, Any
         if len(options) > 1:
             raise InputError(f"safeseek options: give either config=SeekConfig.of(...) or its settings ({', '.join(k for k in options if k != 'config')}), not both")
         given: SeekConfig = options["config"]
-        settings = {name: value for name, value in given.dotted().items() if "." in name}  # its settings keep their values at the new granularity
-        settings |= {f"target.{kind}": None for kind in UNIT_KINDS if kind not in unit_kinds(units)}  # but a kind not searched has no target
+        # its settings keep their values at the new granularity, but a kind not searched has no
+        # target, and a kind it did not search takes the defaults' target at the new granularity
+        unsearched = [kind for kind in UNIT_KINDS if kind not in given.kinds]
+        settings = {name: value for name, value in given.dotted().items() if "." in name and name not in {f"target.{kind}" for kind in unsearched}}
+        settings |= {f"target.{kind}": None for kind in UNIT_KINDS if kind not in unit_kinds(units)}
         return SeekConfig.of(given.scenario, units, **{**settings, **fields})
     return SeekConfig.of(scenario.name, units, **{**options, **fields})
 

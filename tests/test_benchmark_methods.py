@@ -90,3 +90,6 @@ def test_search_points_are_safeseek_s_and_the_seek_config_takes_seed_and_targets
     assert (exact.target.heads, exact.target.neurons, exact.target.exact) == (None, 40, True)
     heads_only = seek_config(ALIGNMENT, "heads", {"config": SeekConfig.of("alignment", "both")})
     assert (heads_only.target.heads, heads_only.target.neurons, heads_only.target.exact) == (0.03, None, False)
+    # and a config of heads only, searched at both, caps the neurons it did not search as the default does
+    widened = seek_config(ALIGNMENT, "both", {"config": SeekConfig.of("alignment", "heads", target={"heads": 2})})
+    assert (widened.target.heads, widened.target.neurons, widened.target.exact) == (2, 0.01, False)
