@@ -69,6 +69,37 @@ def test_stability_runs_every_seed_on_every_split_with_the_same_validation(monke
         stability(SimpleNamespace(), records, config, seeds=(1,), splits=1)
 
 
+def test_stability_saves_after_every_run_and_resumes_only_the_runs_not_saved(monkeypatch, tmp_path):
+    searched = []
+
+    def discover(loaded, part, config, **_):
+        searched.append((config.schedule.seed, part[0].prompt))
+        if len(searched) == 3:
+            raise KeyboardInterrupt  # the third run is interrupted
+        return SimpleNamespace(circuit=[A, B, C, A][len(searched) - 1])
+
+    monkeypatch.setattr(repeats, "discover", discover)
+    records = [AlignmentRecord(f"p{i}", "no", "yes") for i in range(6)]
+    config = SeekConfig.of("alignment", "both", schedule={"val_size": 2})
+    loaded = SimpleNamespace(shape=SHAPE)
+    with pytest.raises(KeyboardInterrupt):
+        stability(loaded, records, config, seeds=(3, 4), splits=2, out_dir=tmp_path)
+    saved = json.loads((tmp_path / "stability.json").read_text())
+    assert [(r["seed"], r["split"], r["heads"]) for r in saved["runs"]] == [(3, 0, [[0, 0], [0, 1]]), (4, 0, [[0, 1], [0, 2]])]
+    assert saved["jaccard"] == {"heads": pytest.approx(1 / 3), "neurons": 1.0}  # A-B: heads {1} of {0, 1, 2}; neurons {0} of {0}
+    assert Circuit.load(tmp_path / "circuit.json").head_list == [[0, 1]]  # the core so far
+
+    searched.clear()
+    found = stability(loaded, records, config, seeds=(3, 4), splits=2, out_dir=tmp_path, resume=True)
+    assert [seed for seed, _ in searched] == [3, 4]  # the two runs of the second half only
+    assert [(r["seed"], r["split"]) for r in found.runs] == [(3, 0), (4, 0), (3, 1), (4, 1)]
+    assert [c.head_list for c in found.circuits] == [A.head_list, B.head_list, A.head_list, B.head_list]  # saved A, B; searched A, B
+    assert json.loads((tmp_path / "stability.json").read_text())["runs"][3]["heads"] == [[0, 1], [0, 2]]
+
+    with pytest.raises(InputError, match=r"stability.json: saved for another plan \(different: config, split_seed\)"):
+        stability(loaded, records, SeekConfig.of("alignment", "heads", schedule={"val_size": 2}), seeds=(3, 4), splits=2, split_seed=1, out_dir=tmp_path, resume=True)
+
+
 def test_stability_command_on_tiny_aligned(tmp_path):
     """Four short searches (2 seeds x 2 halves of 20 records, 2 epochs, logits started near 0 so units switch)."""
     from safeseek_tl.organisms import data_file

@@ -25,8 +25,13 @@ def stability(
     benign: Annotated[Path | None, typer.Option(help="Benign records (prompt, response) in every run's objective.")] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Prune each run's circuit to a minimal switching set before comparing.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Epochs of each run (default: the official script's).")] = None,
-    val_size: Annotated[int | None, typer.Option(help="Validation records taken from the end of the training records when --val-data is not given (default: the config's).")] = None,
+    val_size: Annotated[
+        int | None, typer.Option(help="Validation records taken from the end of the training records when --val-data is not given (default: the config's).")
+    ] = None,
     time_budget: Annotated[float | None, typer.Option(help="Minutes for each run's search (--epochs no longer counts).")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run: the runs OUT/stability.json holds (saved after each run) are not searched again.")
+    ] = False,
     overrides: Annotated[list[str], typer.Option("--set", help="Any SeekConfig setting by its dotted name, e.g. --set masks.fill=learned; repeatable.")] = [],  # noqa: B006
     device: DeviceOption = "cpu",
 ) -> None:
@@ -42,9 +47,8 @@ def stability(
     loaded = shared.load_model_for_cli(model, device)
     found = run_stability(
         loaded, records, config, seed_list, splits, val_records=val_records, benign=load_benign(benign), split_seed=split_seed,
-        prune=prune, time_budget_s=None if time_budget is None else time_budget * 60, progress=True,
+        prune=prune, time_budget_s=None if time_budget is None else time_budget * 60, progress=True, out_dir=out, resume=resume,
     )  # fmt: skip
-    found.save(out)
     core = found.core
     for kind, value in found.jaccard.items():
         typer.echo(f"{kind}: mean pairwise Jaccard {value:.3f} over {len(found.circuits)} runs; core {len(core.get(kind).nonzero())} units")

@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import operator
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from safeseek_tl import runs
-from safeseek_tl._io import write_json
+from safeseek_tl._io import read_json, write_json
 from safeseek_tl.data import BenignRecord, Record, split_records
 from safeseek_tl.errors import InputError
 from safeseek_tl.hooks import UnitKind
 from safeseek_tl.models import LoadedModel
 from safeseek_tl.seek.config import SeekConfig
 from safeseek_tl.seek.discovery import discover
-from safeseek_tl.units import Circuit, mean_jaccard
+from safeseek_tl.units import Circuit, ModelShape, mean_jaccard
 
 
 def core_circuit(circuits: Sequence[Circuit]) -> Circuit:
@@ -59,6 +60,9 @@ class Stability:
     circuits: list[Circuit]
     runs: list[dict[str, Any]]
     kinds: tuple[UnitKind, ...]
+    plan: dict[str, Any] = field(default_factory=dict)
+    """What the runs were asked for (the search's settings, the splits), saved so that an
+    interrupted stability run resumes only the same plan."""
 
     @property
     def jaccard(self) -> dict[UnitKind, float]:
@@ -72,12 +76,14 @@ class Stability:
         return core_circuit(self.circuits)
 
     def to_dict(self) -> dict[str, Any]:
-        """``jaccard`` per granularity, the ``core``'s units, and each run with its circuit's units."""
+        """``jaccard`` per granularity (``None`` before a second run), the ``core``'s units, each run
+        with its circuit's units, and the ``plan``."""
         core = self.core
         return {
-            "jaccard": self.jaccard,
+            "jaccard": self.jaccard if len(self.circuits) > 1 else None,
             "core": {"heads": core.head_list, "neurons": core.neuron_list},
             "runs": [run | {"heads": c.head_list, "neurons": c.neuron_list} for run, c in zip(self.runs, self.circuits)],
+            "plan": self.plan,
         }
 
     def save(self, out_dir: str | Path) -> None:
@@ -101,6 +107,8 @@ def stability(
     prune: bool = False,
     time_budget_s: float | None = None,
     progress: bool = False,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> Stability:
     """Repeat the search of ``config`` for every seed in ``seeds`` on each of ``splits`` parts of the
     training records (module docstring); the circuits and their overlap.
@@ -108,15 +116,73 @@ def stability(
     ``val_records`` (default: the last ``config.schedule.val_size`` of ``records``) validate every run.
     ``prune``, ``benign`` and ``time_budget_s`` (per run) as in :func:`~safeseek_tl.seek.discover`;
     no run checks its behaviour. ``runs[i]`` records each run's seed, split, wall time and size.
+    ``out_dir``: saved there (:meth:`Stability.save`) after every run, so that an interruption loses
+    at most the run under way; ``resume``: the runs already saved there for the same plan are not
+    searched again.
     """
     if len(seeds) * splits < 2:
         raise InputError(f"stability needs at least two runs, got {len(seeds)} seeds x {splits} splits")
     train, val = (list(records), list(val_records)) if val_records is not None else split_records(records, config.schedule.val_size, "training data")
-    circuits, described = [], []
+    plan = {
+        "config": config.to_dict(),
+        "splits": splits,
+        "split_seed": split_seed,
+        "n_train": len(train),
+        "n_val": len(val),
+        "prune": prune,
+        "time_budget_s": time_budget_s,
+    }
+    saved = saved_runs(Path(out_dir), loaded.shape, plan) if resume and out_dir is not None else {}
+    found = Stability([], [], config.kinds, plan)
     for split, part in enumerate(data_splits(train, splits, split_seed)):
         for seed in seeds:
+            if (seed, split) in saved:
+                found.runs.append(saved[seed, split][0])
+                found.circuits.append(saved[seed, split][1])
+                continue
             start = time.perf_counter()
-            found = discover(loaded, part, replace(config, schedule=replace(config.schedule, seed=seed)), val_records=val, benign=benign, prune=prune, check=False, progress=progress, time_budget_s=time_budget_s)
-            circuits.append(found.circuit)
-            described.append({"seed": seed, "split": split, "n_train": len(part), "wall_s": time.perf_counter() - start, "n_heads": found.circuit.n_heads, "n_neurons": found.circuit.n_neurons})
-    return Stability(circuits, described, config.kinds)
+            circuit = discover(
+                loaded,
+                part,
+                replace(config, schedule=replace(config.schedule, seed=seed)),
+                val_records=val,
+                benign=benign,
+                prune=prune,
+                check=False,
+                progress=progress,
+                time_budget_s=time_budget_s,
+            ).circuit
+            found.circuits.append(circuit)
+            found.runs.append(
+                {
+                    "seed": seed,
+                    "split": split,
+                    "n_train": len(part),
+                    "wall_s": time.perf_counter() - start,
+                    "n_heads": circuit.n_heads,
+                    "n_neurons": circuit.n_neurons,
+                }
+            )
+            if out_dir is not None:
+                found.save(out_dir)
+    return found
+
+
+def saved_runs(out_dir: Path, shape: ModelShape, plan: dict[str, Any]) -> dict[tuple[int, int], tuple[dict[str, Any], Circuit]]:
+    """The runs of ``out_dir``'s stability.json by (seed, split), with their circuits: none when there
+    is no file; an InputError naming the file when it was saved for another plan (the settings or
+    the data differ) or another model."""
+    path = out_dir / runs.STABILITY
+    if not path.exists():
+        return {}
+    saved, expected = read_json(path), json.loads(json.dumps(plan))  # as saved: tuples became lists
+    differing = sorted(name for name in expected.keys() | saved.get("plan", {}).keys() if saved.get("plan", {}).get(name) != expected.get(name))
+    if differing:
+        raise InputError(
+            f"{path}: saved for another plan (different: {', '.join(differing)}); resume it with the same settings and data, or write to another --out"
+        )
+    out = {}
+    for run in saved["runs"]:
+        circuit = Circuit.from_units(shape, run.pop("heads"), run.pop("neurons"))
+        out[run["seed"], run["split"]] = (run, circuit)
+    return out
