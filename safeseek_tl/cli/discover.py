@@ -100,7 +100,6 @@ def discover(
     from safeseek_tl.distributed import init_from_environment
     from safeseek_tl.report_text import print_discovery_summary
     from safeseek_tl.seek import discover as discover_circuit
-    from safeseek_tl.seek.checking import checked_benign
 
     scenario_name = scenario_option(scenario)
     kind, goal = None if mask_kind is None else mask_kind_option(mask_kind), None if objective is None else objective_option(objective)
@@ -124,8 +123,7 @@ def discover(
         return
     found.save(out)
     assert found.check is not None, "discover checks the circuit on the main rank (check=parallel.is_main)"
-    judged = (len(found.val_records), len(checked_benign(benign_records, found.val_records)))
-    print_discovery_summary(loaded, found.result, found.check, out, judge, judged)
+    print_discovery_summary(loaded, found.result, found.check, out, judge, (len(found.val_records), found.n_benign_checked))
     if found.result.verified is False:
         warning = "no round of the complete search switched the behaviour on the validation prompts"
         typer.secho(f"warning: {warning}; {out}/ holds the first search's circuit, unverified (history.json: \"verified\": false)", err=True, fg=typer.colors.YELLOW)

@@ -39,6 +39,8 @@ class Discovery:
     train_records: list[Record]
     val_records: list[Record]
     check: dict[str, float] | None = None
+    n_benign_checked: int = 0
+    """How many benign prompts ``check`` judged (:func:`~safeseek_tl.seek.checking.checked_benign`)."""
 
     @property
     def circuit(self) -> Circuit:
@@ -107,7 +109,7 @@ def discover(
             err.unpruned = result  # nothing computed is lost: the caller can still save the search
             raise
     switch = behaviour_switch(loaded, config, result.circuit, val, benign=benign_checked, fill=fill, judge=judge) if check else None
-    return Discovery(result, found, train, val, switch)
+    return Discovery(result, found, train, val, switch, len(benign_checked))
 
 
 def discover_complete(

@@ -136,36 +136,23 @@ def stability(
     found = Stability([], [], config.kinds, plan)
     for split, part in enumerate(data_splits(train, splits, split_seed)):
         for seed in seeds:
-            if (seed, split) in saved:
-                found.runs.append(saved[seed, split][0])
-                found.circuits.append(saved[seed, split][1])
-                continue
-            start = time.perf_counter()
-            circuit = discover(
-                loaded,
-                part,
-                replace(config, schedule=replace(config.schedule, seed=seed)),
-                val_records=val,
-                benign=benign,
-                prune=prune,
-                check=False,
-                progress=progress,
-                time_budget_s=time_budget_s,
-            ).circuit
+            searched = (seed, split) not in saved
+            run, circuit = _search(loaded, part, replace(config, schedule=replace(config.schedule, seed=seed)), split, val, benign, prune, time_budget_s, progress) if searched else saved[seed, split]
+            found.runs.append(run)
             found.circuits.append(circuit)
-            found.runs.append(
-                {
-                    "seed": seed,
-                    "split": split,
-                    "n_train": len(part),
-                    "wall_s": time.perf_counter() - start,
-                    "n_heads": circuit.n_heads,
-                    "n_neurons": circuit.n_neurons,
-                }
-            )
-            if out_dir is not None:
+            if searched and out_dir is not None:
                 found.save(out_dir)
     return found
+
+
+def _search(
+    loaded: LoadedModel, part: list[Record], config: SeekConfig, split: int, val: list[Record], benign: Sequence[BenignRecord], prune: bool, time_budget_s: float | None, progress: bool
+) -> tuple[dict[str, Any], Circuit]:
+    """One run of :func:`stability`: its description (seed, split, size, wall time) and its circuit."""
+    start = time.perf_counter()
+    circuit = discover(loaded, part, config, val_records=val, benign=benign, prune=prune, check=False, progress=progress, time_budget_s=time_budget_s).circuit
+    run = {"seed": config.schedule.seed, "split": split, "n_train": len(part), "wall_s": time.perf_counter() - start, "n_heads": circuit.n_heads, "n_neurons": circuit.n_neurons}
+    return run, circuit
 
 
 def saved_runs(out_dir: Path, shape: ModelShape, plan: dict[str, Any]) -> dict[tuple[int, int], tuple[dict[str, Any], Circuit]]:
