@@ -116,7 +116,7 @@ def stability(
     ``val_records`` (default: the last ``config.schedule.val_size`` of ``records``) validate every run.
     ``prune``, ``benign`` and ``time_budget_s`` (per run) as in :func:`~safeseek_tl.seek.discover`;
     no run checks its behaviour. ``runs[i]`` records each run's seed, split, wall time and size.
-    ``out_dir``: saved there (:meth:`Stability.save`) after every run, so that an interruption loses
+    ``out_dir``: saved there (:meth:`~safeseek_tl.seek.repeats.Stability.save`) after every run, so that an interruption loses
     at most the run under way; ``resume``: the runs already saved there for the same plan are not
     searched again.
     """
