@@ -158,7 +158,7 @@ def _search(
 def saved_runs(out_dir: Path, shape: ModelShape, plan: dict[str, Any]) -> dict[tuple[int, int], tuple[dict[str, Any], Circuit]]:
     """The runs of ``out_dir``'s stability.json by (seed, split), with their circuits: none when there
     is no file; an InputError naming the file when it was saved for another plan (the settings or
-    the data differ) or another model."""
+    the data sizes differ; the model is not recorded: a unit outside ``shape`` is refused)."""
     path = out_dir / runs.STABILITY
     if not path.exists():
         return {}
