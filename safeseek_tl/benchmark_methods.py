@@ -124,8 +124,8 @@ def seek_config(scenario: Scenario, units: UnitChoice, options: Mapping[str, Any
         given: SeekConfig = options["config"]
         # its settings keep their values at the new granularity, but a kind not searched has no
         # target, and a kind it did not search takes the defaults' target at the new granularity
-        unsearched = [kind for kind in UNIT_KINDS if kind not in given.kinds]
-        settings = {name: value for name, value in given.dotted().items() if "." in name and name not in {f"target.{kind}" for kind in unsearched}}
+        unsearched_targets = {f"target.{kind}" for kind in UNIT_KINDS if kind not in given.kinds}
+        settings = {name: value for name, value in given.dotted().items() if "." in name and name not in unsearched_targets}
         settings |= {f"target.{kind}": None for kind in UNIT_KINDS if kind not in unit_kinds(units)}
         return SeekConfig.of(given.scenario, units, **{**settings, **fields})
     return SeekConfig.of(scenario.name, units, **{**options, **fields})
