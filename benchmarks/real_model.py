@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 
 import torch
 
+import safeseek_tl
 from safeseek_tl import InputError, load_model
 from safeseek_tl.baselines.direction import RefusalDirection, direction_unit_scores, mean_differences
 from safeseek_tl.baselines.direction_selection import CandidateEvaluation, choose_direction, evaluate_candidates
@@ -61,8 +62,12 @@ def prompts(name: str, split: str, n: int) -> list[str]:
 
 
 def machine() -> str:
-    """The first line of every real-model benchmark's output: when, on what, with which libraries, at which commit."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    """The first line of every real-model benchmark's output: when, on what, with which libraries, at
+    which commit of the library imported (under PYTHONPATH it may be a snapshot outside this checkout)."""
+    library = os.path.dirname(os.path.abspath(safeseek_tl.__file__))
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=library).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True, check=False, cwd=library).stdout.strip()
+    commit = f"{head}{' with uncommitted changes' if dirty else ''}" if head else f"none: {library} is not a git checkout"
     return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
             f"load average {os.getloadavg()[0]:.1f}, {library_versions()}, commit {commit}")  # fmt: skip
 
