@@ -310,6 +310,16 @@ def test_the_budget_is_fitted_again_at_each_epoch_on_the_pace_so_far(gqa, monkey
     result = SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, clock=clock)
     assert steps[0] == 44 and len(result.history) == 11
 
+    def slow_start() -> float:  # the first 5 steps take 4 s each, the later ones 1 s
+        return 4.0 * min(steps[0], 5) + 1.0 * max(steps[0] - 5, 0)
+
+    # step 3 (12 s) -> 3 + int(42 / 4) = 13; step 5 (20 s) -> 5 + int(34 / 4) = 13; step 9 (24 s) -> 9 +
+    # int(30 / (24/9)) = 20; then 25, 28, 31, 33, 35, 37 and at step 37 (52 s) 37 + int(2 / (52/37)) = 38.
+    # Fitted at each epoch's second step instead, the same clock gives 37.
+    steps[0] = 0
+    result = SafeSeek(gqa, config).fit(records, progress=False, time_budget_s=60.0, clock=slow_start)
+    assert steps[0] == 38 and len(result.history) == 10
+
 
 def test_a_result_saved_before_the_alignment_objectives_loads_as_official(tmp_path):
     shape = ModelShape(n_layers=1, n_heads=3, d_mlp=2, model_name="toy")
