@@ -2,7 +2,8 @@
 
     python benchmarks/judged_answers.py --run runs/q/seek --n-eval 60
 
-Reads a ``safeseek discover`` folder's circuit, ablates it (the run's fill) on the real model, answers
+Reads a ``safeseek discover`` folder's circuit, zero-ablates it on the real model (a run searched with
+another fill is refused: its reference activations are real_model_circuit.py's), answers
 the first ``--n-eval`` harmful test prompts (greedy, 32 new tokens, as real_model_circuit.py) and prints
 every answer that Ships' keyword judge or Arditi et al.'s phrases call a refusal, with Ships' reasons
 (:meth:`~safeseek_tl.metrics.RefusalJudge.reasons`): a judge's refusal rate is only as good as its fit
@@ -40,11 +41,11 @@ def main() -> None:
     print(f"Judges: {ships.describe()}; {arditi.describe()}")
     for run in args.run:
         result = SeekResult.load(run, loaded.shape)
-        if result.config.masks.fill != "zero":  # a mean fill needs reference activations: real_model_circuit.py has them
+        if result.config.masks.fill != "zero":
             raise SystemExit(f"{run}: fill {result.config.masks.fill!r}; this script ablates zero-fill circuits only")
-        with ablated(loaded.model, result.circuit):
-            answers = generate(loaded.model, loaded.chat, harmful, max_new_tokens=32, progress=False)
         circuit = result.circuit
+        with ablated(loaded.model, circuit):
+            answers = generate(loaded.model, loaded.chat, harmful, max_new_tokens=32, progress=False)
         print(f"\n{run}: {circuit.n_heads} heads + {circuit.n_neurons} neurons ablated; refused {ships.refusal_rate(answers):.0%} "
               f"(Ships' keywords) / {arditi.refusal_rate(answers):.0%} (Arditi et al.'s phrases) of {len(answers)}")  # fmt: skip
         print("| prompt | Ships' reasons | Arditi | answer |\n|---|---|---|---|")
